@@ -1,0 +1,47 @@
+# Two commands matter: `make run` serves the API, `make test` proves it.
+SHELL := /bin/bash
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTHON ?= python3
+
+# Use uv from PATH; otherwise install it once into .tools/ (no root, no global changes).
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+
+.PHONY: run test lint fmt install migrate openapi bench clean
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+install: $(if $(filter .tools/bin/uv,$(UV)),.tools/bin/uv) .venv/.synced
+
+.venv/.synced: pyproject.toml uv.lock
+	$(UV) sync --frozen
+	@touch $@
+
+run: install
+	$(UV) run --frozen taskmanager serve --host $(HOST) --port $(PORT)
+
+migrate: install
+	$(UV) run --frozen taskmanager migrate
+
+openapi: install
+	$(UV) run --frozen taskmanager openapi
+
+test: install
+	$(UV) run --frozen pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+lint: install
+	$(UV) run --frozen ruff check src tests bench
+	$(UV) run --frozen ruff format --check src tests bench
+	$(UV) run --frozen mypy
+
+fmt: install
+	$(UV) run --frozen ruff check --fix src tests bench
+	$(UV) run --frozen ruff format src tests bench
+
+bench: install
+	$(UV) run --frozen python -m bench.run $(BENCH_ARGS)
+
+clean:
+	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

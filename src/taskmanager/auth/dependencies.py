@@ -1,0 +1,139 @@
+"""Boundary wiring: who is calling, and may they use this route at all."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+
+from taskmanager.api_keys import repository as api_keys
+from taskmanager.auth.credentials import access_claims, read_credential
+from taskmanager.auth.principal import Identity, Principal, Scope, UserRole
+from taskmanager.config import Settings
+from taskmanager.db import SessionDep, get_database, utcnow
+from taskmanager.errors import Forbidden, InvalidCredentials, NotAuthenticated
+from taskmanager.security import digest
+from taskmanager.users.models import User
+
+# Declared for OpenAPI (Swagger's Authorize button); the headers are read by read_credential.
+_bearer_scheme = HTTPBearer(auto_error=False, description="JWT access token from /auth/token")
+_api_key_scheme = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="API key from POST /api/v1/api-keys"
+)
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def _remember(request: Request, user_id: int) -> None:
+    # For the access log and the per-user rate limit.
+    request.scope.setdefault("state", {})["user_id"] = user_id
+
+
+async def _principal_from_api_key(request: Request, session: SessionDep, key: str) -> Principal:
+    state = request.scope.setdefault("state", {})
+    cached = state.get("api_key_principal")
+    if isinstance(cached, Principal):
+        return cached
+    now = utcnow()
+    resolved = await api_keys.resolve_live_key(session, digest(key), now)
+    if resolved is None:
+        raise InvalidCredentials("The API key is invalid, expired or revoked")
+    if resolved.last_used_at is None or now - resolved.last_used_at > api_keys.LAST_USED_RESOLUTION:
+        # Own short write transaction: the request's session may be a read-only one.
+        async with get_database(request).session(write=True) as writer:
+            await api_keys.touch_last_used(writer, resolved.key_id, now)
+            await writer.commit()
+    _remember(request, resolved.user_id)
+    principal = Principal(
+        user_id=resolved.user_id,
+        role=UserRole(resolved.user_role),
+        api_key_id=resolved.key_id,
+        scopes=resolved.scopes,
+    )
+    state["api_key_principal"] = principal
+    return principal
+
+
+async def get_identity(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+    _api_key: Annotated[str | None, Depends(_api_key_scheme)],
+) -> Identity:
+    """The caller as the credential proves it, without a query for login tokens.
+
+    Only for routes whose query re-checks the user in the same round trip (the hot path).
+    """
+    credential = read_credential(request.scope)
+    if credential is None:
+        raise NotAuthenticated("Authentication required")
+    if credential.kind == "bearer":
+        claims = access_claims(request.scope, credential.value, settings.signing_key)
+        _remember(request, claims.user_id)
+        return Identity(user_id=claims.user_id)
+    principal = await _principal_from_api_key(request, session, credential.value)
+    return principal.identity
+
+
+async def get_principal(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+    _api_key: Annotated[str | None, Depends(_api_key_scheme)],
+) -> Principal:
+    """The verified caller: the credential is good and the user exists and is active."""
+    credential = read_credential(request.scope)
+    if credential is None:
+        raise NotAuthenticated("Authentication required")
+    if credential.kind == "api_key":
+        return await _principal_from_api_key(request, session, credential.value)
+    claims = access_claims(request.scope, credential.value, settings.signing_key)
+    row = (
+        await session.execute(select(User.role, User.is_active).where(User.id == claims.user_id))
+    ).one_or_none()
+    if row is None or not row.is_active:
+        raise InvalidCredentials("The access token is invalid or expired")
+    _remember(request, claims.user_id)
+    return Principal(user_id=claims.user_id, role=UserRole(row.role))
+
+
+CurrentIdentity = Annotated[Identity, Depends(get_identity)]
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+class RequireScope:
+    """Route dependency: an API key must carry ``scope`` (login tokens carry every scope)."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    async def __call__(self, identity: CurrentIdentity) -> None:
+        if not identity.has_scope(self.scope):
+            raise Forbidden(f"This API key lacks the '{self.scope.value}' scope")
+
+
+async def require_admin(principal: CurrentPrincipal) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("Administrator rights required")
+    return principal
+
+
+async def require_login_token(principal: CurrentPrincipal) -> Principal:
+    """For credential management: an API key may not mint or manage credentials."""
+    if principal.api_key_id is not None:
+        raise Forbidden("This action needs a login token, not an API key")
+    return principal
+
+
+AdminPrincipal = Annotated[Principal, Depends(require_admin)]
+LoginPrincipal = Annotated[Principal, Depends(require_login_token)]

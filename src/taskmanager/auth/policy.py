@@ -1,0 +1,55 @@
+"""The authorization policy: what each project role may do. The only place that decides.
+
+Repositories scope their queries to what a caller may see, so an invisible row is simply
+not found; this module turns a found row plus the caller's role into allow / 403.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sqlalchemy import Select, select
+
+from taskmanager.auth.principal import Principal
+from taskmanager.errors import Forbidden, NotFound
+from taskmanager.projects.models import ProjectMember
+
+
+class ProjectRole(StrEnum):
+    OWNER = "owner"
+    EDITOR = "editor"
+    VIEWER = "viewer"
+
+
+class Permission(StrEnum):
+    VIEW = "view"  # the project, its tasks and comments
+    EDIT_TASKS = "edit_tasks"  # create, update, delete tasks and comments
+    MANAGE = "manage"  # the project itself: rename, members, delete
+
+
+ROLE_PERMISSIONS: dict[ProjectRole, frozenset[Permission]] = {
+    ProjectRole.OWNER: frozenset(Permission),
+    ProjectRole.EDITOR: frozenset({Permission.VIEW, Permission.EDIT_TASKS}),
+    ProjectRole.VIEWER: frozenset({Permission.VIEW}),
+}
+
+
+def role_allows(role: str | None, permission: Permission) -> bool:
+    return role is not None and permission in ROLE_PERMISSIONS[ProjectRole(role)]
+
+
+def authorize(
+    principal: Principal, member_role: str | None, permission: Permission, *, not_found: str
+) -> None:
+    """Allow, or raise: NotFound for a non-member (never reveal existence), Forbidden else."""
+    if principal.is_admin:
+        return
+    if member_role is None:
+        raise NotFound(not_found)
+    if not role_allows(member_role, permission):
+        raise Forbidden(f"Your role '{member_role}' does not allow this action")
+
+
+def member_project_ids(user_id: int) -> Select[int]:
+    """Projects a user belongs to, for ``project_id IN (...)`` scoping."""
+    return select(ProjectMember.project_id).where(ProjectMember.user_id == user_id)

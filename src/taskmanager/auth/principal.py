@@ -1,0 +1,57 @@
+"""Who is calling: the identity a credential proves, and the verified principal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Scope(StrEnum):
+    TASKS_READ = "tasks:read"
+    TASKS_WRITE = "tasks:write"
+    PROJECTS_READ = "projects:read"
+    PROJECTS_WRITE = "projects:write"
+    ADMIN = "admin"
+
+
+class UserRole(StrEnum):
+    USER = "user"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What the credential alone proves: a user id, and for an API key its id and scopes.
+
+    Not yet checked against the database (the user may since have been deactivated), so
+    only queries that re-check the user in the same round trip may act on it.
+    """
+
+    user_id: int
+    api_key_id: int | None = None
+    scopes: frozenset[str] | None = None  # None: a login token, with all of the user's rights
+
+    def has_scope(self, scope: Scope) -> bool:
+        return self.scopes is None or scope.value in self.scopes
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A caller verified against the database: the user exists and is active."""
+
+    user_id: int
+    role: UserRole
+    api_key_id: int | None = None
+    scopes: frozenset[str] | None = None
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.user_id, self.api_key_id, self.scopes)
+
+    def has_scope(self, scope: Scope) -> bool:
+        return self.scopes is None or scope.value in self.scopes
+
+    @property
+    def is_admin(self) -> bool:
+        """Admin powers need the admin role, and for an API key the admin scope too."""
+        return self.role is UserRole.ADMIN and self.has_scope(Scope.ADMIN)

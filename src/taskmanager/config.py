@@ -1,0 +1,219 @@
+"""Typed settings, read from the environment (prefix ``TASKMANAGER_``) or a ``.env`` file."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from limits import parse as parse_rate_limit
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "TASKMANAGER_"
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message is one line that names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    env: Environment = Environment.DEVELOPMENT
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    redis_url: str = ""
+    secret_key: str = Field(default="", repr=False)
+
+    access_token_expire_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    refresh_token_expire_days: int = Field(default=14, ge=1, le=365)
+    allow_registration: bool = True
+    allowed_origins: Annotated[list[str], NoDecode] = ["http://localhost:3000"]
+
+    rate_limit_enabled: bool = True
+    rate_limit_default: str = "300/minute"
+    rate_limit_auth: str = "10/minute"
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    request_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    shutdown_timeout_seconds: float = Field(default=20.0, ge=0, le=3600)
+
+    webhook_allow_private_targets: bool = False
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    db_pool_timeout_seconds: float = Field(default=30.0, gt=0)
+    db_pool_pre_ping: bool = True
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        """Accept a JSON list (as documented) or a comma-separated string."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import orjson
+
+                try:
+                    return orjson.loads(text)
+                except orjson.JSONDecodeError as exc:
+                    raise ValueError("must be a JSON list of origins") from exc
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an http(s) origin")
+        return value
+
+    @field_validator("rate_limit_default", "rate_limit_auth")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        try:
+            parse_rate_limit(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a rate such as '300/minute'") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.env is not Environment.PRODUCTION:
+            return self
+        if not self.secret_key:
+            raise ValueError("TASKMANAGER_SECRET_KEY must be set when TASKMANAGER_ENV=production")
+        if len(self.secret_key) < 32:
+            raise ValueError("TASKMANAGER_SECRET_KEY must be at least 32 characters in production")
+        if self.is_sqlite:
+            path = self.sqlite_path
+            temp = Path(tempfile.gettempdir()).resolve()
+            if path is None or path.resolve().is_relative_to(temp):
+                raise ValueError(
+                    "TASKMANAGER_DATABASE_URL points SQLite at memory or a temp dir in production"
+                )
+        if self.webhook_allow_private_targets:
+            raise ValueError(
+                "TASKMANAGER_WEBHOOK_ALLOW_PRIVATE_TARGETS must be false in production"
+            )
+        if "*" in self.allowed_origins:
+            raise ValueError("TASKMANAGER_ALLOWED_ORIGINS may not contain '*' in production")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'taskmanager.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file, or None for an in-memory database."""
+        url = self.effective_database_url
+        if not url.startswith("sqlite"):
+            return None
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        path = path.split("?", 1)[0]
+        if not path or path == ":memory:":
+            return None
+        return Path(path)
+
+    @property
+    def attachments_dir(self) -> Path:
+        return self.data_dir / "attachments"
+
+    @cached_property
+    def signing_key(self) -> str:
+        """The JWT signing key: the configured one, else one generated once into the data dir."""
+        if self.secret_key:
+            return self.secret_key
+        return _load_or_create_secret(self.data_dir / SECRET_KEY_FILE)
+
+
+def _load_or_create_secret(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        existing = path.read_text().strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    key = secrets.token_urlsafe(48)
+    # O_EXCL: two processes starting at once must agree on one key, not each write their own.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming the first offending variable, e.g. for a start-up failure."""
+    first = exc.errors()[0]
+    loc = [str(part) for part in first.get("loc", ())]
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if loc:
+        return f"{ENV_PREFIX}{loc[0].upper()}: {message}"
+    return message if message.startswith(ENV_PREFIX) else f"invalid settings: {message}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build and validate settings; raise SettingsError with a one-line message."""
+    try:
+        settings = Settings(**overrides)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _ = settings.signing_key
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+    except OSError as exc:
+        raise SettingsError(f"{ENV_PREFIX}DATA_DIR: cannot use data directory: {exc}") from None
+    return settings

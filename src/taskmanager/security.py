@@ -1,0 +1,91 @@
+"""Password hashing, access tokens and secret digests."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import jwt
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+
+JWT_ALGORITHM = "HS256"
+ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - a claim value
+_REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "type"]
+
+_password_hash = PasswordHash((Argon2Hasher(),))
+# Verified when the user does not exist, so "no such user" costs what "wrong password" does.
+_DUMMY_HASH = _password_hash.hash(secrets.token_urlsafe(16))
+
+
+async def hash_password(password: str) -> str:
+    # Argon2 is deliberately slow and CPU-bound: keep it off the event loop.
+    return await anyio.to_thread.run_sync(_password_hash.hash, password)
+
+
+async def verify_password(password: str, password_hash: str | None) -> tuple[bool, str | None]:
+    """Check a password; return (ok, new hash if the stored one should be upgraded)."""
+    if password_hash is None:
+        await anyio.to_thread.run_sync(_password_hash.verify, password, _DUMMY_HASH)
+        return False, None
+    return await anyio.to_thread.run_sync(_password_hash.verify_and_update, password, password_hash)
+
+
+def digest(secret: str) -> str:
+    """SHA-256 hex of a high-entropy secret (refresh tokens, API keys)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def constant_time_equals(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: int
+    jti: str
+    expires_at: datetime
+
+
+def create_access_token(user_id: int, signing_key: str, expires_in: timedelta) -> str:
+    now = datetime.now(UTC)
+    payload = {
+        "sub": str(user_id),
+        "type": ACCESS_TOKEN_TYPE,
+        "iat": int(now.timestamp()),
+        "exp": int((now + expires_in).timestamp()),
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(payload, signing_key, algorithm=JWT_ALGORITHM)
+
+
+class InvalidToken(Exception):
+    """The token is not a valid, unexpired access token signed with our key."""
+
+
+def decode_access_token(token: str, signing_key: str) -> AccessClaims:
+    try:
+        # The algorithm list is pinned: "none" and any algorithm switch are rejected here.
+        payload = jwt.decode(
+            token,
+            signing_key,
+            algorithms=[JWT_ALGORITHM],
+            options={"require": _REQUIRED_CLAIMS},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from None
+    if payload.get("type") != ACCESS_TOKEN_TYPE:
+        raise InvalidToken("not an access token")
+    sub = payload.get("sub")
+    if not isinstance(sub, str) or not sub.isdigit():
+        raise InvalidToken("bad subject")
+    return AccessClaims(
+        user_id=int(sub),
+        jti=str(payload["jti"]),
+        expires_at=datetime.fromtimestamp(int(payload["exp"]), UTC),
+    )

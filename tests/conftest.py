@@ -1,0 +1,270 @@
+"""Shared fixtures: every integration test runs once on SQLite and once on PostgreSQL.
+
+Each run gets its own databases, built by the Alembic migrations and dropped at the end;
+tables are emptied after every test. PostgreSQL and Redis are used when reachable and
+skipped with a visible reason when not, except under CI (CI=true), where they are required.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from taskmanager import migrate
+from taskmanager.config import Settings, load_settings
+from taskmanager.models import Base
+from taskmanager.projects.inbox import create_inbox
+from taskmanager.security import create_access_token
+from taskmanager.users.models import User
+
+PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("TEST_PG_USER", "postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# One Argon2 hash computed once: hashing per test user would dominate the suite's time.
+TEST_PASSWORD = "Corr3ct-Horse"
+_TEST_PASSWORD_HASH: str | None = None
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip (or fail under CI) when a real service is not reachable."""
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable at {host}:{port}"
+    if IN_CI:
+        pytest.fail(f"{message}; CI requires it")
+    pytest.skip(message)
+
+
+def redis_url_or_skip() -> str:
+    host_port = REDIS_URL.split("//", 1)[1].split("/", 1)[0]
+    host, _, port = host_port.partition(":")
+    require_service("Redis", host, int(port or 6379))
+    return REDIS_URL
+
+
+@dataclass
+class TestDatabase:
+    __test__ = False
+
+    backend: str
+    url: str
+
+
+async def _create_pg_database(name: str) -> None:
+    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres")
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_pg_database(name: str) -> None:
+    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres")
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("taskmanager")
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+async def database(request: pytest.FixtureRequest, run_dir: Path) -> AsyncIterator[TestDatabase]:
+    """A migrated database for this test run, on each backend."""
+    backend: str = request.param
+    if backend == "sqlite":
+        path = run_dir / f"test-{uuid.uuid4().hex[:8]}.db"
+        db = TestDatabase("sqlite", f"sqlite+aiosqlite:///{path}")
+        await migrate.upgrade_async(db.url)
+        yield db
+        return
+    require_service("PostgreSQL", PG_HOST, PG_PORT)
+    name = f"taskmanager_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    await _create_pg_database(name)
+    db = TestDatabase("postgres", f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}")
+    try:
+        await migrate.upgrade_async(db.url)
+        yield db
+    finally:
+        await _drop_pg_database(name)
+
+
+def make_settings(database: TestDatabase, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "env": "test",
+        "database_url": database.url,
+        "data_dir": data_dir,
+        "secret_key": "test-secret-key-that-is-long-enough-0123456789",
+        "rate_limit_enabled": False,
+        "webhook_allow_private_targets": True,
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+async def _truncate(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            else:
+                for table in tables:
+                    await conn.execute(text(f"DELETE FROM {table}"))
+                await conn.execute(text("DELETE FROM sqlite_sequence"))  # ids restart per test
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def base_app(database: TestDatabase, run_dir: Path) -> AsyncIterator[FastAPI]:
+    from taskmanager.main import create_app
+
+    app = create_app(make_settings(database, run_dir / f"data-{database.backend}"))
+    async with LifespanManager(app):
+        yield app
+
+
+@pytest.fixture
+async def app(base_app: FastAPI, database: TestDatabase) -> AsyncIterator[FastAPI]:
+    """The shared app on a clean database (tables emptied after each test)."""
+    yield base_app
+    await _truncate(database.url)
+
+
+def _client(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver", timeout=60
+    )
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with _client(app) as c:
+        yield c
+
+
+AppFactory = Callable[..., Awaitable[tuple[FastAPI, httpx.AsyncClient]]]
+
+
+@pytest.fixture
+async def make_app(
+    database: TestDatabase, tmp_path: Path, app: FastAPI
+) -> AsyncIterator[AppFactory]:
+    """Build an app with settings overrides (same database; cleaned after the test)."""
+    from taskmanager.main import create_app
+
+    stack: list[tuple[LifespanManager, httpx.AsyncClient]] = []
+
+    async def factory(**overrides: Any) -> tuple[FastAPI, httpx.AsyncClient]:
+        custom = create_app(make_settings(database, tmp_path / "data", **overrides))
+        manager = LifespanManager(custom)
+        await manager.__aenter__()
+        c = _client(custom)
+        stack.append((manager, c))
+        return custom, c
+
+    yield factory
+    for manager, c in reversed(stack):
+        await c.aclose()
+        await manager.__aexit__(None, None, None)
+
+
+@dataclass
+class TestUser:
+    __test__ = False
+
+    id: int
+    username: str
+    email: str
+    role: str
+    inbox_id: int
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+UserFactory = Callable[..., Awaitable[TestUser]]
+
+
+@pytest.fixture
+def make_user(app: FastAPI) -> UserFactory:
+    """Insert a user (with Inbox) straight into the database and mint an access token."""
+
+    async def factory(
+        username: str | None = None, *, role: str = "user", is_active: bool = True
+    ) -> TestUser:
+        global _TEST_PASSWORD_HASH
+        if _TEST_PASSWORD_HASH is None:
+            from taskmanager.security import hash_password
+
+            _TEST_PASSWORD_HASH = await hash_password(TEST_PASSWORD)
+        username = username or f"user_{uuid.uuid4().hex[:10]}"
+        email = f"{username}@example.com"
+        async with app.state.database.session(write=True) as session:
+            user = User(
+                email=email,
+                username=username,
+                password_hash=_TEST_PASSWORD_HASH,
+                role=role,
+                is_active=is_active,
+            )
+            session.add(user)
+            await session.flush()
+            inbox = await create_inbox(session, user.id)
+            await session.commit()
+            user_id, inbox_id = user.id, inbox.id
+        token = create_access_token(user_id, app.state.settings.signing_key, timedelta(minutes=30))
+        return TestUser(user_id, username, email, role, inbox_id, token)
+
+    return factory
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """Assert a problem+json response with this status and code; return its body."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["code"] == code, body
+    assert body["title"]
+    assert body["detail"]
+    assert "request_id" in body
+    return body
