@@ -41,6 +41,7 @@ fmt: install
 	$(UV) run --frozen ruff format src tests bench
 
 bench: install
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(UV) run --frozen python -m bench.run $(BENCH_ARGS)
 
 clean:
