@@ -10,6 +10,7 @@ PostgreSQL uses one pooled engine for both.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from fastapi import Depends, Request
 from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, MetaData, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -38,6 +40,11 @@ NAMING_CONVENTION = {
 }
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# A connection idle for longer than this is pinged before use; busier ones are not, which
+# keeps the liveness check off the hot path while still catching connections a database
+# restart or an idle-timeout killed.
+PING_AFTER_IDLE_SECONDS = 10.0
 
 # SQLite only aliases INTEGER PRIMARY KEY to the rowid; PostgreSQL gets 64-bit ids.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
@@ -86,11 +93,34 @@ def _configure_sqlite(engine: AsyncEngine, settings: Settings, *, immediate: boo
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    begin_sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+    if not immediate:
+        # Readers run each statement in autocommit: no BEGIN/ROLLBACK around one SELECT,
+        # and WAL gives every statement a consistent snapshot.
+        return
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql(begin_sql)
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Pessimistic disconnect handling, for connections that have sat idle only."""
+    sync_engine: Engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            # The pool discards this connection and retries with a fresh one.
+            raise DisconnectionError("stale pooled connection") from exc
 
 
 class Database:
@@ -128,10 +158,12 @@ class Database:
                 pool_size=settings.db_pool_size,
                 max_overflow=settings.db_max_overflow,
                 pool_timeout=settings.db_pool_timeout_seconds,
-                pool_pre_ping=settings.db_pool_pre_ping,
                 pool_recycle=1800,
             )
-            self.read_engine = self.write_engine
+            if settings.db_pool_pre_ping:
+                _ping_idle_connections(self.write_engine, PING_AFTER_IDLE_SECONDS)
+            # Same pool; reads skip BEGIN/ROLLBACK, which would triple their round trips.
+            self.read_engine = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
         self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -144,7 +176,7 @@ class Database:
 
     async def dispose(self) -> None:
         await self.write_engine.dispose()
-        if self.read_engine is not self.write_engine:
+        if self.read_engine.sync_engine.pool is not self.write_engine.sync_engine.pool:
             await self.read_engine.dispose()
 
 
