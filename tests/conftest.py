@@ -67,6 +67,21 @@ def redis_url_or_skip() -> str:
     return REDIS_URL
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (rather than skip) the SQLite variant of tests marked postgres_only."""
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("database") if callspec else None
+        if item.get_closest_marker("postgres_only") and backend == "sqlite":
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @dataclass
 class TestDatabase:
     __test__ = False
