@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.api_keys.models import ApiKey
@@ -47,3 +48,35 @@ async def resolve_live_key(
 
 async def touch_last_used(session: AsyncSession, key_id: int, now: datetime) -> None:
     await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+
+
+async def add(session: AsyncSession, key: ApiKey) -> ApiKey:
+    session.add(key)
+    await session.flush()
+    return key
+
+
+async def list_live_for_user(session: AsyncSession, user_id: int) -> Sequence[ApiKey]:
+    """The user's keys that have not been revoked (expired ones included: they show why)."""
+    return (
+        (
+            await session.execute(
+                select(ApiKey)
+                .where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
+                .order_by(ApiKey.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+
+
+async def revoke(session: AsyncSession, *, key_id: int, user_id: int, now: datetime) -> bool:
+    """Revoke one of the user's own live keys; False if there is no such key."""
+    result: CursorResult[tuple[()]] = await session.execute(  # type: ignore[assignment]
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1

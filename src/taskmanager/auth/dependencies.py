@@ -5,26 +5,32 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy import select
 
 from taskmanager.api_keys import repository as api_keys
 from taskmanager.auth.credentials import access_claims, read_credential
 from taskmanager.auth.principal import Identity, Principal, Scope, UserRole
 from taskmanager.config import Settings
-from taskmanager.db import SessionDep, get_database, utcnow
+from taskmanager.db import SAFE_METHODS, SessionDep, get_database, utcnow
 from taskmanager.errors import Forbidden, InvalidCredentials, NotAuthenticated
 from taskmanager.security import digest
 from taskmanager.users.models import User
 
 # Declared for OpenAPI (Swagger's Authorize button); the headers are read by read_credential.
-_bearer_scheme = HTTPBearer(auto_error=False, description="JWT access token from /auth/token")
+# OAuth2PasswordBearer, so Swagger's Authorize button can log in with a username and password.
+_bearer_scheme = OAuth2PasswordBearer(
+    tokenUrl="/api/v1/auth/token",
+    auto_error=False,
+    description="JWT access token from POST /api/v1/auth/token",
+)
 _api_key_scheme = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="API key from POST /api/v1/api-keys"
 )
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
+    # async: a plain def dependency would cost a thread-pool hop on every request.
     settings: Settings = request.app.state.settings
     return settings
 
@@ -47,10 +53,16 @@ async def _principal_from_api_key(request: Request, session: SessionDep, key: st
     if resolved is None:
         raise InvalidCredentials("The API key is invalid, expired or revoked")
     if resolved.last_used_at is None or now - resolved.last_used_at > api_keys.LAST_USED_RESOLUTION:
-        # Own short write transaction: the request's session may be a read-only one.
-        async with get_database(request).session(write=True) as writer:
-            await api_keys.touch_last_used(writer, resolved.key_id, now)
-            await writer.commit()
+        database = get_database(request)
+        if database.dialect == "sqlite" and request.method not in SAFE_METHODS:
+            # The request's session already holds SQLite's one write connection: a second
+            # writer would wait for it until the pool times out. Commits with the request.
+            await api_keys.touch_last_used(session, resolved.key_id, now)
+        else:
+            # Own short write transaction: the request's session may be a read-only one.
+            async with database.session(write=True) as writer:
+                await api_keys.touch_last_used(writer, resolved.key_id, now)
+                await writer.commit()
     _remember(request, resolved.user_id)
     principal = Principal(
         user_id=resolved.user_id,
@@ -66,7 +78,7 @@ async def get_identity(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+    _bearer: Annotated[str | None, Depends(_bearer_scheme)],
     _api_key: Annotated[str | None, Depends(_api_key_scheme)],
 ) -> Identity:
     """The caller as the credential proves it, without a query for login tokens.
@@ -88,7 +100,7 @@ async def get_principal(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+    _bearer: Annotated[str | None, Depends(_bearer_scheme)],
     _api_key: Annotated[str | None, Depends(_api_key_scheme)],
 ) -> Principal:
     """The verified caller: the credential is good and the user exists and is active."""

@@ -1,0 +1,74 @@
+"""``/api-keys``: the caller's API keys. Managed with a login token only."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+
+from taskmanager.api_keys import service
+from taskmanager.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
+from taskmanager.auth.dependencies import LoginPrincipal
+from taskmanager.db import SessionDep
+from taskmanager.errors import (
+    Forbidden,
+    MalformedRequest,
+    NotAuthenticated,
+    NotFound,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from taskmanager.problems import problem_responses
+
+router = APIRouter(prefix="/api-keys", tags=["api-keys"])
+
+KeyId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The key's id")]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ApiKeyCreated,
+    operation_id="api_keys_create",
+    summary="Create an API key",
+    responses=problem_responses(
+        NotAuthenticated, Forbidden, MalformedRequest, UnsupportedMediaType, ValidationFailed
+    ),
+)
+async def create_key(
+    body: ApiKeyCreate, principal: LoginPrincipal, session: SessionDep, response: Response
+) -> ApiKeyCreated:
+    """Mint a scoped key; the full key is in this response only, so store it now."""
+    key, secret = await service.create(session, principal, body)
+    response.headers["Cache-Control"] = "no-store"
+    return ApiKeyCreated.model_validate(
+        {**ApiKeyOut.model_validate(key).model_dump(), "key": secret}
+    )
+
+
+@router.get(
+    "",
+    response_model=list[ApiKeyOut],
+    operation_id="api_keys_list",
+    summary="List your API keys",
+    responses=problem_responses(NotAuthenticated, Forbidden),
+)
+async def list_keys(principal: LoginPrincipal, session: SessionDep) -> list[ApiKeyOut]:
+    """The caller's unrevoked keys, oldest first; never the secret."""
+    return [
+        ApiKeyOut.model_validate(k) for k in await service.list_keys(session, principal.user_id)
+    ]
+
+
+@router.delete(
+    "/{key_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    operation_id="api_keys_delete",
+    summary="Revoke an API key",
+    responses=problem_responses(NotAuthenticated, Forbidden, NotFound, ValidationFailed),
+)
+async def delete_key(key_id: KeyId, principal: LoginPrincipal, session: SessionDep) -> Response:
+    """Revoke one of the caller's keys; it stops working at once."""
+    await service.revoke(session, principal.user_id, key_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

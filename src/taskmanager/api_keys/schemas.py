@@ -1,0 +1,96 @@
+"""API-key request and response bodies."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from taskmanager.auth.principal import Scope
+
+
+class ApiKeyCreate(BaseModel):
+    """A new key: a name to recognise it by, its scopes, and an optional expiry."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "nightly report",
+                    "scopes": ["tasks:read", "projects:read"],
+                    "expires_at": "2027-01-01T00:00:00Z",
+                }
+            ]
+        },
+    )
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    scopes: list[Scope] = Field(min_length=1, max_length=20)
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="When the key stops working (with a UTC offset); never if null"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(unicodedata.category(c) == "Cc" for c in value):
+            raise ValueError("may not contain control characters")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _dedupe(cls, value: list[Scope]) -> list[Scope]:
+        return list(dict.fromkeys(value))
+
+    @field_validator("expires_at")
+    @classmethod
+    def _future(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is out of range") from None
+        if value <= datetime.now(UTC):
+            raise ValueError("must be in the future")
+        return value
+
+
+class ApiKeyOut(BaseModel):
+    """A key as listed: never the secret or its hash, only a short prefix to recognise it."""
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 3,
+                    "name": "nightly report",
+                    "prefix": "tm_Qx7bY2z",
+                    "scopes": ["tasks:read", "projects:read"],
+                    "expires_at": "2027-01-01T00:00:00Z",
+                    "last_used_at": None,
+                    "created_at": "2026-11-22T09:30:00Z",
+                }
+            ]
+        },
+    )
+
+    id: int
+    name: str
+    prefix: str
+    scopes: list[str]
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    created_at: datetime
+
+
+class ApiKeyCreated(ApiKeyOut):
+    """The new key, with the full secret: shown this once and never again."""
+
+    key: str = Field(
+        description="Send as the X-API-Key header; store it now, it is not shown again"
+    )

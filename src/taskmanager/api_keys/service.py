@@ -1,0 +1,53 @@
+"""API keys: minted for scripts, scoped, shown once, stored only as a digest."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from taskmanager.api_keys import repository
+from taskmanager.api_keys.models import ApiKey
+from taskmanager.api_keys.schemas import ApiKeyCreate
+from taskmanager.auth.principal import Principal, Scope, UserRole
+from taskmanager.db import utcnow
+from taskmanager.errors import Forbidden, NotFound
+from taskmanager.security import digest
+
+KEY_PREFIX = "tm_"
+# Enough of the key to tell keys apart in a list, far too little to guess the rest.
+DISPLAY_PREFIX_CHARS = 10
+
+
+def generate_key() -> str:
+    # 32 random bytes (256 bits): a fast digest is then as safe to store as a slow hash.
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+async def create(
+    session: AsyncSession, principal: Principal, data: ApiKeyCreate
+) -> tuple[ApiKey, str]:
+    """Mint a key; return it with its secret, which is not stored and cannot be shown again."""
+    if Scope.ADMIN in data.scopes and principal.role is not UserRole.ADMIN:
+        raise Forbidden("Only administrators may create keys with the 'admin' scope")
+    secret = generate_key()
+    key = ApiKey(
+        user_id=principal.user_id,
+        name=data.name,
+        prefix=secret[:DISPLAY_PREFIX_CHARS],
+        key_hash=digest(secret),
+        scopes=[scope.value for scope in data.scopes],
+        expires_at=data.expires_at,
+    )
+    return await repository.add(session, key), secret
+
+
+async def list_keys(session: AsyncSession, user_id: int) -> Sequence[ApiKey]:
+    return await repository.list_live_for_user(session, user_id)
+
+
+async def revoke(session: AsyncSession, user_id: int, key_id: int) -> None:
+    """Revoke one of the caller's keys; anyone else's key is simply not found."""
+    if not await repository.revoke(session, key_id=key_id, user_id=user_id, now=utcnow()):
+        raise NotFound(f"API key {key_id} not found")

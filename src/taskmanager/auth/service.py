@@ -1,0 +1,115 @@
+"""Logins and refresh-token rotation.
+
+A refresh token is a random secret; only its SHA-256 digest is stored. The tokens issued
+from one login form a family: each refresh spends the presented token and issues the next
+one in the family. Presenting a spent token again means it leaked (or a client replayed
+it), so the whole family is revoked and whoever holds its newest token must log in again.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from taskmanager.auth import repository
+from taskmanager.auth.schemas import TokenPair
+from taskmanager.config import Settings
+from taskmanager.db import Database, utcnow
+from taskmanager.errors import InvalidCredentials
+from taskmanager.security import create_access_token, digest, verify_password
+from taskmanager.users import repository as users
+
+BAD_LOGIN = "Incorrect username or password"
+BAD_REFRESH = "The refresh token is invalid, expired or revoked"
+# Beyond anything registration accepts: refused without a query or a hash spent on them.
+_MAX_LOGIN_CHARS = 320
+_MAX_PASSWORD_CHARS = 1024
+
+
+async def issue_pair(
+    session: AsyncSession, settings: Settings, user_id: int, *, family_id: str | None = None
+) -> TokenPair:
+    """A new access token and a new refresh token (in a new family unless one is given)."""
+    refresh_token = secrets.token_urlsafe(48)
+    await repository.add(
+        session,
+        user_id=user_id,
+        family_id=family_id or uuid.uuid4().hex,
+        token_hash=digest(refresh_token),
+        expires_at=utcnow() + timedelta(days=settings.refresh_token_expire_days),
+    )
+    lifetime = timedelta(minutes=settings.access_token_expire_minutes)
+    return TokenPair(
+        access_token=create_access_token(user_id, settings.signing_key, lifetime),
+        expires_in=int(lifetime.total_seconds()),
+        refresh_token=refresh_token,
+    )
+
+
+async def login(
+    database: Database, session: AsyncSession, settings: Settings, login: str, password: str
+) -> TokenPair:
+    """Check a username-or-email and password; unknown, wrong and inactive look the same."""
+    # NUL is refused here because PostgreSQL cannot even compare text containing it.
+    if len(login) > _MAX_LOGIN_CHARS or len(password) > _MAX_PASSWORD_CHARS or "\x00" in login:
+        raise InvalidCredentials(BAD_LOGIN)
+    # Looked up on a read session so the slow password check holds no write lock (SQLite).
+    async with database.session(write=False) as reader:
+        user = await users.find_by_login(reader, login.lower())
+        found = (user.id, user.password_hash, user.is_active) if user is not None else None
+    # With no such user a dummy hash is verified, so the answer takes as long as a wrong password.
+    ok, new_hash = await verify_password(password, found[1] if found else None)
+    if found is None or not ok or not found[2]:
+        raise InvalidCredentials(BAD_LOGIN)
+    user_id = found[0]
+    if new_hash is not None:
+        await users.set_password_hash(session, user_id, new_hash)
+    return await issue_pair(session, settings, user_id)
+
+
+async def refresh(database: Database, settings: Settings, token: str) -> TokenPair:
+    """Spend a refresh token and issue the next pair of its family."""
+    # Own transaction, committed even when the answer is 401: revoking a family on re-use
+    # must persist, and the request's transaction is rolled back when an error is raised.
+    async with database.session(write=True) as session:
+        pair = await _rotate(session, settings, token, utcnow())
+        await session.commit()
+    if pair is None:
+        raise InvalidCredentials(BAD_REFRESH)
+    return pair
+
+
+async def _rotate(
+    session: AsyncSession, settings: Settings, token: str, now: datetime
+) -> TokenPair | None:
+    row = await repository.by_hash(session, digest(token))
+    if row is None or row.revoked_at is not None:
+        return None
+    if row.used_at is not None:
+        await repository.revoke_family(session, row.family_id, now)
+        return None
+    if row.expires_at <= now:
+        return None
+    user = await users.get(session, row.user_id)
+    if user is None or not user.is_active:
+        return None
+    if not await repository.spend(session, row.id, now):
+        # Another request spent it between our read and our write: the same re-use.
+        await repository.revoke_family(session, row.family_id, now)
+        return None
+    return await issue_pair(session, settings, row.user_id, family_id=row.family_id)
+
+
+async def logout(session: AsyncSession, token: str) -> None:
+    """Revoke the token's family. An unknown token is ignored: the answer reveals nothing."""
+    row = await repository.by_hash(session, digest(token))
+    if row is not None:
+        await repository.revoke_family(session, row.family_id, utcnow())
+
+
+async def revoke_all(session: AsyncSession, user_id: int) -> None:
+    """Every refresh token of the user stops working (password change, deactivation)."""
+    await repository.revoke_all_of_user(session, user_id, utcnow())

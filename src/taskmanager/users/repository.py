@@ -1,0 +1,89 @@
+"""User queries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from taskmanager.auth.principal import UserRole
+from taskmanager.errors import Conflict
+from taskmanager.users.models import User
+
+TAKEN = "A user with this email or username already exists"
+
+
+async def get(session: AsyncSession, user_id: int) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def get_for_update(session: AsyncSession, user_id: int) -> User | None:
+    # FOR UPDATE is a no-op on SQLite, whose write transactions are serialized anyway.
+    return (
+        await session.execute(select(User).where(User.id == user_id).with_for_update())
+    ).scalar_one_or_none()
+
+
+async def find_by_login(session: AsyncSession, login: str) -> User | None:
+    """The user whose username or email is ``login`` (already lower-cased)."""
+    return (
+        await session.execute(
+            select(User).where(or_(User.username == login, User.email == login)).limit(1)
+        )
+    ).scalar_one_or_none()
+
+
+async def set_password_hash(session: AsyncSession, user_id: int, password_hash: str) -> None:
+    await session.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(password_hash=password_hash)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def taken(
+    session: AsyncSession, *, email: str | None, username: str | None, exclude_id: int | None
+) -> bool:
+    conditions = []
+    if email is not None:
+        conditions.append(User.email == email)
+    if username is not None:
+        conditions.append(User.username == username)
+    if not conditions:
+        return False
+    query = select(User.id).where(or_(*conditions))
+    if exclude_id is not None:
+        query = query.where(User.id != exclude_id)
+    return (await session.execute(query.limit(1))).first() is not None
+
+
+async def flush_unique(session: AsyncSession) -> None:
+    """Flush; a unique-index violation (a race the pre-check lost) becomes a Conflict."""
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise Conflict(TAKEN) from None
+
+
+async def page(session: AsyncSession, *, skip: int, limit: int) -> tuple[Sequence[User], int]:
+    total = (await session.execute(select(func.count()).select_from(User))).scalar_one()
+    items = (
+        (await session.execute(select(User).order_by(User.id).offset(skip).limit(limit)))
+        .scalars()
+        .all()
+    )
+    return items, total
+
+
+async def lock_active_admin_ids(session: AsyncSession) -> list[int]:
+    """Active admins, locked so two concurrent demotions cannot both pass the last-admin check."""
+    rows = await session.execute(
+        select(User.id)
+        .where(User.role == UserRole.ADMIN.value, User.is_active.is_(True))
+        .order_by(User.id)
+        .with_for_update()
+    )
+    return list(rows.scalars().all())

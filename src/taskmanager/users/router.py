@@ -1,0 +1,152 @@
+"""``/users``: registration, the caller's own account, and administration."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from taskmanager.auth.dependencies import (
+    AdminPrincipal,
+    CurrentPrincipal,
+    LoginPrincipal,
+    SettingsDep,
+)
+from taskmanager.db import SessionDep
+from taskmanager.errors import (
+    Conflict,
+    Forbidden,
+    InvalidCredentials,
+    MalformedRequest,
+    NotAuthenticated,
+    NotFound,
+    RateLimited,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from taskmanager.problems import problem_responses
+from taskmanager.users import service
+from taskmanager.users.schemas import (
+    PasswordChange,
+    UserAdminUpdate,
+    UserCreate,
+    UserOut,
+    UserPage,
+    UserUpdateMe,
+)
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+MAX_ID = 2**63 - 1
+UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="The user's id")]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    operation_id="users_create",
+    summary="Register a user",
+    responses=problem_responses(
+        Forbidden, Conflict, MalformedRequest, UnsupportedMediaType, ValidationFailed, RateLimited
+    ),
+)
+async def create_user(body: UserCreate, session: SessionDep, settings: SettingsDep) -> UserOut:
+    """Create an account (with its Inbox project); 403 when registration is disabled."""
+    user = await service.register(session, body, allow_registration=settings.allow_registration)
+    return UserOut.model_validate(user)
+
+
+@router.get(
+    "/me",
+    response_model=UserOut,
+    operation_id="users_get_me",
+    summary="Get the current user",
+    responses=problem_responses(NotAuthenticated),
+)
+async def get_me(principal: CurrentPrincipal, session: SessionDep) -> UserOut:
+    """The account the credential belongs to."""
+    return UserOut.model_validate(await service.get(session, principal.user_id))
+
+
+@router.patch(
+    "/me",
+    response_model=UserOut,
+    operation_id="users_update_me",
+    summary="Update the current user",
+    responses=problem_responses(
+        NotAuthenticated,
+        Forbidden,
+        Conflict,
+        MalformedRequest,
+        UnsupportedMediaType,
+        ValidationFailed,
+    ),
+)
+async def update_me(body: UserUpdateMe, principal: LoginPrincipal, session: SessionDep) -> UserOut:
+    """Change the caller's email or username (login identifiers: not with an API key)."""
+    return UserOut.model_validate(await service.update_me(session, principal.user_id, body))
+
+
+@router.post(
+    "/me/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    operation_id="users_change_password",
+    summary="Change the current user's password",
+    responses={
+        **problem_responses(
+            NotAuthenticated, Forbidden, MalformedRequest, UnsupportedMediaType, ValidationFailed
+        ),
+        401: problem_responses(InvalidCredentials)[401]
+        | {"description": "Not authenticated, or the current password is wrong"},
+    },
+)
+async def change_password(
+    body: PasswordChange, principal: LoginPrincipal, session: SessionDep
+) -> Response:
+    """Replace the password; every refresh token of the account is revoked."""
+    await service.change_password(session, principal.user_id, body)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "",
+    response_model=UserPage,
+    operation_id="users_list",
+    summary="List users (admin)",
+    responses=problem_responses(NotAuthenticated, Forbidden, ValidationFailed),
+)
+async def list_users(
+    _admin: AdminPrincipal,
+    session: SessionDep,
+    skip: Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip")] = 0,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
+) -> UserPage:
+    """Every account, ordered by id; administrators only."""
+    items, total = await service.list_users(session, skip=skip, limit=limit)
+    return UserPage(
+        items=[UserOut.model_validate(u) for u in items], total=total, skip=skip, limit=limit
+    )
+
+
+@router.patch(
+    "/{user_id}",
+    response_model=UserOut,
+    operation_id="users_update",
+    summary="Change a user's role or activity (admin)",
+    responses=problem_responses(
+        NotAuthenticated,
+        Forbidden,
+        NotFound,
+        Conflict,
+        MalformedRequest,
+        UnsupportedMediaType,
+        ValidationFailed,
+    ),
+)
+async def update_user(
+    user_id: UserId, body: UserAdminUpdate, _admin: AdminPrincipal, session: SessionDep
+) -> UserOut:
+    """Promote, demote, deactivate or reactivate; a deactivated user is locked out at once."""
+    return UserOut.model_validate(await service.admin_update(session, user_id, body))

@@ -1,0 +1,184 @@
+"""Request and response bodies for users. Validation rules for identity live here, once."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from taskmanager.auth.principal import UserRole
+
+USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_]{3,50}$")
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 128
+
+
+def _check_username(value: str) -> str:
+    if not USERNAME_PATTERN.fullmatch(value):
+        raise ValueError("must be 3-50 characters of letters, digits and underscores")
+    return value.lower()
+
+
+def _lower_email(value: str) -> str:
+    return value.lower()
+
+
+def _check_password(value: str) -> str:
+    problems = []
+    if not any(c.isupper() for c in value):
+        problems.append("an upper-case letter")
+    if not any(c.islower() for c in value):
+        problems.append("a lower-case letter")
+    if not any(c.isdigit() for c in value):
+        problems.append("a digit")
+    if problems:
+        raise ValueError("must contain at least " + ", ".join(problems))
+    return value
+
+
+# Stored lower-case, so the plain unique index is case-insensitive uniqueness.
+Username = Annotated[str, AfterValidator(_check_username)]
+Email = Annotated[EmailStr, Field(max_length=320), AfterValidator(_lower_email)]
+Password = Annotated[
+    str,
+    Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH),
+    AfterValidator(_check_password),
+]
+
+
+class UserCreate(BaseModel):
+    """Registration. Role, activity and id are not the client's to choose (extra fields → 422)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"email": "alice@example.com", "username": "alice", "password": "Str0ng-pass"}
+            ]
+        },
+    )
+
+    email: Email
+    username: Username
+    password: Password
+
+
+def _reject_explicit_nulls(model: BaseModel) -> None:
+    """``{"field": null}`` is not "leave unchanged": every field here is non-nullable."""
+    for name in model.model_fields_set:
+        if getattr(model, name) is None:
+            raise ValueError(f"{name} may not be null")
+
+
+class UserUpdateMe(BaseModel):
+    """A user's own profile change; send only the fields to change."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"email": "alice@work.example.com"}]}
+    )
+
+    email: Email | None = None
+    username: Username | None = None
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> UserUpdateMe:
+        _reject_explicit_nulls(self)
+        return self
+
+
+class UserAdminUpdate(BaseModel):
+    """An administrator's change to another account."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"is_active": False}]}
+    )
+
+    role: UserRole | None = None
+    is_active: bool | None = None
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> UserAdminUpdate:
+        _reject_explicit_nulls(self)
+        return self
+
+
+class PasswordChange(BaseModel):
+    """Change the caller's password; every refresh token of the account is revoked."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "current_password": "Str0ng-pass",
+                    "new_password": "N3w-and-longer",
+                    "confirm_password": "N3w-and-longer",
+                }
+            ]
+        },
+    )
+
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: Password
+    confirm_password: str = Field(max_length=PASSWORD_MAX_LENGTH)
+
+    @field_validator("new_password")
+    @classmethod
+    def _differs(cls, value: str, info: ValidationInfo) -> str:
+        if value == info.data.get("current_password"):
+            raise ValueError("must differ from current_password")
+        return value
+
+    @field_validator("confirm_password")
+    @classmethod
+    def _matches(cls, value: str, info: ValidationInfo) -> str:
+        # Absent from info.data when new_password itself failed: that error is reported already.
+        new_password = info.data.get("new_password")
+        if new_password is not None and value != new_password:
+            raise ValueError("does not match new_password")
+        return value
+
+
+class UserOut(BaseModel):
+    """A user as clients see it: never a password or hash."""
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 5,
+                    "email": "alice@example.com",
+                    "username": "alice",
+                    "role": "user",
+                    "is_active": True,
+                    "created_at": "2026-11-22T09:30:00Z",
+                }
+            ]
+        },
+    )
+
+    id: int
+    email: str
+    username: str
+    role: UserRole
+    is_active: bool
+    created_at: datetime
+
+
+class UserPage(BaseModel):
+    items: list[UserOut]
+    total: int
+    skip: int
+    limit: int

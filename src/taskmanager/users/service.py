@@ -1,0 +1,106 @@
+"""Accounts: registration, profile and password changes, and administration."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from taskmanager.auth import service as auth
+from taskmanager.auth.principal import UserRole
+from taskmanager.errors import Conflict, Forbidden, InvalidCredentials, MalformedRequest, NotFound
+from taskmanager.projects.inbox import create_inbox
+from taskmanager.security import hash_password, verify_password
+from taskmanager.users import repository
+from taskmanager.users.models import User
+from taskmanager.users.schemas import PasswordChange, UserAdminUpdate, UserCreate, UserUpdateMe
+
+EMPTY_PATCH = "The request changes nothing: send at least one field"
+
+
+async def create_user(session: AsyncSession, data: UserCreate, *, role: UserRole) -> User:
+    """Create an account and its Inbox in the caller's transaction."""
+    # Hashed before the first query, so the slow hash holds no database lock.
+    password_hash = await hash_password(data.password)
+    if await repository.taken(session, email=data.email, username=data.username, exclude_id=None):
+        raise Conflict(repository.TAKEN)
+    user = User(
+        email=data.email,
+        username=data.username,
+        password_hash=password_hash,
+        role=role.value,
+        is_active=True,
+    )
+    session.add(user)
+    # The unique indexes settle a race two registrations both won at the pre-check.
+    await repository.flush_unique(session)
+    await create_inbox(session, user.id)
+    return user
+
+
+async def register(session: AsyncSession, data: UserCreate, *, allow_registration: bool) -> User:
+    if not allow_registration:
+        raise Forbidden("Registration is disabled on this server")
+    return await create_user(session, data, role=UserRole.USER)
+
+
+async def get(session: AsyncSession, user_id: int) -> User:
+    user = await repository.get(session, user_id)
+    if user is None:
+        raise NotFound(f"User {user_id} not found")
+    return user
+
+
+async def update_me(session: AsyncSession, user_id: int, data: UserUpdateMe) -> User:
+    changes = data.model_dump(exclude_unset=True)
+    if not changes:
+        raise MalformedRequest(EMPTY_PATCH)
+    user = await get(session, user_id)
+    if await repository.taken(
+        session, email=data.email, username=data.username, exclude_id=user_id
+    ):
+        raise Conflict(repository.TAKEN)
+    for field, value in changes.items():
+        setattr(user, field, value)
+    await repository.flush_unique(session)
+    return user
+
+
+async def change_password(session: AsyncSession, user_id: int, data: PasswordChange) -> None:
+    """Replace the password and sign out every session (all refresh tokens revoked)."""
+    user = await get(session, user_id)
+    ok, _ = await verify_password(data.current_password, user.password_hash)
+    if not ok:
+        raise InvalidCredentials("The current password is incorrect")
+    await repository.set_password_hash(session, user_id, await hash_password(data.new_password))
+    await auth.revoke_all(session, user_id)
+
+
+async def list_users(session: AsyncSession, *, skip: int, limit: int) -> tuple[Sequence[User], int]:
+    return await repository.page(session, skip=skip, limit=limit)
+
+
+async def admin_update(session: AsyncSession, user_id: int, data: UserAdminUpdate) -> User:
+    """Change a user's role or activity; the last active administrator is kept."""
+    changes = data.model_dump(exclude_unset=True)
+    if not changes:
+        raise MalformedRequest(EMPTY_PATCH)
+    # Admin rows are locked before the target, always in id order, so concurrent changes
+    # queue instead of deadlocking and cannot together remove every administrator.
+    admin_ids = await repository.lock_active_admin_ids(session)
+    user = await repository.get_for_update(session, user_id)
+    if user is None:
+        raise NotFound(f"User {user_id} not found")
+    role = data.role if data.role is not None else UserRole(user.role)
+    is_active = data.is_active if data.is_active is not None else user.is_active
+    loses_admin = user.id in admin_ids and (role is not UserRole.ADMIN or not is_active)
+    if loses_admin and len(admin_ids) <= 1:
+        raise Conflict("The last active administrator cannot be demoted or deactivated")
+    if user.is_active and not is_active:
+        # Access tokens and API keys stop at once because every request re-checks is_active;
+        # refresh tokens are revoked so reactivation does not revive old sessions.
+        await auth.revoke_all(session, user.id)
+    user.role = role.value
+    user.is_active = is_active
+    await session.flush()
+    return user
