@@ -53,3 +53,30 @@ def authorize(
 def member_project_ids(user_id: int) -> Select[int]:
     """Projects a user belongs to, for ``project_id IN (...)`` scoping."""
     return select(ProjectMember.project_id).where(ProjectMember.user_id == user_id)
+
+
+def authorize_comment_edit(
+    principal: Principal, member_role: str | None, author_id: int | None, *, not_found: str
+) -> None:
+    """Only the author may reword a comment, and only while they may still edit in the project.
+
+    Admins are not exempt: rewriting someone else's words would put them in that person's mouth.
+    """
+    if member_role is None and not principal.is_admin:
+        raise NotFound(not_found)
+    if author_id != principal.user_id:
+        raise Forbidden("Only the author may edit a comment")
+    if not principal.is_admin and not role_allows(member_role, Permission.EDIT_TASKS):
+        raise Forbidden(f"Your role '{member_role}' does not allow this action")
+
+
+def authorize_comment_delete(
+    principal: Principal, member_role: str | None, author_id: int | None, *, not_found: str
+) -> None:
+    """The author (while they may edit), a project owner or an admin may delete a comment."""
+    authorize(principal, member_role, Permission.VIEW, not_found=not_found)
+    if principal.is_admin or role_allows(member_role, Permission.MANAGE):
+        return
+    if author_id == principal.user_id and role_allows(member_role, Permission.EDIT_TASKS):
+        return
+    raise Forbidden("Only the author or a project owner may delete a comment")

@@ -1,0 +1,218 @@
+"""Project and membership queries, scoped to the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from taskmanager.db import utcnow
+from taskmanager.projects.models import Project, ProjectMember
+from taskmanager.users.models import User
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    user_id: int
+    username: str
+    role: str
+
+
+async def get_with_role(
+    session: AsyncSession, project_id: int, user_id: int, *, include_foreign: bool
+) -> tuple[Project, str | None] | None:
+    """The project and the user's role in it, in one query.
+
+    Without ``include_foreign`` (everyone but admins) a project the user is not a member
+    of is simply not found.
+    """
+    membership = (ProjectMember.project_id == Project.id) & (ProjectMember.user_id == user_id)
+    stmt = (
+        select(Project, ProjectMember.role)
+        .outerjoin(ProjectMember, membership)
+        .where(Project.id == project_id)
+    )
+    if not include_foreign:
+        stmt = stmt.where(ProjectMember.user_id.is_not(None))
+    row = (await session.execute(stmt)).one_or_none()
+    if row is None:
+        return None
+    return row[0], row[1]
+
+
+async def list_for_member(
+    session: AsyncSession, user_id: int, *, skip: int, limit: int
+) -> tuple[list[tuple[Project, str]], int]:
+    """A page of the projects the user belongs to, by id, and how many there are."""
+    total = (
+        await session.execute(
+            select(func.count()).select_from(ProjectMember).where(ProjectMember.user_id == user_id)
+        )
+    ).scalar_one()
+    rows = (
+        await session.execute(
+            select(Project, ProjectMember.role)
+            .join(ProjectMember, ProjectMember.project_id == Project.id)
+            .where(ProjectMember.user_id == user_id)
+            .order_by(Project.id)
+            .offset(skip)
+            .limit(limit)
+        )
+    ).all()
+    return [(row[0], row[1]) for row in rows], total
+
+
+async def insert(
+    session: AsyncSession, *, name: str, description: str | None, owner_id: int
+) -> Project:
+    """A new project with its owner, in the caller's transaction."""
+    now = utcnow()
+    project = Project(
+        name=name, description=description, created_by=owner_id, created_at=now, updated_at=now
+    )
+    session.add(project)
+    await session.flush()
+    session.add(ProjectMember(project_id=project.id, user_id=owner_id, role="owner"))
+    await session.flush()
+    return project
+
+
+async def update_fields(
+    session: AsyncSession,
+    project_id: int,
+    values: dict[str, Any],
+    *,
+    expected_versions: Collection[int] | None,
+) -> Project | None:
+    """Compare-and-set update; None when ``expected_versions`` no longer holds (or it is gone).
+
+    The version check sits in the UPDATE itself, so two writers holding the same ETag
+    cannot both succeed.
+    """
+    stmt = update(Project).where(Project.id == project_id)
+    if expected_versions is not None:
+        stmt = stmt.where(Project.version.in_(expected_versions))
+    result = await session.execute(
+        stmt.values(**values, version=Project.version + 1, updated_at=utcnow())
+        .returning(Project)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    return result.scalar_one_or_none()
+
+
+async def delete_project(
+    session: AsyncSession, project_id: int, *, expected_versions: Collection[int] | None
+) -> bool:
+    """Compare-and-set delete; tasks, comments and memberships go with it (FK cascades)."""
+    stmt = delete(Project).where(Project.id == project_id)
+    if expected_versions is not None:
+        stmt = stmt.where(Project.version.in_(expected_versions))
+    result = await session.execute(
+        stmt.returning(Project.id).execution_options(synchronize_session=False)
+    )
+    return result.scalar_one_or_none() is not None
+
+
+async def lock(session: AsyncSession, project_id: int) -> bool:
+    """Lock the project row for the rest of the transaction; False if it does not exist.
+
+    Membership changes take this lock before they read any role, so two of them on one
+    project run one after the other and each sees the other's result. (SQLite ignores
+    FOR UPDATE; its writers are serialized by BEGIN IMMEDIATE already.)
+    """
+    found = (
+        await session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+    ).scalar_one_or_none()
+    return found is not None
+
+
+async def touch(session: AsyncSession, project_id: int) -> None:
+    """Record a change to the project (membership): new version, new ETag."""
+    await session.execute(
+        update(Project)
+        .where(Project.id == project_id)
+        .values(version=Project.version + 1, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def member_role(session: AsyncSession, project_id: int, user_id: int) -> str | None:
+    return (
+        await session.execute(
+            select(ProjectMember.role).where(
+                ProjectMember.project_id == project_id, ProjectMember.user_id == user_id
+            )
+        )
+    ).scalar_one_or_none()
+
+
+async def list_members(session: AsyncSession, project_id: int) -> list[MemberRow]:
+    rows = (
+        await session.execute(
+            select(ProjectMember.user_id, User.username, ProjectMember.role)
+            .join(User, User.id == ProjectMember.user_id)
+            .where(ProjectMember.project_id == project_id)
+            .order_by(ProjectMember.user_id)
+        )
+    ).all()
+    return [MemberRow(row[0], row[1], row[2]) for row in rows]
+
+
+async def get_member(session: AsyncSession, project_id: int, user_id: int) -> MemberRow | None:
+    row = (
+        await session.execute(
+            select(ProjectMember.user_id, User.username, ProjectMember.role)
+            .join(User, User.id == ProjectMember.user_id)
+            .where(ProjectMember.project_id == project_id, ProjectMember.user_id == user_id)
+        )
+    ).one_or_none()
+    return None if row is None else MemberRow(row[0], row[1], row[2])
+
+
+async def count_owners(session: AsyncSession, project_id: int) -> int:
+    return (
+        await session.execute(
+            select(func.count())
+            .select_from(ProjectMember)
+            .where(ProjectMember.project_id == project_id, ProjectMember.role == "owner")
+        )
+    ).scalar_one()
+
+
+async def find_active_user(
+    session: AsyncSession, *, user_id: int | None, username: str | None
+) -> tuple[int, str] | None:
+    """An active user by id or (case-insensitively) by username."""
+    stmt = select(User.id, User.username).where(User.is_active.is_(True))
+    if user_id is not None:
+        stmt = stmt.where(User.id == user_id)
+    else:
+        assert username is not None
+        stmt = stmt.where(User.username == username.lower())
+    row = (await session.execute(stmt)).one_or_none()
+    return None if row is None else (row[0], row[1])
+
+
+async def add_member(session: AsyncSession, project_id: int, user_id: int, role: str) -> None:
+    session.add(ProjectMember(project_id=project_id, user_id=user_id, role=role))
+    await session.flush()
+
+
+async def set_role(session: AsyncSession, project_id: int, user_id: int, role: str) -> None:
+    await session.execute(
+        update(ProjectMember)
+        .where(ProjectMember.project_id == project_id, ProjectMember.user_id == user_id)
+        .values(role=role)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def remove_member(session: AsyncSession, project_id: int, user_id: int) -> None:
+    await session.execute(
+        delete(ProjectMember)
+        .where(ProjectMember.project_id == project_id, ProjectMember.user_id == user_id)
+        .execution_options(synchronize_session=False)
+    )

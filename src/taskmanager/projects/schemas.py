@@ -1,0 +1,151 @@
+"""Request and response bodies for projects and their members."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from taskmanager.auth.policy import ProjectRole
+
+NAME_MAX = 100
+DESCRIPTION_MAX = 2000
+
+
+def storable_text(value: str) -> str:
+    """Refuse what a database cannot store, so both backends answer 422 alike (never a 500).
+
+    PostgreSQL text cannot hold NUL, and a lone surrogate is not encodable as UTF-8.
+    """
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+ProjectName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX),
+    AfterValidator(storable_text),
+]
+Description = Annotated[
+    str, StringConstraints(max_length=DESCRIPTION_MAX), AfterValidator(storable_text)
+]
+Username = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=50),
+    AfterValidator(storable_text),
+]
+
+_NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": NAME_MAX}
+
+_CREATE_EXAMPLE: dict[str, Any] = {
+    "name": "Website relaunch",
+    "description": "Everything for the Q3 launch",
+}
+
+
+class ProjectCreate(BaseModel):
+    """A new project; the caller becomes its owner."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_CREATE_EXAMPLE]})
+
+    name: ProjectName
+    description: Description | None = None
+
+
+class ProjectReplace(BaseModel):
+    """Full replacement: a description left out is cleared."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_CREATE_EXAMPLE]})
+
+    name: ProjectName
+    description: Description | None = None
+
+
+class ProjectPatch(BaseModel):
+    """Partial update: only the fields sent change; a null description clears it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "Ops"}, {"description": "Runbooks"}]},
+    )
+
+    # The name may be left out but not nulled; the schema says so instead of "nullable".
+    name: Annotated[ProjectName | None, WithJsonSchema(_NAME_SCHEMA)] = None
+    description: Description | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_null(cls, value: str | None) -> str | None:
+        if value is None:
+            raise ValueError("name cannot be null")
+        return value
+
+
+class ProjectOut(BaseModel):
+    id: int
+    name: str
+    description: str | None
+    is_inbox: bool
+    created_by: int | None
+    created_at: datetime
+    updated_at: datetime
+    role: ProjectRole | None = Field(
+        description="The caller's role in the project; null for an admin who is not a member"
+    )
+
+
+class ProjectPage(BaseModel):
+    items: list[ProjectOut]
+    total: int
+    skip: int
+    limit: int
+
+
+class MemberOut(BaseModel):
+    user_id: int
+    username: str
+    role: ProjectRole
+
+
+class MemberAdd(BaseModel):
+    """Add a user by ``username`` or by ``user_id`` (exactly one of them)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"username": "bob", "role": "editor"}, {"user_id": 7, "role": "viewer"}]
+        },
+    )
+
+    username: Username | None = None
+    user_id: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
+    role: ProjectRole
+
+    @model_validator(mode="after")
+    def _exactly_one_identifier(self) -> Self:
+        if (self.username is None) == (self.user_id is None):
+            raise ValueError("Give exactly one of username or user_id")
+        return self
+
+
+class MemberUpdate(BaseModel):
+    """Change a member's role."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"role": "viewer"}]})
+
+    role: ProjectRole

@@ -1,0 +1,186 @@
+"""Project and membership rules. Raises domain errors; knows nothing of HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from taskmanager.auth.policy import Permission, ProjectRole, authorize
+from taskmanager.auth.principal import Principal
+from taskmanager.errors import Conflict, NotFound, PreconditionFailed
+from taskmanager.projects import repository
+from taskmanager.projects.models import Project
+from taskmanager.projects.repository import MemberRow
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectView:
+    """A project as one caller sees it: the row plus the caller's role (None: admin outsider)."""
+
+    project: Project
+    role: str | None
+
+
+def _not_found(project_id: int) -> str:
+    return f"Project {project_id} not found"
+
+
+async def _load(
+    session: AsyncSession, principal: Principal, project_id: int, permission: Permission
+) -> ProjectView:
+    """The project if the caller holds ``permission`` on it; NotFound/Forbidden otherwise."""
+    found = await repository.get_with_role(
+        session, project_id, principal.user_id, include_foreign=principal.is_admin
+    )
+    if found is None:
+        raise NotFound(_not_found(project_id))
+    project, role = found
+    authorize(principal, role, permission, not_found=_not_found(project_id))
+    return ProjectView(project, role)
+
+
+async def list_projects(
+    session: AsyncSession, principal: Principal, *, skip: int, limit: int
+) -> tuple[list[ProjectView], int]:
+    rows, total = await repository.list_for_member(
+        session, principal.user_id, skip=skip, limit=limit
+    )
+    return [ProjectView(project, role) for project, role in rows], total
+
+
+async def create_project(
+    session: AsyncSession, principal: Principal, *, name: str, description: str | None
+) -> ProjectView:
+    project = await repository.insert(
+        session, name=name, description=description, owner_id=principal.user_id
+    )
+    return ProjectView(project, ProjectRole.OWNER.value)
+
+
+async def get_project(session: AsyncSession, principal: Principal, project_id: int) -> ProjectView:
+    return await _load(session, principal, project_id, Permission.VIEW)
+
+
+async def update_project(
+    session: AsyncSession,
+    principal: Principal,
+    project_id: int,
+    values: dict[str, Any],
+    *,
+    expected_versions: Collection[int] | None,
+) -> ProjectView:
+    """Apply ``values`` (already validated) if the caller may manage the project."""
+    view = await _load(session, principal, project_id, Permission.MANAGE)
+    updated = await repository.update_fields(
+        session, project_id, values, expected_versions=expected_versions
+    )
+    if updated is None:
+        raise PreconditionFailed("The project has changed since you read it (ETag mismatch)")
+    return ProjectView(updated, view.role)
+
+
+async def delete_project(
+    session: AsyncSession,
+    principal: Principal,
+    project_id: int,
+    *,
+    expected_versions: Collection[int] | None,
+) -> None:
+    view = await _load(session, principal, project_id, Permission.MANAGE)
+    if view.project.is_inbox:
+        raise Conflict("An Inbox cannot be deleted")
+    if not await repository.delete_project(
+        session, project_id, expected_versions=expected_versions
+    ):
+        raise PreconditionFailed("The project has changed since you read it (ETag mismatch)")
+
+
+# --- members -------------------------------------------------------------------------------
+
+
+async def list_members(
+    session: AsyncSession, principal: Principal, project_id: int
+) -> list[MemberRow]:
+    await _load(session, principal, project_id, Permission.VIEW)
+    return await repository.list_members(session, project_id)
+
+
+async def _load_for_membership_change(
+    session: AsyncSession, principal: Principal, project_id: int, permission: Permission
+) -> Project:
+    """Lock the project, then read the caller's role under that lock.
+
+    Reading the role after the lock matters: an owner demoted by a concurrent request
+    must not still act as owner on the role it had before.
+    """
+    if not await repository.lock(session, project_id):
+        raise NotFound(_not_found(project_id))
+    return (await _load(session, principal, project_id, permission)).project
+
+
+async def add_member(
+    session: AsyncSession,
+    principal: Principal,
+    project_id: int,
+    *,
+    user_id: int | None,
+    username: str | None,
+    role: ProjectRole,
+) -> MemberRow:
+    project = await _load_for_membership_change(session, principal, project_id, Permission.MANAGE)
+    if project.is_inbox:
+        raise Conflict("An Inbox is personal; it cannot have other members")
+    user = await repository.find_active_user(session, user_id=user_id, username=username)
+    if user is None:
+        raise NotFound("User not found")
+    if await repository.member_role(session, project_id, user[0]) is not None:
+        raise Conflict(f"User {user[0]} is already a member of project {project_id}")
+    await repository.add_member(session, project_id, user[0], role.value)
+    await repository.touch(session, project_id)
+    return MemberRow(user[0], user[1], role.value)
+
+
+async def _require_member(session: AsyncSession, project_id: int, user_id: int) -> MemberRow:
+    member = await repository.get_member(session, project_id, user_id)
+    if member is None:
+        raise NotFound(f"User {user_id} is not a member of project {project_id}")
+    return member
+
+
+async def _ensure_owner_remains(session: AsyncSession, project_id: int, member: MemberRow) -> None:
+    if member.role == ProjectRole.OWNER and await repository.count_owners(session, project_id) <= 1:
+        raise Conflict("A project must keep at least one owner")
+
+
+async def change_member_role(
+    session: AsyncSession,
+    principal: Principal,
+    project_id: int,
+    user_id: int,
+    role: ProjectRole,
+) -> MemberRow:
+    await _load_for_membership_change(session, principal, project_id, Permission.MANAGE)
+    member = await _require_member(session, project_id, user_id)
+    if member.role == role.value:
+        return member
+    if role is not ProjectRole.OWNER:
+        await _ensure_owner_remains(session, project_id, member)
+    await repository.set_role(session, project_id, user_id, role.value)
+    await repository.touch(session, project_id)
+    return MemberRow(member.user_id, member.username, role.value)
+
+
+async def remove_member(
+    session: AsyncSession, principal: Principal, project_id: int, user_id: int
+) -> None:
+    """Owners (and admins) remove anyone; any member may remove themselves (leave)."""
+    # Leaving needs no more than membership; removing someone else needs MANAGE.
+    permission = Permission.VIEW if user_id == principal.user_id else Permission.MANAGE
+    await _load_for_membership_change(session, principal, project_id, permission)
+    member = await _require_member(session, project_id, user_id)
+    await _ensure_owner_remains(session, project_id, member)
+    await repository.remove_member(session, project_id, user_id)
+    await repository.touch(session, project_id)

@@ -1,0 +1,217 @@
+"""Mass assignment: read-only and foreign fields in bodies are refused and change nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import TestUser, UserFactory, problem
+from tests.projects_support import API, add_member, create_project
+
+PROJECT_FIELDS = [
+    {"id": 999},
+    {"created_by": 1},
+    {"version": 50},
+    {"role": "owner"},
+    {"is_inbox": True},
+    {"created_at": "2020-01-01T00:00:00Z"},
+    {"updated_at": "2020-01-01T00:00:00Z"},
+]
+TASK_FIELDS = [
+    {"id": 999},
+    {"created_by": 1},
+    {"version": 50},
+    {"created_at": "2020-01-01T00:00:00Z"},
+    {"updated_at": "2020-01-01T00:00:00Z"},
+    {"completed_at": "2020-01-01T00:00:00Z"},
+    {"role": "owner"},
+]
+COMMENT_FIELDS = [
+    {"id": 999},
+    {"author_id": 1},
+    {"task_id": 1},
+    {"created_at": "2020-01-01T00:00:00Z"},
+    {"updated_at": "2020-01-01T00:00:00Z"},
+    {"version": 2},
+]
+
+
+@pytest.mark.parametrize("extra", PROJECT_FIELDS, ids=lambda e: next(iter(e)))
+async def test_project_read_only_fields_are_422(
+    client: httpx.AsyncClient, make_user: UserFactory, extra: dict[str, Any]
+) -> None:
+    alice = await make_user("alice")
+    project = await create_project(client, alice, "Original")
+    url = f"{API}/projects/{project['id']}"
+    before = await client.get(url, headers=alice.headers)
+    for method, body in (
+        ("POST", {"name": "x", **extra}),
+        ("PUT", {"name": "x", **extra}),
+        ("PATCH", {"name": "x", **extra}),
+        ("PATCH", extra),
+    ):
+        target = f"{API}/projects" if method == "POST" else url
+        problem(
+            await client.request(method, target, json=body, headers=alice.headers),
+            422,
+            "VALIDATION_ERROR",
+        )
+    after = await client.get(url, headers=alice.headers)
+    assert after.json() == before.json()
+    assert after.headers["etag"] == before.headers["etag"]
+    listed = (await client.get(f"{API}/projects", headers=alice.headers)).json()
+    assert listed["total"] == 2  # Inbox + Original: no POST got through
+
+
+@pytest.mark.parametrize("extra", TASK_FIELDS, ids=lambda e: next(iter(e)))
+async def test_task_read_only_fields_are_422(
+    client: httpx.AsyncClient, make_user: UserFactory, extra: dict[str, Any]
+) -> None:
+    alice = await make_user("alice")
+    created = await client.post(f"{API}/tasks", json={"title": "Original"}, headers=alice.headers)
+    assert created.status_code == 201, created.text
+    url = f"{API}/tasks/{created.json()['id']}"
+    for method, body in (
+        ("POST", {"title": "x", **extra}),
+        ("PUT", {"title": "x", **extra}),
+        ("PATCH", {"title": "x", **extra}),
+        ("PATCH", extra),
+    ):
+        target = f"{API}/tasks" if method == "POST" else url
+        problem(
+            await client.request(method, target, json=body, headers=alice.headers),
+            422,
+            "VALIDATION_ERROR",
+        )
+    after = await client.get(url, headers=alice.headers)
+    assert after.json() == created.json()
+    assert (await client.get(f"{API}/tasks", headers=alice.headers)).json()["total"] == 1
+
+
+@pytest.mark.parametrize("extra", COMMENT_FIELDS, ids=lambda e: next(iter(e)))
+async def test_comment_read_only_fields_are_422(
+    client: httpx.AsyncClient, make_user: UserFactory, extra: dict[str, Any]
+) -> None:
+    alice = await make_user("alice")
+    task = (await client.post(f"{API}/tasks", json={"title": "t"}, headers=alice.headers)).json()
+    comments = f"{API}/tasks/{task['id']}/comments"
+    comment = (await client.post(comments, json={"body": "orig"}, headers=alice.headers)).json()
+    for method, target, body in (
+        ("POST", comments, {"body": "x", **extra}),
+        ("PATCH", f"{comments}/{comment['id']}", {"body": "x", **extra}),
+        ("PATCH", f"{comments}/{comment['id']}", extra),
+    ):
+        problem(
+            await client.request(method, target, json=body, headers=alice.headers),
+            422,
+            "VALIDATION_ERROR",
+        )
+    listed = (await client.get(comments, headers=alice.headers)).json()
+    assert listed["items"] == [comment]
+
+
+async def _setup_move(
+    client: httpx.AsyncClient, make_user: UserFactory
+) -> tuple[TestUser, dict[str, Any], dict[str, int]]:
+    """Alice's task, and three foreign projects: one invisible, one as viewer, one as editor."""
+    alice = await make_user("alice")
+    bob = await make_user("bob")
+    task = (await client.post(f"{API}/tasks", json={"title": "mine"}, headers=alice.headers)).json()
+    as_viewer = await create_project(client, bob, "viewer here")
+    await add_member(client, bob, as_viewer["id"], alice, "viewer")
+    as_editor = await create_project(client, bob, "editor here")
+    await add_member(client, bob, as_editor["id"], alice, "editor")
+    projects = {"invisible": bob.inbox_id, "viewer": as_viewer["id"], "editor": as_editor["id"]}
+    return alice, task, projects
+
+
+@pytest.mark.parametrize("method", ["PATCH", "PUT"])
+async def test_task_cannot_move_into_a_project_the_caller_cannot_edit(
+    client: httpx.AsyncClient, make_user: UserFactory, method: str
+) -> None:
+    alice, task, projects = await _setup_move(client, make_user)
+    url = f"{API}/tasks/{task['id']}"
+    for target, status, code in (
+        ("invisible", 404, "RESOURCE_NOT_FOUND"),
+        ("viewer", 403, "FORBIDDEN"),
+    ):
+        body = {"title": "mine", "project_id": projects[target]}
+        problem(await client.request(method, url, json=body, headers=alice.headers), status, code)
+        after = await client.get(url, headers=alice.headers)
+        assert after.json() == task
+    moved = await client.request(
+        method, url, json={"title": "mine", "project_id": projects["editor"]}, headers=alice.headers
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["project_id"] == projects["editor"]
+
+
+async def test_task_cannot_be_created_in_a_foreign_project(
+    client: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    alice, _task, projects = await _setup_move(client, make_user)
+    for target, status, code in (
+        ("invisible", 404, "RESOURCE_NOT_FOUND"),
+        ("viewer", 403, "FORBIDDEN"),
+    ):
+        problem(
+            await client.post(
+                f"{API}/tasks",
+                json={"title": "planted", "project_id": projects[target]},
+                headers=alice.headers,
+            ),
+            status,
+            code,
+        )
+    listed = await client.get(f"{API}/tasks", params={"q": "planted"}, headers=alice.headers)
+    assert listed.json()["total"] == 0
+
+
+async def test_editor_cannot_escalate_through_members(
+    client: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    owner = await make_user("owner")
+    editor = await make_user("editor")
+    viewer = await make_user("viewer")
+    stranger = await make_user("stranger")
+    project = await create_project(client, owner)
+    await add_member(client, owner, project["id"], editor, "editor")
+    await add_member(client, owner, project["id"], viewer, "viewer")
+    members = f"{API}/projects/{project['id']}/members"
+    before = (await client.get(members, headers=owner.headers)).json()
+
+    for caller in (editor, viewer):
+        attempts = [
+            ("PATCH", f"{members}/{caller.id}", {"role": "owner"}),
+            ("PATCH", f"{members}/{owner.id}", {"role": "viewer"}),
+            ("POST", members, {"user_id": stranger.id, "role": "owner"}),
+            ("DELETE", f"{members}/{owner.id}", None),
+        ]
+        for method, url, body in attempts:
+            problem(
+                await client.request(method, url, json=body, headers=caller.headers),
+                403,
+                "FORBIDDEN",
+            )
+    # Membership rows carry no other writable fields either.
+    problem(
+        await client.patch(
+            f"{members}/{editor.id}",
+            json={"role": "editor", "user_id": owner.id},
+            headers=owner.headers,
+        ),
+        422,
+        "VALIDATION_ERROR",
+    )
+    problem(
+        await client.post(
+            members,
+            json={"user_id": stranger.id, "role": "viewer", "project_id": 1},
+            headers=owner.headers,
+        ),
+        422,
+        "VALIDATION_ERROR",
+    )
+    assert (await client.get(members, headers=owner.headers)).json() == before
