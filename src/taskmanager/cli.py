@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
+import math
+import os
+import shutil
+import signal
 import sys
-from typing import Annotated, NoReturn
+import tempfile
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import orjson
 import typer
 
 from taskmanager.config import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from taskmanager.users.schemas import UserCreate
 
 app = typer.Typer(
     name="taskmanager",
@@ -55,6 +64,12 @@ def serve(
         _migrate(settings)
     if workers > 1 and settings.is_sqlite and settings.sqlite_path is None:
         _fail("an in-memory SQLite database cannot be shared by several workers")
+    if workers > 1 and not reload:
+        _prepare_multiprocess_metrics()
+    # uvicorn re-raises SIGTERM/SIGINT once its graceful shutdown is done, which would end the
+    # process "killed by signal"; the shutdown was clean, so let that re-raise end in exit 0.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda *_: None)
     uvicorn.run(
         "taskmanager.main:create_app",
         factory=True,
@@ -66,8 +81,19 @@ def serve(
         access_log=False,
         proxy_headers=True,
         server_header=False,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds) or None,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_seconds),
     )
+
+
+def _prepare_multiprocess_metrics() -> None:
+    """Point every worker at one fresh directory so /metrics sums all of them."""
+    from taskmanager.ops.metrics import MULTIPROC_ENV
+
+    if os.environ.get(MULTIPROC_ENV):
+        return  # the operator chose one (and owns its cleanup)
+    directory = tempfile.mkdtemp(prefix="taskmanager-metrics-")
+    os.environ[MULTIPROC_ENV] = directory  # inherited by the spawned workers
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
 
 
 @app.command()
@@ -76,6 +102,60 @@ def migrate() -> None:
     settings = _settings()
     _migrate(settings)
     typer.echo("database is up to date")
+
+
+@app.command("create-admin")
+def create_admin(
+    username: Annotated[str, typer.Option(help="3-50 letters, digits or underscores")],
+    email: Annotated[str, typer.Option(help="Email address")],
+    password: Annotated[
+        str, typer.Option(help="8-128 characters with upper- and lower-case letters and a digit")
+    ],
+) -> None:
+    """Create an administrator account (SQLite databases are migrated first)."""
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from taskmanager.errors import DomainError
+    from taskmanager.users.schemas import UserCreate
+
+    settings = _settings()
+    try:
+        data = UserCreate(username=username, email=email, password=password)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "input"
+        _fail(f"{field}: {first['msg'].removeprefix('Value error, ')}", 1)
+    if settings.is_sqlite:
+        _migrate(settings)
+    try:
+        user_id = asyncio.run(_create_admin(settings, data))
+    except DomainError as exc:
+        _fail(exc.detail, 1)
+    except Exception as exc:
+        _fail(f"cannot create the administrator: {type(exc).__name__}: {_first_line(exc)}", 1)
+    typer.echo(f"created administrator {data.username!r} (id {user_id})")
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).splitlines()
+    return lines[0][:300] if lines else ""
+
+
+async def _create_admin(settings: Settings, data: UserCreate) -> int:
+    from taskmanager.auth.principal import UserRole
+    from taskmanager.db import Database
+    from taskmanager.users import service
+
+    database = Database(settings)
+    try:
+        async with database.session(write=True) as session:
+            user = await service.create_user(session, data, role=UserRole.ADMIN)
+            await session.commit()
+            return user.id
+    finally:
+        await database.dispose()
 
 
 @app.command()

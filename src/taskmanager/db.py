@@ -9,8 +9,8 @@ PostgreSQL uses one pooled engine for both.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 

@@ -4,29 +4,41 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+import anyio
+from fastapi import Depends, FastAPI
 from redis.asyncio import Redis
+from starlette.routing import Mount, Route
 
 from taskmanager import __version__
 from taskmanager.api import build_api_router
 from taskmanager.config import Settings, load_settings
 from taskmanager.db import Database
+from taskmanager.docs import install_docs, install_openapi
 from taskmanager.logging import configure_logging
 from taskmanager.middleware import install_middleware
+from taskmanager.middleware.media_type import require_supported_media_type
+from taskmanager.ops.metrics import Metrics
+from taskmanager.ops.router import router as ops_router
 from taskmanager.problems import install_exception_handlers
 
 DESCRIPTION = """
 A self-hostable task-management API.
 
-Authenticate with `Authorization: Bearer <access token>` (from `POST /api/v1/auth/token`)
-or `X-API-Key: <key>`. Every error is `application/problem+json` (RFC 9457).
+Authenticate with `Authorization: Bearer <access token>` (from `POST /api/v1/auth/token`;
+the **Authorize** button does this for you) or `X-API-Key: <key>`. Every error is
+`application/problem+json` (RFC 9457) with a `code` and the `request_id` to quote.
+Requests under `/api/v1` are rate limited; see the `RateLimit-*` response headers.
 """
+
+_POOL_SAMPLE_SECONDS = 5.0
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
     database = Database(settings)
     app.state.database = database
     # Shared by rate limits, idempotency records and readiness; None means in-process.
@@ -36,11 +48,35 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         else None
     )
     try:
-        yield
+        async with anyio.create_task_group() as tasks:
+            if metrics.multiprocess:
+                tasks.start_soon(_sample_pools, metrics)
+            yield
+            tasks.cancel_scope.cancel()
     finally:
+        if app.state.rate_limiter is not None:
+            await app.state.rate_limiter.aclose()
         if app.state.redis is not None:
             await app.state.redis.aclose()
         await database.dispose()
+        metrics.mark_process_dead()
+
+
+async def _sample_pools(metrics: Metrics) -> None:
+    while True:
+        metrics.sample_pools()
+        await anyio.sleep(_POOL_SAMPLE_SECONDS)
+
+
+def _endpoint_templates(app: FastAPI) -> dict[Any, str]:
+    """Path templates of the top-level Starlette routes and mounts, by endpoint."""
+    templates: dict[Any, str] = {}
+    for route in app.routes:
+        if isinstance(route, Route):
+            templates[route.endpoint] = route.path_format
+        elif isinstance(route, Mount):
+            templates[route.app] = route.path + "/{path}"
+    return templates
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -53,9 +89,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # 415 instead of a confusing 422 when a body comes with the wrong content type.
+        dependencies=[Depends(require_supported_media_type)],
     )
     app.state.settings = settings
+    app.state.metrics = Metrics(app.state)
     install_exception_handlers(app)
+    app.include_router(ops_router)
     app.include_router(build_api_router())
-    install_middleware(app, settings)
+    docs_csp = install_docs(app)
+    install_openapi(app)
+    templates = _endpoint_templates(app)
+    install_middleware(app, settings, docs_csp=docs_csp, endpoint_templates=templates)
     return app

@@ -1,19 +1,90 @@
 """Pure ASGI middleware, installed in one place so the order is visible.
 
 Starlette wraps in reverse order of ``add_middleware``: the last added is the outermost.
+From the network inwards:
+
+1. ``RequestContextMiddleware`` — request id, X-Process-Time, security headers, access log,
+   metrics. Outermost so that every response, including CORS preflights and the errors
+   below, carries them and is logged and counted once.
+2. ``CORSMiddleware`` (Starlette) — answers preflights; adds CORS headers to everything
+   inside it, so a browser can read a 429/413/504 too.
+3. ``RequestGuardMiddleware`` — rate limit, body-size limit, request time budget, and the
+   problem+json 500 for anything unhandled.
+4. (innermost, slot below) idempotency: replays stored POST responses. Inside the guard, so
+   a replay is rate limited and size limited like any request, and the time budget covers it.
+
+Then Starlette's ExceptionMiddleware (problems.py handlers) and the router.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from taskmanager.config import Settings
+from taskmanager.idempotency.middleware import IdempotencyMiddleware
+from taskmanager.middleware.context import RequestContextMiddleware
+from taskmanager.middleware.guard import RequestGuardMiddleware
+from taskmanager.middleware.rate_limit import RateLimiter
+
+EXPOSED_HEADERS = [
+    "X-Request-ID",
+    "X-Process-Time",
+    "ETag",
+    "Location",
+    "X-Total-Count",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "Retry-After",
+    "Idempotent-Replayed",
+    "Content-Disposition",
+]
+ALLOWED_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "X-API-Key",
+    "X-Request-ID",
+    "Idempotency-Key",
+    "If-Match",
+    "If-None-Match",
+]
 
 
-def install_middleware(app: FastAPI, settings: Settings) -> None:
+def install_middleware(
+    app: FastAPI,
+    settings: Settings,
+    *,
+    docs_csp: str,
+    endpoint_templates: dict[Any, str],
+) -> None:
     """Install every middleware, innermost first."""
-    # (innermost) idempotency: replays stored POST responses
-    # rate limits, body-size limit, request time budget
-    # CORS
-    # (outermost) request context: request id, process time, security headers, access log
-    del app, settings
+    # ---- (innermost) idempotency slot: the idempotency helper adds its ONE line here ----
+    app.add_middleware(IdempotencyMiddleware)
+
+    # ---- limits: rate, body size, time budget; 500 of last resort ----
+    limiter = RateLimiter(settings) if settings.rate_limit_enabled else None
+    app.state.rate_limiter = limiter
+    app.add_middleware(RequestGuardMiddleware, settings=settings, limiter=limiter)
+
+    # ---- CORS: only configured origins; credentials never together with "*" ----
+    wildcard = "*" in settings.allowed_origins
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_credentials=not wildcard,
+        allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=ALLOWED_HEADERS,
+        expose_headers=EXPOSED_HEADERS,
+        max_age=600,
+    )
+
+    # ---- (outermost) request context: id, timing, security headers, access log, metrics ----
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=app.state.metrics,
+        docs_csp=docs_csp,
+        endpoint_templates=endpoint_templates,
+    )

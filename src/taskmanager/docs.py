@@ -1,0 +1,176 @@
+"""Offline API docs (Swagger UI, ReDoc) and the finishing touches on the OpenAPI schema.
+
+The docs pages load their assets from this service (the ``fastapi_offline`` package's
+files, mounted at ``/docs/static``), so they work without internet access. Their inline
+init scripts are allowed by hash in the docs pages' Content-Security-Policy, so no
+``'unsafe-inline'`` scripts are needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import fastapi_offline
+from fastapi import FastAPI
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import HTMLResponse
+
+from taskmanager.idempotency.openapi import document_idempotency_key
+from taskmanager.problems import PROBLEM_CONTENT_TYPE, Problem
+
+STATIC_DIR = Path(fastapi_offline.__file__).parent / "static"
+STATIC_URL = "/docs/static"
+OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
+API_PREFIX = "/api/v1"
+
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+# Responses every /api/v1 operation can give, documented once here rather than per route.
+_COMMON_ERRORS: dict[str, str] = {"429": "Rate limited; see Retry-After"}
+_BODY_ERRORS: dict[str, str] = {
+    "400": "Malformed request (the body is not valid JSON)",
+    "413": "The request body is over the size limit",
+    "415": "Unsupported content type",
+}
+
+
+def _script_hashes(*pages: HTMLResponse) -> list[str]:
+    hashes: set[str] = set()
+    for page in pages:
+        for script in _INLINE_SCRIPT.findall(bytes(page.body).decode()):
+            digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+            hashes.add(f"'sha256-{digest}'")
+    return sorted(hashes)
+
+
+def install_docs(app: FastAPI) -> str:
+    """Add /docs, /redoc and their assets; return the docs pages' Content-Security-Policy."""
+    openapi_url = app.openapi_url or "/openapi.json"
+    swagger = get_swagger_ui_html(
+        openapi_url=openapi_url,
+        title=f"{app.title} - Swagger UI",
+        swagger_js_url=f"{STATIC_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{STATIC_URL}/swagger-ui.css",
+        swagger_favicon_url=f"{STATIC_URL}/favicon.png",
+        oauth2_redirect_url=OAUTH2_REDIRECT_URL,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    redoc = get_redoc_html(
+        openapi_url=openapi_url,
+        title=f"{app.title} - ReDoc",
+        redoc_js_url=f"{STATIC_URL}/redoc.standalone.js",
+        redoc_favicon_url=f"{STATIC_URL}/favicon.png",
+        with_google_fonts=False,
+    )
+    redirect = get_swagger_ui_oauth2_redirect_html()
+
+    app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return HTMLResponse(swagger.body)
+
+    @app.get(OAUTH2_REDIRECT_URL, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return HTMLResponse(redirect.body)
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc_ui() -> HTMLResponse:
+        return HTMLResponse(redoc.body)
+
+    scripts = " ".join(["'self'", *_script_hashes(swagger, redoc, redirect)])
+    return (
+        "default-src 'none'; "
+        f"script-src {scripts}; "
+        # Both UIs set element styles at run time; styles cannot run code.
+        "style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; "
+        "font-src 'self' data:; "
+        "connect-src 'self'; "
+        # ReDoc runs its search index in a worker built from a blob.
+        "worker-src 'self' blob:; "
+        "base-uri 'none'; "
+        "form-action 'self'; "
+        "frame-ancestors 'none'"
+    )
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Post-process the generated schema once: every error is documented as a Problem."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if getattr(app.state, "openapi_finished", False) and app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        finish_schema(schema)
+        document_idempotency_key(schema)
+        app.openapi_schema = schema
+        app.state.openapi_finished = True
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _problem_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM_CONTENT_TYPE: {"schema": _PROBLEM_REF}}}
+
+
+_REPLACEABLE_REFS = {
+    "#/components/schemas/Problem",
+    "#/components/schemas/HTTPValidationError",
+}
+
+
+def _is_problem_or_default(response: dict[str, Any]) -> bool:
+    """True unless the route documented its own, different error body (e.g. /ready's 503)."""
+    content: dict[str, Any] = response.get("content") or {}
+    if not content or PROBLEM_CONTENT_TYPE in content:
+        return True
+    refs = {entry.get("schema", {}).get("$ref") for entry in content.values()}
+    return refs <= _REPLACEABLE_REFS
+
+
+def finish_schema(schema: dict[str, Any]) -> None:
+    components = schema.setdefault("components", {})
+    schemas: dict[str, Any] = components.setdefault("schemas", {})
+    problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in problem_schema.pop("$defs", {}).items():
+        schemas.setdefault(name, definition)
+    schemas["Problem"] = problem_schema
+
+    for path, item in schema.get("paths", {}).items():
+        for method, operation in item.items():
+            if method not in {"get", "put", "post", "patch", "delete", "head", "options"}:
+                continue
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            if path.startswith(API_PREFIX):
+                for status, description in _COMMON_ERRORS.items():
+                    responses.setdefault(status, _problem_response(description))
+                if "requestBody" in operation:
+                    for status, description in _BODY_ERRORS.items():
+                        responses.setdefault(status, _problem_response(description))
+            if operation.get("security") and "401" not in responses:
+                responses["401"] = _problem_response("Missing, invalid or expired credentials")
+            for status, response in responses.items():
+                if status[:1] in {"4", "5"}:
+                    if status == "422" and response.get("description") == "Validation Error":
+                        response["description"] = "Validation failed"
+                    if _is_problem_or_default(response):
+                        response["content"] = {PROBLEM_CONTENT_TYPE: {"schema": _PROBLEM_REF}}
+
+    # FastAPI's default 422 schemas are replaced by Problem everywhere; drop them if unused.
+    text = repr(schema.get("paths", {}))
+    for name in ("HTTPValidationError", "ValidationError"):
+        if name in schemas and f"#/components/schemas/{name}'" not in text:
+            del schemas[name]

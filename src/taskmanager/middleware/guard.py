@@ -1,0 +1,155 @@
+"""Limits on what one request may cost: rate, body size, time; and the 500 of last resort.
+
+It sits inside CORS so that every error it produces (429, 413, 504, 500) still carries the
+CORS headers a browser needs to read it, and inside the request context so those errors
+carry the request id and security headers and are logged and counted.
+"""
+
+from __future__ import annotations
+
+import anyio
+import structlog
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from taskmanager.config import Settings
+from taskmanager.middleware.rate_limit import RateLimiter
+from taskmanager.problems import problem_response, request_id_of
+
+log = structlog.get_logger("taskmanager.request")
+
+_MULTIPART = b"multipart/form-data"
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` when a streamed body passes the limit.
+
+    A FastAPI ``HTTPException`` on purpose: FastAPI re-raises those from body parsing
+    (anything else becomes a 400), so the app's handler renders the 413 problem.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The request body is larger than {limit} bytes")
+        self.limit = limit
+
+
+def _body_headers(scope: Scope) -> tuple[int | None, bool]:
+    """(Content-Length or None, whether the body is multipart) in one pass."""
+    length: int | None = None
+    multipart = False
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                length = None
+        elif name == b"content-type":
+            multipart = value[:19].lower() == _MULTIPART
+    return length, multipart
+
+
+class RequestGuardMiddleware:
+    def __init__(self, app: ASGIApp, *, settings: Settings, limiter: RateLimiter | None) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.max_body = settings.max_body_bytes
+        self.max_upload = settings.max_upload_bytes
+        self.timeout = settings.request_timeout_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        rate_headers: list[tuple[bytes, bytes]] | None = None
+        if self.limiter is not None:
+            decision = await self.limiter.check(scope)
+            if decision is not None:
+                rate_headers = decision.headers()
+                if not decision.allowed:
+                    await self._problem(
+                        scope,
+                        receive,
+                        send,
+                        429,
+                        f"Rate limit exceeded; retry in {decision.reset_seconds} s",
+                        rate_headers,
+                    )
+                    return
+
+        content_length, multipart = _body_headers(scope)
+        limit = self.max_upload if multipart else self.max_body
+        if content_length is not None and content_length > limit:
+            await self._problem(
+                scope,
+                receive,
+                send,
+                413,
+                f"The request body is larger than {limit} bytes",
+                rate_headers,
+            )
+            return
+
+        inner_receive = receive
+        if content_length is None:
+            # Chunked (or unknown-length) body: count it as it arrives, never buffer it here.
+            received = 0
+
+            async def inner_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise BodyTooLarge(limit)
+                return message
+
+        started = False
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if rate_headers:
+                    message["headers"] = [*message.get("headers", ()), *rate_headers]
+            await send(message)
+
+        failure: tuple[int, str] | None = None
+        with anyio.move_on_after(self.timeout) as budget:
+            try:
+                await self.app(scope, inner_receive, guarded_send)
+            except BodyTooLarge as exc:
+                if started:
+                    raise
+                failure = (413, str(exc.detail))
+            except Exception as exc:
+                if started:
+                    log.error("unhandled_exception_after_response_start", exc_info=exc)
+                    raise
+                # Full traceback in the log, under the request id; nothing of it in the body.
+                log.error("unhandled_exception", exc_info=exc)
+                failure = (500, "An unexpected error occurred")
+        if budget.cancelled_caught:
+            if started:
+                # Too late for a 504: end the response abruptly so the client sees a failure.
+                log.warning("request_timeout_after_response_start", timeout_s=self.timeout)
+                raise RuntimeError("request time budget exhausted mid-response")
+            log.warning("request_timeout", timeout_s=self.timeout)
+            failure = (504, f"The request took longer than {self.timeout:g} s")
+        if failure is not None:
+            await self._problem(scope, receive, send, *failure, rate_headers)
+
+    async def _problem(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        status: int,
+        detail: str,
+        rate_headers: list[tuple[bytes, bytes]] | None,
+    ) -> None:
+        headers = {k.decode(): v.decode() for k, v in rate_headers} if rate_headers else None
+        response = problem_response(
+            status, detail, request_id=request_id_of(scope), headers=headers
+        )
+        await response(scope, receive, send)

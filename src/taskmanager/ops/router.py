@@ -1,0 +1,79 @@
+"""``/health``, ``/ready`` and ``/metrics``: at the root, never rate limited."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import anyio
+import structlog
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict
+from starlette.responses import JSONResponse, Response
+
+log = structlog.get_logger("taskmanager.ops")
+
+CHECK_TIMEOUT_SECONDS = 2.0
+
+router = APIRouter(tags=["operations"])
+
+CheckStatus = Literal["healthy", "unhealthy", "disabled"]
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {"status": "healthy"}})
+
+    status: Literal["healthy"]
+
+
+class Readiness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"status": "ready", "checks": {"database": "healthy", "redis": "disabled"}}
+        }
+    )
+
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, CheckStatus]
+
+
+@router.get("/health", summary="Liveness", operation_id="ops_health", response_model=Health)
+async def health() -> dict[str, str]:
+    """The process is up and serving requests."""
+    return {"status": "healthy"}
+
+
+async def _check(name: str, probe: Any) -> CheckStatus:
+    try:
+        with anyio.fail_after(CHECK_TIMEOUT_SECONDS):
+            await probe()
+    except Exception as exc:
+        log.warning("readiness_check_failed", check=name, error=type(exc).__name__)
+        return "unhealthy"
+    return "healthy"
+
+
+@router.get(
+    "/ready",
+    summary="Readiness",
+    operation_id="ops_ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency is unavailable"}},
+)
+async def ready(request: Request) -> Response:
+    """Whether the database (and Redis, when configured) answer; 503 if one does not."""
+    state = request.app.state
+    checks: dict[str, CheckStatus] = {"database": await _check("database", state.database.ping)}
+    redis = getattr(state, "redis", None)
+    checks["redis"] = "disabled" if redis is None else await _check("redis", redis.ping)
+    ok = all(value != "unhealthy" for value in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ok else "not_ready", "checks": checks},
+        status_code=200 if ok else 503,
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Request counts and latencies by route template, requests in flight, pool use."""
+    body, content_type = request.app.state.metrics.render()
+    return Response(body, media_type=content_type)
