@@ -16,13 +16,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from taskmanager import migrate
 from taskmanager.config import Settings, load_settings
@@ -146,19 +145,39 @@ def make_settings(database: TestDatabase, data_dir: Path, **overrides: Any) -> S
     return load_settings(**values)
 
 
-async def _truncate(url: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
-            if conn.dialect.name == "postgresql":
-                await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-            else:
-                for table in tables:
-                    await conn.execute(text(f"DELETE FROM {table}"))
-                await conn.execute(text("DELETE FROM sqlite_sequence"))  # ids restart per test
-    finally:
-        await engine.dispose()
+def _cleanup_sql(backend: str) -> str:
+    """Empty every table (children first) and restart ids, as one multi-statement script.
+
+    DELETE beats TRUNCATE by far on tables this small: TRUNCATE rewrites files and takes
+    exclusive locks on every table, which cost ~0.4 s per test on PostgreSQL.
+    """
+    tables = list(reversed(Base.metadata.sorted_tables))
+    statements = [f"DELETE FROM {t.name}" for t in tables]
+    if backend == "postgres":
+        for table in tables:
+            if "id" in table.c and table.c.id.autoincrement is True:
+                statements.append(
+                    f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), 1, false)"
+                )
+    else:
+        statements.append("DELETE FROM sqlite_sequence")
+    return ";\n".join(statements) + ";"
+
+
+async def _truncate(database: TestDatabase) -> None:
+    script = _cleanup_sql(database.backend)
+    if database.backend == "postgres":
+        conn = await asyncpg.connect(database.url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            await conn.execute(script)  # simple-query protocol: one round trip
+        finally:
+            await conn.close()
+        return
+    path = database.url.split(":///", 1)[1]
+    async with aiosqlite.connect(path) as conn:
+        await conn.execute("PRAGMA busy_timeout=30000")
+        await conn.executescript(script)
+        await conn.commit()
 
 
 @pytest.fixture(scope="session")
@@ -174,7 +193,7 @@ async def base_app(database: TestDatabase, run_dir: Path) -> AsyncIterator[FastA
 async def app(base_app: FastAPI, database: TestDatabase) -> AsyncIterator[FastAPI]:
     """The shared app on a clean database (tables emptied after each test)."""
     yield base_app
-    await _truncate(database.url)
+    await _truncate(database)
 
 
 def _client(app: FastAPI) -> httpx.AsyncClient:
