@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
+from taskmanager.etags import expected_versions, none_match, strong_etag
 from taskmanager.tasks.cursor import (
     Cursor,
     InvalidCursor,
@@ -15,7 +16,6 @@ from taskmanager.tasks.cursor import (
     from_json_value,
     to_json_value,
 )
-from taskmanager.tasks.etags import expected_versions, none_match, task_etag
 from taskmanager.tasks.export import csv_row, neutralize
 from taskmanager.tasks.schemas import TaskCreate, TaskOut, TaskPatch, normalize_tags, task_payload
 from taskmanager.tasks.service import ListQuery
@@ -77,7 +77,7 @@ def test_payload_has_exactly_the_documented_fields() -> None:
 
 
 def test_etags_and_conditions() -> None:
-    tag = task_etag(17, 3)
+    tag = strong_etag(17, 3)
     assert tag == '"17-3"'
     assert none_match(tag, tag)
     assert none_match(f"W/{tag}", tag)
@@ -95,6 +95,12 @@ def test_etags_and_conditions() -> None:
     assert expected_versions('"17-x"', 17) == []
     assert expected_versions('"17-99999999999999999999"', 17) == []
     assert expected_versions("garbage", 17) == []
+    assert expected_versions('"17-3", "17-3"', 17) == [3]
+    assert expected_versions('"17-03"', 17) == [], "strong comparison is textual"
+    assert expected_versions('"017-3"', 17) == []
+    assert expected_versions('"17-2147483647"', 17) == [2**31 - 1]
+    assert expected_versions('"17-2147483648"', 17) == [], "beyond the INTEGER column"
+    assert expected_versions('"17-9999999999"', 17) == []
 
 
 def _cursor(**changes: object) -> Cursor:

@@ -19,10 +19,11 @@ from taskmanager.errors import (
     ValidationFailed,
 )
 from taskmanager.problems import problem_responses
+from taskmanager.validation import MAX_ID
 
 router = APIRouter(prefix="/api-keys", tags=["api-keys"])
 
-KeyId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The key's id")]
+KeyId = Annotated[int, Path(ge=1, le=MAX_ID, description="The key's id")]
 
 
 @router.post(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Response, status
 
 from taskmanager.api import API_PREFIX
 from taskmanager.auth.dependencies import CurrentPrincipal, RequireScope
@@ -19,15 +19,14 @@ from taskmanager.errors import (
     NotFound,
     ValidationFailed,
 )
+from taskmanager.pagination import DEFAULT_LIMIT, Limit, Skip
 from taskmanager.problems import problem_responses
+from taskmanager.validation import MAX_ID
 
 router = APIRouter(tags=["comments"])
 
-MAX_ID = 2**63 - 1
 TaskId = Annotated[int, Path(ge=1, le=MAX_ID, description="Task id")]
 CommentId = Annotated[int, Path(ge=1, le=MAX_ID, description="Comment id")]
-Skip = Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip")]
-Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 
 _READ = [Depends(RequireScope(Scope.TASKS_READ))]
 _WRITE = [Depends(RequireScope(Scope.TASKS_WRITE))]
@@ -46,7 +45,7 @@ async def comments_list(
     session: SessionDep,
     principal: CurrentPrincipal,
     skip: Skip = 0,
-    limit: Limit = 20,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> CommentPage:
     """The task's comments, oldest first."""
     comments, total = await service.list_comments(

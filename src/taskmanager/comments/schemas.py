@@ -14,7 +14,8 @@ from pydantic import (
     field_validator,
 )
 
-from taskmanager.projects.schemas import storable_text
+from taskmanager.pagination import Page
+from taskmanager.validation import storable_text
 
 BODY_MAX = 5000
 
@@ -66,8 +67,5 @@ class CommentOut(BaseModel):
     updated_at: datetime
 
 
-class CommentPage(BaseModel):
-    items: list[CommentOut]
-    total: int
-    skip: int
-    limit: int
+class CommentPage(Page[CommentOut]):
+    pass

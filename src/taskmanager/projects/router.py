@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Response, status
 
 from taskmanager.api import API_PREFIX
 from taskmanager.auth.dependencies import CurrentPrincipal, RequireScope
@@ -20,6 +19,8 @@ from taskmanager.errors import (
     PreconditionFailed,
     ValidationFailed,
 )
+from taskmanager.etags import expected_versions, none_match, strong_etag
+from taskmanager.pagination import DEFAULT_LIMIT, Limit, Skip
 from taskmanager.problems import problem_responses
 from taskmanager.projects import service
 from taskmanager.projects.repository import MemberRow
@@ -34,15 +35,12 @@ from taskmanager.projects.schemas import (
     ProjectReplace,
 )
 from taskmanager.projects.service import ProjectView
+from taskmanager.validation import MAX_ID
 
 router = APIRouter(tags=["projects"])
 
-MAX_ID = 2**63 - 1
-MAX_VERSION = 2**31 - 1
 ProjectId = Annotated[int, Path(ge=1, le=MAX_ID, description="Project id")]
 UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="User id of the member")]
-Skip = Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip")]
-Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 IfMatch = Annotated[
     str | None,
     Header(description="Apply only if the project's current ETag is one of these"),
@@ -55,47 +53,11 @@ _READ = [Depends(RequireScope(Scope.PROJECTS_READ))]
 _WRITE = [Depends(RequireScope(Scope.PROJECTS_WRITE))]
 _AUTH_ERRORS = (NotAuthenticated, Forbidden, NotFound)
 
-_ETAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
-
-
 # --- ETags: "<id>-<version>", strong --------------------------------------------------------
 
 
 def etag_of(view: ProjectView) -> str:
-    return f'"{view.project.id}-{view.project.version}"'
-
-
-def _entity_tags(header: str) -> list[tuple[bool, str]]:
-    """(is_weak, opaque) pairs of an If-Match / If-None-Match list; junk entries are dropped."""
-    return [(bool(m.group(1)), m.group(2)) for m in _ETAG.finditer(header)]
-
-
-def expected_versions(header: str | None, project_id: int) -> set[int] | None:
-    """The versions an If-Match accepts: None means unconditional, an empty set matches nothing.
-
-    If-Match uses strong comparison, so weak tags never match.
-    """
-    if header is None or header.strip() == "*":
-        return None
-    versions: set[int] = set()
-    for weak, opaque in _entity_tags(header):
-        owner, _, version = opaque.partition("-")
-        if weak or owner != str(project_id):
-            continue
-        # ASCII digits within the column's range: anything else is junk, never a 500.
-        in_range = version.isascii() and version.isdigit() and len(version) <= 10
-        if in_range and int(version) <= MAX_VERSION:
-            versions.add(int(version))
-    return versions
-
-
-def _none_match(header: str | None, etag: str) -> bool:
-    if header is None:
-        return False
-    if header.strip() == "*":
-        return True
-    # If-None-Match uses weak comparison.
-    return any(f'"{opaque}"' == etag for _weak, opaque in _entity_tags(header))
+    return strong_etag(view.project.id, view.project.version)
 
 
 # --- serialization --------------------------------------------------------------------------
@@ -138,7 +100,7 @@ def _location(project_id: int) -> str:
     responses=problem_responses(NotAuthenticated, Forbidden, ValidationFailed),
 )
 async def projects_list(
-    session: SessionDep, principal: CurrentPrincipal, skip: Skip = 0, limit: Limit = 20
+    session: SessionDep, principal: CurrentPrincipal, skip: Skip = 0, limit: Limit = DEFAULT_LIMIT
 ) -> ProjectPage:
     """The projects the caller is a member of, by id."""
     views, total = await service.list_projects(session, principal, skip=skip, limit=limit)
@@ -186,7 +148,7 @@ async def projects_get(
     """One project, with an ETag; a matching If-None-Match gets 304."""
     view = await service.get_project(session, principal, project_id)
     etag = etag_of(view)
-    if _none_match(if_none_match, etag):
+    if none_match(if_none_match, etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
     response.headers["ETag"] = etag
     return _out(view)

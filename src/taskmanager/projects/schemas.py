@@ -17,23 +17,11 @@ from pydantic import (
 )
 
 from taskmanager.auth.policy import ProjectRole
+from taskmanager.pagination import Page
+from taskmanager.validation import MAX_ID, storable_text
 
 NAME_MAX = 100
 DESCRIPTION_MAX = 2000
-
-
-def storable_text(value: str) -> str:
-    """Refuse what a database cannot store, so both backends answer 422 alike (never a 500).
-
-    PostgreSQL text cannot hold NUL, and a lone surrogate is not encodable as UTF-8.
-    """
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text") from None
-    return value
 
 
 ProjectName = Annotated[
@@ -109,11 +97,8 @@ class ProjectOut(BaseModel):
     )
 
 
-class ProjectPage(BaseModel):
-    items: list[ProjectOut]
-    total: int
-    skip: int
-    limit: int
+class ProjectPage(Page[ProjectOut]):
+    pass
 
 
 class MemberOut(BaseModel):
@@ -133,7 +118,7 @@ class MemberAdd(BaseModel):
     )
 
     username: Username | None = None
-    user_id: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
+    user_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
     role: ProjectRole
 
     @model_validator(mode="after")

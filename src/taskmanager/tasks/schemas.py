@@ -18,7 +18,10 @@ from pydantic import (
     field_validator,
 )
 
-MAX_ID = 2**63 - 1  # BIGINT: larger ids would overflow the driver instead of simply not matching
+from taskmanager.pagination import Page
+from taskmanager.validation import MAX_ID as MAX_ID  # the router's too
+from taskmanager.validation import StorableText, storable_text
+
 MAX_TAGS = 20
 
 
@@ -31,13 +34,6 @@ class TaskStatus(StrEnum):
 
 SortBy = Literal["created_at", "updated_at", "priority", "title", "due_date"]
 SortOrder = Literal["desc", "asc"]
-
-
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; refusing it here keeps both backends identical.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
 
 
 def _utc(value: datetime) -> datetime:
@@ -54,17 +50,17 @@ def _rfc3339_only(value: Any) -> Any:
     return value
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]
+Text = StorableText
 Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_no_nul),
+    AfterValidator(storable_text),
 ]
-Description = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_nul)]
+Description = Annotated[str, StringConstraints(max_length=2000), AfterValidator(storable_text)]
 Tag = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=50),
-    AfterValidator(_no_nul),
+    AfterValidator(storable_text),
 ]
 Priority = Annotated[StrictInt, Field(ge=1, le=5)]
 EntityId = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
@@ -193,13 +189,10 @@ class TaskOut(BaseModel):
     version: int
 
 
-class TaskPage(BaseModel):
+class TaskPage(Page[TaskOut]):
     """One page of tasks. ``next_cursor`` is null on the last page."""
 
-    items: list[TaskOut]
     total: int = Field(description="How many tasks match the filters")
-    skip: int
-    limit: int
     next_cursor: str | None = Field(description="Pass as `cursor` to get the next page")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Response, status
 
 from taskmanager.auth.dependencies import (
     AdminPrincipal,
@@ -24,6 +24,7 @@ from taskmanager.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from taskmanager.pagination import DEFAULT_LIMIT, Limit, Skip
 from taskmanager.problems import problem_responses
 from taskmanager.users import service
 from taskmanager.users.schemas import (
@@ -34,10 +35,10 @@ from taskmanager.users.schemas import (
     UserPage,
     UserUpdateMe,
 )
+from taskmanager.validation import MAX_ID
 
 router = APIRouter(prefix="/users", tags=["users"])
 
-MAX_ID = 2**63 - 1
 UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="The user's id")]
 
 
@@ -120,8 +121,8 @@ async def change_password(
 async def list_users(
     _admin: AdminPrincipal,
     session: SessionDep,
-    skip: Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip")] = 0,
-    limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
+    skip: Skip = 0,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> UserPage:
     """Every account, ordered by id; administrators only."""
     items, total = await service.list_users(session, skip=skip, limit=limit)

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from taskmanager.auth.principal import UserRole
+from taskmanager.pagination import Page
 
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_]{3,50}$")
 PASSWORD_MIN_LENGTH = 8
@@ -177,8 +178,5 @@ class UserOut(BaseModel):
     created_at: datetime
 
 
-class UserPage(BaseModel):
-    items: list[UserOut]
-    total: int
-    skip: int
-    limit: int
+class UserPage(Page[UserOut]):
+    pass
