@@ -243,3 +243,13 @@ async def test_slow_request_is_504(edge: tuple[FastAPI, httpx.AsyncClient]) -> N
     body = problem(response, 504, "REQUEST_TIMEOUT")
     assert body["request_id"] == "slow-1"
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_response_without_origin_still_varies_by_origin(client: httpx.AsyncClient) -> None:
+    """The CORS gate skips Starlette's work for Origin-less requests but keeps Vary: Origin."""
+    response = await client.get("/health")
+    assert "Origin" in response.headers["vary"]
+    assert "access-control-allow-origin" not in response.headers
+    with_origin = await client.get("/health", headers={"Origin": "http://localhost:3000"})
+    assert with_origin.headers["access-control-allow-origin"] == "http://localhost:3000"
+    assert "Origin" in with_origin.headers["vary"]

@@ -6,6 +6,7 @@ header given to a logger by mistake is masked before it is rendered.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -52,7 +53,9 @@ _SENSITIVE_PARTS = ("password", "secret", "token", "api_key", "apikey", "authori
 _HANDLER_MARK = "_taskmanager_handler"
 
 
+@functools.lru_cache(maxsize=1024)
 def is_sensitive(name: str) -> bool:
+    # Cached: log field names repeat on every line, and this runs for each of them.
     lowered = name.lower()
     return lowered in _SENSITIVE_KEYS or any(part in lowered for part in _SENSITIVE_PARTS)
 

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from starlette.routing import Mount, Route
 
 from taskmanager import __version__
-from taskmanager.api import build_api_router
+from taskmanager.api import include_api_routers
 from taskmanager.config import Settings, load_settings
 from taskmanager.db import Database
 from taskmanager.docs import install_docs, install_openapi
@@ -82,8 +82,14 @@ def _endpoint_templates(app: FastAPI) -> dict[Any, str]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings)
+    from taskmanager.routes import OPENAPI_TAGS
+
     app = FastAPI(
         title="Taskmanager",
+        openapi_tags=OPENAPI_TAGS,
+        # Metrics are Prometheus (/metrics); FastAPI's native OpenTelemetry hook would
+        # otherwise look up the global providers, reading os.environ, on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
@@ -96,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics(app.state)
     install_exception_handlers(app)
     app.include_router(ops_router)
-    app.include_router(build_api_router())
+    include_api_routers(app)
     docs_csp = install_docs(app)
     install_openapi(app)
     templates = _endpoint_templates(app)

@@ -27,6 +27,10 @@ _bearer_scheme = OAuth2PasswordBearer(
 _api_key_scheme = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="API key from POST /api/v1/api-keys"
 )
+# For a route that authenticates inline (identity_for_read): the same OpenAPI security.
+OPENAPI_SECURITY: dict[str, object] = {
+    "security": [{_bearer_scheme.scheme_name: []}, {_api_key_scheme.scheme_name: []}]
+}
 
 
 async def get_settings(request: Request) -> Settings:
@@ -93,6 +97,26 @@ async def get_identity(
         _remember(request, claims.user_id)
         return Identity(user_id=claims.user_id)
     principal = await _principal_from_api_key(request, session, credential.value)
+    return principal.identity
+
+
+async def identity_for_read(request: Request) -> Identity:
+    """``get_identity`` without FastAPI's dependency machinery, for the hottest read route.
+
+    A bearer token needs no query at all; an API key is resolved on its own short read
+    session. Only for safe methods: on SQLite a write request must reuse its own session.
+    """
+    assert request.method in SAFE_METHODS
+    credential = read_credential(request.scope)
+    if credential is None:
+        raise NotAuthenticated("Authentication required")
+    if credential.kind == "bearer":
+        settings: Settings = request.app.state.settings
+        claims = access_claims(request.scope, credential.value, settings.signing_key)
+        _remember(request, claims.user_id)
+        return Identity(user_id=claims.user_id)
+    async with get_database(request).session(write=False) as session:
+        principal = await _principal_from_api_key(request, session, credential.value)
     return principal.identity
 
 

@@ -6,8 +6,9 @@ From the network inwards:
 1. ``RequestContextMiddleware`` — request id, X-Process-Time, security headers, access log,
    metrics. Outermost so that every response, including CORS preflights and the errors
    below, carries them and is logged and counted once.
-2. ``CORSMiddleware`` (Starlette) — answers preflights; adds CORS headers to everything
-   inside it, so a browser can read a 429/413/504 too.
+2. ``OriginGatedCORSMiddleware`` (Starlette's CORS, only for requests with an Origin):
+   answers preflights and adds CORS headers to everything inside it, so a browser
+   can read a 429/413/504 too.
 3. ``RequestGuardMiddleware`` — rate limit, body-size limit, request time budget, and the
    problem+json 500 for anything unhandled.
 4. (innermost, slot below) idempotency: replays stored POST responses. Inside the guard, so
@@ -21,11 +22,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
 
 from taskmanager.config import Settings
 from taskmanager.idempotency.middleware import IdempotencyMiddleware
 from taskmanager.middleware.context import RequestContextMiddleware
+from taskmanager.middleware.cors import OriginGatedCORSMiddleware
 from taskmanager.middleware.guard import RequestGuardMiddleware
 from taskmanager.middleware.rate_limit import RateLimiter
 
@@ -72,7 +73,7 @@ def install_middleware(
     # ---- CORS: only configured origins; credentials never together with "*" ----
     wildcard = "*" in settings.allowed_origins
     app.add_middleware(
-        CORSMiddleware,
+        OriginGatedCORSMiddleware,
         allow_origins=settings.allowed_origins,
         allow_credentials=not wildcard,
         allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],

@@ -37,7 +37,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.elements import UnaryExpression
 
-from taskmanager.db import UTCDateTime
+from taskmanager.db import Database, UTCDateTime
 from taskmanager.errors import ServiceUnavailable
 from taskmanager.projects.models import Project, ProjectMember
 from taskmanager.tasks.models import Task
@@ -131,21 +131,18 @@ async def _fetch_with_access_asyncpg(engine: AsyncEngine, params: dict[str, int]
     return None if record is None else _RecordRow(record)
 
 
-async def fetch_for_read(session: AsyncSession, user_id: int, task_id: int) -> Any:
-    """Like ``fetch_with_access``, for a read that needs nothing else from the session.
+async def fetch_for_read(database: Database, user_id: int, task_id: int) -> Any:
+    """Like ``fetch_with_access``, for the single-task GET, the hottest path in the service.
 
-    This is the single-task GET, the hottest path in the service. On PostgreSQL, when the
-    request has not used its session yet, it runs on the driver directly; otherwise (SQLite,
-    or an API-key request whose session already holds a connection) through the session.
+    On PostgreSQL it runs on the driver directly (see above); on SQLite on a short read
+    session of its own. Either way no request-scoped session is needed.
     """
-    bind = session.bind
-    if (
-        isinstance(bind, AsyncEngine)
-        and bind.dialect.name == "postgresql"
-        and not session.in_transaction()
-    ):
-        return await _fetch_with_access_asyncpg(bind, {"task_id": task_id, "user_id": user_id})
-    return await fetch_with_access(session, user_id, task_id)
+    if database.dialect == "postgresql":
+        return await _fetch_with_access_asyncpg(
+            database.read_engine, {"task_id": task_id, "user_id": user_id}
+        )
+    async with database.session(write=False) as session:
+        return await fetch_with_access(session, user_id, task_id)
 
 
 async def project_role(

@@ -24,6 +24,7 @@ from taskmanager.errors import (
     PreconditionFailed,
     ValidationFailed,
 )
+from taskmanager.etags import strong_etag
 from taskmanager.projects.inbox import inbox_id_of
 from taskmanager.tasks import repository as repo
 from taskmanager.tasks.cursor import (
@@ -35,7 +36,6 @@ from taskmanager.tasks.cursor import (
     from_json_value,
     to_json_value,
 )
-from taskmanager.tasks.etags import task_etag
 from taskmanager.tasks.repository import AnyRow
 from taskmanager.tasks.schemas import SortBy, SortOrder, TaskCreate, TaskPatch, TaskReplace
 
@@ -60,9 +60,9 @@ def _admin_by_row(user_role: str, identity: Identity) -> bool:
     return user_role == UserRole.ADMIN and identity.has_scope(Scope.ADMIN)
 
 
-async def get_task(session: AsyncSession, identity: Identity, task_id: int) -> Any:
+async def get_task(database: Database, identity: Identity, task_id: int) -> Any:
     """The task if the caller may see it. The caller's account is re-checked in the same query."""
-    row = await repo.fetch_for_read(session, identity.user_id, task_id)
+    row = await repo.fetch_for_read(database, identity.user_id, task_id)
     if row is None:
         raise InvalidCredentials("The credentials are invalid or the account is inactive")
     if row.id is None or (row.member_role is None and not _admin_by_row(row.user_role, identity)):
@@ -73,13 +73,19 @@ async def get_task(session: AsyncSession, identity: Identity, task_id: int) -> A
 # ---- writes ------------------------------------------------------------------------------
 
 
-async def _require_edit_in_project(
-    session: AsyncSession, principal: Principal, project_id: int
+async def _require_in_project(
+    session: AsyncSession, principal: Principal, project_id: int, permission: Permission
 ) -> None:
     exists, role = await repo.project_role(session, project_id, principal.user_id)
     if not exists:
         raise project_not_found(project_id)
-    authorize(principal, role, Permission.EDIT_TASKS, not_found=f"Project {project_id} not found")
+    authorize(principal, role, permission, not_found=f"Project {project_id} not found")
+
+
+async def _require_edit_in_project(
+    session: AsyncSession, principal: Principal, project_id: int
+) -> None:
+    await _require_in_project(session, principal, project_id, Permission.EDIT_TASKS)
 
 
 async def _require_assignable(session: AsyncSession, project_id: int, assignee_id: int) -> None:
@@ -124,7 +130,7 @@ async def create_task(session: AsyncSession, principal: Principal, body: TaskCre
 def _precondition_failed(task_id: int, version: int) -> PreconditionFailed:
     return PreconditionFailed(
         "If-Match does not match the current ETag",
-        headers={"ETag": task_etag(task_id, version)},
+        headers={"ETag": strong_etag(task_id, version)},
     )
 
 
@@ -329,10 +335,7 @@ def _cursor_after(row: AnyRow, query: ListQuery, key: str) -> str:
 async def require_project_visible(
     session: AsyncSession, principal: Principal, project_id: int
 ) -> None:
-    exists, role = await repo.project_role(session, project_id, principal.user_id)
-    if not exists:
-        raise project_not_found(project_id)
-    authorize(principal, role, Permission.VIEW, not_found=f"Project {project_id} not found")
+    await _require_in_project(session, principal, project_id, Permission.VIEW)
 
 
 async def count_tasks(session: AsyncSession, principal: Principal, query: ListQuery) -> int:
