@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict
 
 from taskmanager.logging import log_formatter
+from taskmanager.middleware.media_type import BodyCheckedRoute
 from tests.conftest import AppFactory, problem
 
 
@@ -20,21 +22,26 @@ class Payload(BaseModel):
 
 
 def _add_routes(app: FastAPI) -> None:
-    @app.post("/api/v1/_test/items", status_code=201)
+    # Built like the domain routers (same route class), so the 415 check applies.
+    router = APIRouter(route_class=BodyCheckedRoute)
+
+    @router.post("/api/v1/_test/items", status_code=201)
     async def create_item(payload: Payload) -> Payload:
         return payload
 
-    @app.get("/api/v1/_test/items/{item_id}")
+    @router.get("/api/v1/_test/items/{item_id}")
     async def get_item(item_id: int) -> dict[str, int]:
         return {"id": item_id}
 
-    @app.delete("/api/v1/_test/items/{item_id}", status_code=204)
+    @router.delete("/api/v1/_test/items/{item_id}", status_code=204)
     async def delete_item(item_id: int) -> None:
         return None
 
-    @app.get("/api/v1/_test/boom")
+    @router.get("/api/v1/_test/boom")
     async def boom() -> None:
         raise RuntimeError("secret internals: SELECT password_hash FROM users")
+
+    app.include_router(router)
 
 
 @pytest.fixture
@@ -135,3 +142,21 @@ async def test_unhandled_exception_is_500_without_internals(
     matching = [line for line in rendered if "boom-123" in line and "Traceback" in line]
     assert matching, rendered
     assert "RuntimeError: secret internals" in matching[0]
+
+
+def test_every_route_with_a_body_checks_its_content_type(base_app: FastAPI) -> None:
+    """A router that forgets route_class=BodyCheckedRoute would 422 instead of 415."""
+    from fastapi.routing import APIRoute
+
+    def routes(container: Any) -> list[APIRoute]:
+        found: list[APIRoute] = []
+        for route in getattr(container, "routes", []):
+            if isinstance(route, APIRoute):
+                found.append(route)
+            found.extend(routes(getattr(route, "original_router", None)))
+        return found
+
+    with_body = [route for route in routes(base_app.router) if route.body_field is not None]
+    assert with_body, "expected routes with request bodies"
+    unchecked = [route.path for route in with_body if not isinstance(route, BodyCheckedRoute)]
+    assert unchecked == []

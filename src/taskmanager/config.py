@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
 
     db_pool_size: int = Field(default=10, ge=1, le=200)
-    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    # No overflow by default: QueuePool closes overflow connections on check-in, so load
+    # above pool_size reconnects (TCP, TLS, auth) on every burst; queueing is far cheaper.
+    db_max_overflow: int = Field(default=0, ge=0, le=200)
     db_pool_timeout_seconds: float = Field(default=30.0, gt=0)
     db_pool_pre_ping: bool = True
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)

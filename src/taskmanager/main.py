@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from redis.asyncio import Redis
 from starlette.routing import Mount, Route
 
@@ -18,7 +18,6 @@ from taskmanager.db import Database
 from taskmanager.docs import install_docs, install_openapi
 from taskmanager.logging import configure_logging
 from taskmanager.middleware import install_middleware
-from taskmanager.middleware.media_type import require_supported_media_type
 from taskmanager.ops.metrics import Metrics
 from taskmanager.ops.router import router as ops_router
 from taskmanager.problems import install_exception_handlers
@@ -96,7 +95,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         # 415 instead of a confusing 422 when a body comes with the wrong content type.
-        dependencies=[Depends(require_supported_media_type)],
     )
     app.state.settings = settings
     app.state.metrics = Metrics(app.state)

@@ -18,10 +18,11 @@ from taskmanager.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from taskmanager.middleware.media_type import BodyCheckedRoute
 from taskmanager.problems import problem_responses
 from taskmanager.validation import MAX_ID
 
-router = APIRouter(prefix="/api-keys", tags=["api-keys"])
+router = APIRouter(prefix="/api-keys", tags=["api-keys"], route_class=BodyCheckedRoute)
 
 KeyId = Annotated[int, Path(ge=1, le=MAX_ID, description="The key's id")]
 

@@ -19,9 +19,10 @@ from taskmanager.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from taskmanager.middleware.media_type import BodyCheckedRoute
 from taskmanager.problems import problem_responses
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], route_class=BodyCheckedRoute)
 
 # RFC 6749 §5.1: responses carrying tokens must not be cached.
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

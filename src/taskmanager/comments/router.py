@@ -19,11 +19,12 @@ from taskmanager.errors import (
     NotFound,
     ValidationFailed,
 )
+from taskmanager.middleware.media_type import BodyCheckedRoute
 from taskmanager.pagination import DEFAULT_LIMIT, Limit, Skip
 from taskmanager.problems import problem_responses
 from taskmanager.validation import MAX_ID
 
-router = APIRouter(tags=["comments"])
+router = APIRouter(tags=["comments"], route_class=BodyCheckedRoute)
 
 TaskId = Annotated[int, Path(ge=1, le=MAX_ID, description="Task id")]
 CommentId = Annotated[int, Path(ge=1, le=MAX_ID, description="Comment id")]

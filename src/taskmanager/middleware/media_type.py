@@ -1,17 +1,20 @@
 """415 for a body sent with a content type the route does not take.
 
 FastAPI's strict content-type mode does not refuse such a body: it hands the raw bytes to
-validation, which answers a confusing 422. This app-wide dependency runs before body
-validation is reported and knows the matched route, so it can tell JSON routes (JSON or
-``+json``) from form routes (the OAuth2 login form, multipart uploads).
+validation, which answers a confusing 422. ``BodyCheckedRoute`` (every domain router's
+``route_class``) checks before the body is parsed and knows its own route, so it can tell
+JSON routes (JSON or ``+json``) from form routes (the OAuth2 login form, multipart
+uploads). Routes without a body get no wrapper at all, so the hot GETs pay nothing.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
 
 from fastapi import Request, params
 from fastapi.routing import APIRoute
+from starlette.responses import Response
 
 from taskmanager.db import SAFE_METHODS
 from taskmanager.errors import UnsupportedMediaType
@@ -43,15 +46,9 @@ def _has_body(request: Request) -> bool:
     return "transfer-encoding" in headers
 
 
-async def require_supported_media_type(request: Request) -> None:
-    """Refuse (415) a body whose content type the matched route cannot read."""
-    if request.method in SAFE_METHODS:
-        return
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute):
-        return
-    kind = _body_kind(route)
-    if kind == "none" or not _has_body(request):
+def require_supported_media_type(request: Request, kind: BodyKind) -> None:
+    """Refuse (415) a body whose content type a route of this kind cannot read."""
+    if kind == "none" or request.method in SAFE_METHODS or not _has_body(request):
         return
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if kind == "json":
@@ -67,3 +64,19 @@ async def require_supported_media_type(request: Request) -> None:
     raise UnsupportedMediaType(
         f"Content-Type {media_type or '(none)'!r} is not supported here; send {expected}"
     )
+
+
+class BodyCheckedRoute(APIRoute):
+    """An APIRoute that answers 415 for a body in a content type it cannot read."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        kind = _body_kind(self)
+        if kind == "none":
+            return handler
+
+        async def checked_handler(request: Request) -> Response:
+            require_supported_media_type(request, kind)
+            return await handler(request)
+
+        return checked_handler

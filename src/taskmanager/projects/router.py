@@ -20,6 +20,7 @@ from taskmanager.errors import (
     ValidationFailed,
 )
 from taskmanager.etags import expected_versions, none_match, strong_etag
+from taskmanager.middleware.media_type import BodyCheckedRoute
 from taskmanager.pagination import DEFAULT_LIMIT, Limit, Skip
 from taskmanager.problems import problem_responses
 from taskmanager.projects import service
@@ -37,7 +38,7 @@ from taskmanager.projects.schemas import (
 from taskmanager.projects.service import ProjectView
 from taskmanager.validation import MAX_ID
 
-router = APIRouter(tags=["projects"])
+router = APIRouter(tags=["projects"], route_class=BodyCheckedRoute)
 
 ProjectId = Annotated[int, Path(ge=1, le=MAX_ID, description="Project id")]
 UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="User id of the member")]

@@ -28,6 +28,7 @@ from taskmanager.errors import (
 )
 from taskmanager.etags import expected_versions, none_match
 from taskmanager.etags import strong_etag as task_etag
+from taskmanager.middleware.media_type import BodyCheckedRoute
 from taskmanager.problems import problem_responses
 from taskmanager.tasks import service
 from taskmanager.tasks.export import csv_stream
@@ -48,7 +49,7 @@ from taskmanager.tasks.schemas import (
     task_payload,
 )
 
-router = APIRouter(tags=["tasks"])
+router = APIRouter(tags=["tasks"], route_class=BodyCheckedRoute)
 
 _require_read = RequireScope(Scope.TASKS_READ)
 READ = [Depends(_require_read)]

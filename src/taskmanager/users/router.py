@@ -24,6 +24,7 @@ from taskmanager.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from taskmanager.middleware.media_type import BodyCheckedRoute
 from taskmanager.pagination import DEFAULT_LIMIT, Limit, Skip
 from taskmanager.problems import problem_responses
 from taskmanager.users import service
@@ -37,7 +38,7 @@ from taskmanager.users.schemas import (
 )
 from taskmanager.validation import MAX_ID
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], route_class=BodyCheckedRoute)
 
 UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="The user's id")]
 
