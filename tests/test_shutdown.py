@@ -3,65 +3,36 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-TASKMANAGER = str(Path(sys.executable).parent / "taskmanager")
+from tests.serve_support import start_server, stop_server
+
 SHUTDOWN_TIMEOUT = 15
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKMANAGER_")}
-    env.update(
+    process, port = start_server(
+        tmp_path,
         {
             "TASKMANAGER_DATA_DIR": str(tmp_path / "data"),
             "TASKMANAGER_SECRET_KEY": "shutdown-test-secret-key-0123456789abcdef",
             "TASKMANAGER_RATE_LIMIT_ENABLED": "false",
             "TASKMANAGER_SHUTDOWN_TIMEOUT_SECONDS": str(SHUTDOWN_TIMEOUT),
             "TASKMANAGER_LOG_LEVEL": "WARNING",
-        }
-    )
-    process = subprocess.Popen(
-        [TASKMANAGER, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        },
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read() if process.stdout else b""
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
         yield process, port
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop_server(process)
 
 
 def _refuses_connections(port: int) -> bool:
