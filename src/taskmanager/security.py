@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -39,10 +38,6 @@ async def verify_password(password: str, password_hash: str | None) -> tuple[boo
 def digest(secret: str) -> str:
     """SHA-256 hex of a high-entropy secret (refresh tokens, API keys)."""
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def constant_time_equals(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from sqlalchemy import Select, select
-
 from taskmanager.auth.principal import Principal
 from taskmanager.errors import Forbidden, NotFound
-from taskmanager.projects.models import ProjectMember
 
 
 class ProjectRole(StrEnum):
@@ -48,11 +45,6 @@ def authorize(
         raise NotFound(not_found)
     if not role_allows(member_role, permission):
         raise Forbidden(f"Your role '{member_role}' does not allow this action")
-
-
-def member_project_ids(user_id: int) -> Select[int]:
-    """Projects a user belongs to, for ``project_id IN (...)`` scoping."""
-    return select(ProjectMember.project_id).where(ProjectMember.user_id == user_id)
 
 
 def authorize_comment_edit(

@@ -7,8 +7,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from taskmanager.db import Base, BigIntId, JSONList, UTCDateTime, utcnow
 
-TASK_STATUSES = ("pending", "in_progress", "completed", "cancelled")
-
 
 class Task(Base):
     __tablename__ = "tasks"
