@@ -24,11 +24,11 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from taskmanager import migrate
-from taskmanager.config import Settings, load_settings
+from taskmanager.kit.config import Settings, load_settings
+from taskmanager.kit.security import create_access_token
 from taskmanager.models import Base
+from taskmanager.models.users import User
 from taskmanager.projects.inbox import create_inbox
-from taskmanager.security import create_access_token
-from taskmanager.users.models import User
 
 PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
@@ -262,12 +262,12 @@ def make_user(app: FastAPI) -> UserFactory:
     ) -> TestUser:
         global _TEST_PASSWORD_HASH
         if _TEST_PASSWORD_HASH is None:
-            from taskmanager.security import hash_password
+            from taskmanager.kit.security import hash_password
 
             _TEST_PASSWORD_HASH = await hash_password(TEST_PASSWORD)
         username = username or f"user_{uuid.uuid4().hex[:10]}"
         email = f"{username}@example.com"
-        async with app.state.database.session(write=True) as session:
+        async with app.state.database.side_transaction() as session:
             user = User(
                 email=email,
                 username=username,

@@ -10,9 +10,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
-from taskmanager.api_keys.models import ApiKey
-from taskmanager.db import utcnow
-from taskmanager.security import digest
+from taskmanager.kit.db import utcnow
+from taskmanager.kit.security import digest
+from taskmanager.models.api_keys import ApiKey
 from tests.conftest import UserFactory, problem
 from tests.identity_support import create_key, db_update
 
@@ -26,7 +26,7 @@ def _future(days: int = 30) -> str:
 
 
 async def _stored_keys(app: FastAPI) -> list[ApiKey]:
-    async with app.state.database.session(write=False) as session:
+    async with app.state.database.snapshot() as session:
         return list((await session.execute(select(ApiKey).order_by(ApiKey.id))).scalars())
 
 

@@ -18,10 +18,10 @@ from fastapi import FastAPI
 from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy import select, update
 
-from taskmanager.auth.models import RefreshToken
-from taskmanager.db import utcnow
-from taskmanager.security import create_access_token, digest
-from taskmanager.users.models import User
+from taskmanager.kit.db import utcnow
+from taskmanager.kit.security import create_access_token, digest
+from taskmanager.models.auth import RefreshToken
+from taskmanager.models.users import User
 from tests.conftest import TEST_PASSWORD, UserFactory, problem
 from tests.identity_support import bearer, db_update, login, login_response
 
@@ -91,7 +91,7 @@ async def test_login_upgrades_an_outdated_hash(
     weak = Argon2Hasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(TEST_PASSWORD)
     await db_update(app, update(User).where(User.id == user.id).values(password_hash=weak))
     await login(client, "alice")
-    async with app.state.database.session(write=False) as session:
+    async with app.state.database.snapshot() as session:
         stored = (
             await session.execute(select(User.password_hash).where(User.id == user.id))
         ).scalar_one()
@@ -204,7 +204,7 @@ async def test_refresh_rotates_and_the_old_token_is_spent(
     third = await _refresh(client, second["refresh_token"])
     assert third.status_code == 200
     # Only digests are stored, never the token itself.
-    async with app.state.database.session(write=False) as session:
+    async with app.state.database.snapshot() as session:
         hashes = set((await session.execute(select(RefreshToken.token_hash))).scalars())
         families = set((await session.execute(select(RefreshToken.family_id))).scalars())
     assert digest(first["refresh_token"]) in hashes
@@ -278,7 +278,7 @@ async def test_refresh_tokens_expire_after_the_configured_days(
     await make_user("alice")
     before = utcnow()
     token = (await login(client, "alice"))["refresh_token"]
-    async with app.state.database.session(write=False) as session:
+    async with app.state.database.snapshot() as session:
         expires_at = (
             await session.execute(
                 select(RefreshToken.expires_at).where(RefreshToken.token_hash == digest(token))

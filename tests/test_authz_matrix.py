@@ -18,14 +18,14 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from taskmanager.api_keys.models import ApiKey
-from taskmanager.auth.principal import Scope
-from taskmanager.comments.models import Comment
+from taskmanager.kit.identity import Scope
+from taskmanager.kit.security import create_access_token, digest
+from taskmanager.models.api_keys import ApiKey
+from taskmanager.models.comments import Comment
+from taskmanager.models.projects import Project, ProjectMember
+from taskmanager.models.tasks import Task
+from taskmanager.models.users import User
 from taskmanager.projects.inbox import create_inbox
-from taskmanager.projects.models import Project, ProjectMember
-from taskmanager.security import create_access_token, digest
-from taskmanager.tasks.models import Task
-from taskmanager.users.models import User
 from tests.conftest import UserFactory, problem
 from tests.projects_support import API, add_member, create_project
 
@@ -48,7 +48,7 @@ class World:
 async def _build_world(app: FastAPI) -> World:
     world = World()
     signing_key = app.state.settings.signing_key
-    async with app.state.database.session(write=True) as session:
+    async with app.state.database.side_transaction() as session:
         users: dict[str, User] = {}
         for name in ("owner", "editor", "viewer", "bystander", "outsider", "admin", "newbie"):
             user = User(
@@ -95,7 +95,7 @@ async def _build_world(app: FastAPI) -> World:
 
 async def _api_key(app: FastAPI, user_id: int, scopes: list[str]) -> str:
     raw = f"tm_{secrets.token_urlsafe(24)}"
-    async with app.state.database.session(write=True) as session:
+    async with app.state.database.side_transaction() as session:
         session.add(
             ApiKey(
                 user_id=user_id, name="matrix", prefix=raw[:8], key_hash=digest(raw), scopes=scopes

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from taskmanager.cli import app as cli
-from taskmanager.config import load_settings
+from taskmanager.kit.config import load_settings
 from tests.conftest import TestDatabase, UserFactory, problem
 from tests.identity_support import STRONG_PASSWORD, bearer, login
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from taskmanager.comments.models import Comment
+from taskmanager.models.comments import Comment
 from tests.conftest import TestUser, UserFactory, problem
 from tests.projects_support import (
     API,

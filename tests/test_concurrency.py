@@ -76,12 +76,12 @@ async def test_the_version_check_is_inside_the_update_statement(
     app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     # Bypass the service's early check: the write itself must refuse a stale version.
-    from taskmanager.db import utcnow
+    from taskmanager.kit.db import utcnow
     from taskmanager.tasks import repository
 
     alice = await make_user("alice")
     task = await create(client, alice)
-    async with app.state.database.session(write=True) as session:
+    async with app.state.database.side_transaction() as session:
         first = await repository.update_task(
             session,
             task["id"],

@@ -10,9 +10,10 @@ import asyncpg
 import pytest
 from sqlalchemy import func, select, text
 
-from taskmanager import db as db_module
-from taskmanager.db import Database
-from taskmanager.users.models import User
+from taskmanager.kit import db as db_module
+from taskmanager.kit.db import Database
+from taskmanager.models.base import UTCDateTime
+from taskmanager.models.users import User
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, TestDatabase, make_settings
 
 
@@ -24,24 +25,24 @@ async def test_datetimes_come_back_aware_utc(database: TestDatabase, tmp_path: P
     database_ = Database(make_settings(database, tmp_path))
     try:
         plus_two = timezone(timedelta(hours=2))
-        async with database_.session(write=True) as session:
+        async with database_.side_transaction() as session:
             user = _user(1)
             user.created_at = datetime(2026, 1, 1, 12, 0, tzinfo=plus_two)
             session.add(user)
             await session.commit()
-        async with database_.session(write=False) as session:
+        async with database_.snapshot() as session:
             created = (await session.execute(select(User.created_at))).scalar_one()
         assert created == datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
         assert created.utcoffset() == timedelta(0)
     finally:
-        async with database_.session(write=True) as session:
+        async with database_.side_transaction() as session:
             await session.execute(text("DELETE FROM users"))
             await session.commit()
         await database_.dispose()
 
 
 def test_naive_datetime_is_refused() -> None:
-    column_type = db_module.UTCDateTime()
+    column_type = UTCDateTime()
     with pytest.raises(ValueError, match="naive"):
         column_type.process_bind_param(datetime(2026, 1, 1), None)  # type: ignore[arg-type]
 
@@ -53,7 +54,7 @@ async def test_concurrent_writers_never_see_database_locked(
     database_ = Database(make_settings(database, tmp_path))
 
     async def writer(n: int) -> None:
-        async with database_.session(write=True) as session:
+        async with database_.side_transaction() as session:
             # Read first, then write: the pattern that deadlocks deferred SQLite transactions.
             await session.execute(select(func.count()).select_from(User))
             session.add(_user(n))
@@ -61,11 +62,11 @@ async def test_concurrent_writers_never_see_database_locked(
 
     try:
         await asyncio.gather(*(writer(n) for n in range(50)))
-        async with database_.session(write=False) as session:
+        async with database_.snapshot() as session:
             count = (await session.execute(select(func.count()).select_from(User))).scalar_one()
         assert count == 50
     finally:
-        async with database_.session(write=True) as session:
+        async with database_.side_transaction() as session:
             await session.execute(text("DELETE FROM users"))
             await session.commit()
         await database_.dispose()

@@ -10,8 +10,8 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict
 
-from taskmanager.logging import log_formatter
-from taskmanager.middleware.media_type import BodyCheckedRoute
+from taskmanager.kit.logging import log_formatter
+from taskmanager.kit.routing import BodyCheckedRoute
 from tests.conftest import AppFactory, problem
 
 

@@ -20,15 +20,15 @@ from fastapi import FastAPI, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select, update
 
-from taskmanager.auth.dependencies import CurrentPrincipal
-from taskmanager.db import SessionDep, utcnow
-from taskmanager.errors import NotFound
 from taskmanager.idempotency.middleware import get_store
-from taskmanager.idempotency.models import IdempotencyRecord
 from taskmanager.idempotency.openapi import document_idempotency_key
 from taskmanager.idempotency.store import REDIS_PREFIX, DatabaseStore, KeyScope, RedisStore
-from taskmanager.projects.models import Project
-from taskmanager.tasks.models import Task
+from taskmanager.kit.db import utcnow
+from taskmanager.kit.deps import CurrentPrincipal, SessionDep
+from taskmanager.kit.errors import NotFound
+from taskmanager.models.idempotency import IdempotencyRecord
+from taskmanager.models.projects import Project
+from taskmanager.models.tasks import Task
 from tests.conftest import AppFactory, UserFactory, problem, redis_url_or_skip
 
 BASE = "/api/v1/_idem"
@@ -88,7 +88,7 @@ def add_test_routes(app: FastAPI) -> Probe:
 
 
 async def count_projects(app: FastAPI, name: str) -> int:
-    async with app.state.database.session(write=False) as session:
+    async with app.state.database.snapshot() as session:
         return int(
             (
                 await session.execute(
@@ -99,7 +99,7 @@ async def count_projects(app: FastAPI, name: str) -> int:
 
 
 async def count_records(app: FastAPI) -> int:
-    async with app.state.database.session(write=False) as session:
+    async with app.state.database.snapshot() as session:
         return int(
             (
                 await session.execute(select(func.count()).select_from(IdempotencyRecord))
@@ -430,7 +430,7 @@ async def test_expired_record_frees_the_key(make_app: AppFactory) -> None:
         f"{BASE}/things", json={"name": "exp"}, headers={"Idempotency-Key": key}
     )
     assert first.status_code == 201
-    async with app.state.database.session(write=True) as session:
+    async with app.state.database.side_transaction() as session:
         record = (await session.execute(select(IdempotencyRecord))).scalar_one()
         assert record.status_code == 201
         assert record.expires_at > utcnow() + timedelta(hours=23)
@@ -453,7 +453,7 @@ async def test_abandoned_claim_expires_with_its_lease(make_app: AppFactory) -> N
     app, client = await make_app()
     probe = add_test_routes(app)
     key = new_key()
-    async with app.state.database.session(write=True) as session:
+    async with app.state.database.side_transaction() as session:
         session.add(
             IdempotencyRecord(
                 caller="ip:127.0.0.1",
@@ -468,7 +468,7 @@ async def test_abandoned_claim_expires_with_its_lease(make_app: AppFactory) -> N
     blocked = await client.post(f"{BASE}/things", json=body, headers={"Idempotency-Key": key})
     # A different body: the key's holder wins the argument, whatever state it is in.
     problem(blocked, 422, "IDEMPOTENCY_KEY_REUSED")
-    async with app.state.database.session(write=True) as session:
+    async with app.state.database.side_transaction() as session:
         await session.execute(
             update(IdempotencyRecord).values(expires_at=utcnow() - timedelta(seconds=1))
         )
@@ -487,13 +487,13 @@ async def test_claim_lease_is_short_and_answer_lasts_a_day(make_app: AppFactory)
         client.post(f"{BASE}/things", json={"name": "ttl"}, headers={"Idempotency-Key": key})
     )
     await asyncio.wait_for(probe.entered.wait(), timeout=10)
-    async with app.state.database.session(write=False) as session:
+    async with app.state.database.snapshot() as session:
         claim = (await session.execute(select(IdempotencyRecord))).scalar_one()
     assert claim.status_code is None
     assert claim.expires_at < utcnow() + timedelta(minutes=2)
     probe.gate.set()
     assert (await task).status_code == 201
-    async with app.state.database.session(write=False) as session:
+    async with app.state.database.snapshot() as session:
         stored = (await session.execute(select(IdempotencyRecord))).scalar_one()
     assert stored.status_code == 201
     assert stored.expires_at > utcnow() + timedelta(hours=23)
@@ -503,7 +503,7 @@ async def test_expired_records_are_purged(make_app: AppFactory) -> None:
     app, client = await make_app()
     add_test_routes(app)
     past = utcnow() - timedelta(minutes=1)
-    async with app.state.database.session(write=True) as session:
+    async with app.state.database.side_transaction() as session:
         for i in range(3):
             session.add(
                 IdempotencyRecord(
@@ -527,7 +527,7 @@ async def test_expired_records_are_purged(make_app: AppFactory) -> None:
     # Only the live record is left: the first request after start-up purged the rest.
     assert await count_records(app) == 1
     # ...and the next purge waits for the interval instead of running on every request.
-    async with app.state.database.session(write=True) as session:
+    async with app.state.database.side_transaction() as session:
         session.add(
             IdempotencyRecord(
                 caller="user:1",
@@ -614,7 +614,7 @@ async def test_real_task_creation_is_idempotent(
     assert "idempotent-replayed" not in theirs.headers
     assert theirs.json()["id"] != first.json()["id"]
 
-    async with app.state.database.session(write=False) as session:
+    async with app.state.database.snapshot() as session:
         titles = (
             await session.execute(
                 select(func.count()).select_from(Task).where(Task.title == body["title"])

@@ -11,7 +11,7 @@ import pytest
 import structlog
 from fastapi import FastAPI
 
-from taskmanager.logging import configure_logging, log_formatter, redact_query
+from taskmanager.kit.logging import configure_logging, log_formatter, redact_query
 from tests.conftest import AppFactory, UserFactory
 
 

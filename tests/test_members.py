@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from taskmanager.projects.models import ProjectMember
+from taskmanager.models.projects import ProjectMember
 from tests.conftest import TestUser, UserFactory, problem
 from tests.projects_support import API, add_member, count_rows, create_project
 

@@ -33,8 +33,8 @@ async def test_ready_reports_a_dead_database(make_app: AppFactory, tmp_path: obj
     app, client = await make_app()
     await app.state.database.dispose()
     # Point the readiness probe at a database that cannot be opened.
-    from taskmanager.config import load_settings
-    from taskmanager.db import Database
+    from taskmanager.kit.config import load_settings
+    from taskmanager.kit.db import Database
 
     broken = Database(
         load_settings(

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from taskmanager.comments.models import Comment
-from taskmanager.projects.models import Project, ProjectMember
-from taskmanager.tasks.models import Task
+from taskmanager.models.comments import Comment
+from taskmanager.models.projects import Project, ProjectMember
+from taskmanager.models.tasks import Task
 from tests.conftest import UserFactory, problem
 from tests.projects_support import (
     API,

@@ -39,12 +39,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from taskmanager import migrate
-from taskmanager.config import Settings
-from taskmanager.db import Database
 from taskmanager.idempotency.openapi import document_idempotency_key
+from taskmanager.kit.config import Settings
+from taskmanager.kit.db import Database
+from taskmanager.kit.security import create_access_token, hash_password
+from taskmanager.models.users import User
 from taskmanager.projects.inbox import create_inbox
-from taskmanager.security import create_access_token, hash_password
-from taskmanager.users.models import User
 from tests.conftest import TEST_PASSWORD, TestDatabase, make_settings
 
 CHECKS = [
@@ -77,7 +77,7 @@ async def _prepare(settings: Settings) -> int:
     """Create the fuzzing user (with Inbox) through a short-lived engine of our own."""
     database = Database(settings)
     try:
-        async with database.session(write=True) as session:
+        async with database.side_transaction() as session:
             user = User(
                 email="fuzzer@example.com",
                 username="fuzzer",

@@ -1,4 +1,4 @@
-"""Unit tests of the access-token cache in taskmanager.security."""
+"""Unit tests of the access-token cache in taskmanager.kit.security."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from taskmanager import security
-from taskmanager.security import InvalidToken, create_access_token, decode_access_token
+from taskmanager.kit import security
+from taskmanager.kit.security import InvalidToken, create_access_token, decode_access_token
 
 KEY = "unit-test-signing-key-0123456789abcdef"
 

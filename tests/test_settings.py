@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from taskmanager.config import SECRET_KEY_FILE, SettingsError, load_settings
+from taskmanager.kit.config import SECRET_KEY_FILE, SettingsError, load_settings
 
 TASKMANAGER = str(Path(sys.executable).parent / "taskmanager")
 PROD_KEY = "p" * 48

@@ -12,10 +12,10 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from taskmanager.api_keys.models import ApiKey
-from taskmanager.comments.models import Comment
-from taskmanager.tasks.models import Task
-from taskmanager.users.models import User
+from taskmanager.models.api_keys import ApiKey
+from taskmanager.models.comments import Comment
+from taskmanager.models.tasks import Task
+from taskmanager.models.users import User
 from tests.conftest import TEST_PASSWORD, UserFactory, problem
 
 API = "/api/v1"
@@ -24,7 +24,7 @@ BAD = [*SURROGATES, "nul\\u0000"]
 
 
 async def _count(app: FastAPI, model: type[object]) -> int:
-    async with app.state.database.session(write=False) as session:
+    async with app.state.database.snapshot() as session:
         return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
 
 

@@ -7,20 +7,17 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from taskmanager.etags import expected_versions, none_match, strong_etag
-from taskmanager.tasks.cursor import (
-    Cursor,
-    InvalidCursor,
-    decode_cursor,
-    encode_cursor,
-    from_json_value,
-    to_json_value,
-)
+from taskmanager.kit.errors import MalformedRequest
+from taskmanager.kit.etags import expected_versions, none_match, strong_etag
+from taskmanager.kit.pagination import InvalidCursor, KeysetCursor, decode_cursor, encode_cursor
 from taskmanager.tasks.export import csv_row, neutralize
-from taskmanager.tasks.schemas import TaskCreate, TaskOut, TaskPatch, normalize_tags, task_payload
-from taskmanager.tasks.service import ListQuery
+from taskmanager.tasks.filters import SortBy, TaskFilters, TaskListQuery
+from taskmanager.tasks.repository import TASK_FIELDS, TaskRow
+from taskmanager.tasks.schemas import TaskCreate, TaskOut, TaskPatch, normalize_tags
+from taskmanager.tasks.service import sort_value_from_json
 
 KEY = "unit-test-signing-key"
+CONTEXT = b"unit-test/v1:"
 
 
 def test_tags_are_lowercased_deduplicated_in_order() -> None:
@@ -62,18 +59,27 @@ def test_create_model_rejects(body: dict[str, object]) -> None:
 def test_patch_model_tracks_fields_sent_and_refuses_null_for_required_ones() -> None:
     patch = TaskPatch.model_validate({"description": None})
     assert patch.model_fields_set == {"description"}
-    assert TaskPatch.model_validate({}).model_fields_set == set()
+    with pytest.raises(MalformedRequest):
+        TaskPatch.model_validate({})
     for field in ("title", "status", "priority", "tags", "project_id"):
-        with pytest.raises(ValidationError):
+        with pytest.raises(ValidationError) as raised:
             TaskPatch.model_validate({field: None})
+        assert raised.value.errors()[0]["loc"] == (field,)
 
 
-def test_payload_has_exactly_the_documented_fields() -> None:
-    class Row:
-        def __getattr__(self, name: str) -> str:
-            return name
+def test_patch_schema_shows_non_nullable_fields_and_min_properties() -> None:
+    schema = TaskPatch.model_json_schema()
+    assert schema["minProperties"] == 1
+    properties = schema["properties"]
+    for field in ("title", "status", "priority", "tags", "project_id"):
+        assert "null" not in str(properties[field]), (field, properties[field])
+    for field in ("description", "due_date", "assignee_id"):
+        assert {"type": "null"} in properties[field]["anyOf"], field
 
-    assert list(task_payload(Row())) == list(TaskOut.model_fields)
+
+def test_task_row_has_exactly_the_documented_fields() -> None:
+    assert list(TASK_FIELDS) == list(TaskOut.model_fields)
+    assert list(TaskRow.__dataclass_fields__) == list(TaskOut.model_fields)
 
 
 def test_etags_and_conditions() -> None:
@@ -103,7 +109,7 @@ def test_etags_and_conditions() -> None:
     assert expected_versions('"17-9999999999"', 17) == []
 
 
-def _cursor(**changes: object) -> Cursor:
+def _cursor(**changes: object) -> KeysetCursor:
     values: dict[str, object] = {
         "sort_by": "created_at",
         "order": "desc",
@@ -112,20 +118,20 @@ def _cursor(**changes: object) -> Cursor:
         "fingerprint": "abc",
     }
     values.update(changes)
-    return Cursor(**values)  # type: ignore[arg-type]
+    return KeysetCursor(**values)  # type: ignore[arg-type]
 
 
 def test_cursor_round_trip() -> None:
     cursor = _cursor()
-    token = encode_cursor(cursor, KEY)
-    assert decode_cursor(token, KEY) == cursor
+    token = encode_cursor(cursor, KEY, context=CONTEXT)
+    assert decode_cursor(token, KEY, context=CONTEXT) == cursor
     assert "=" not in token
 
 
 def test_cursor_tampering_is_detected() -> None:
-    token = encode_cursor(_cursor(), KEY)
+    token = encode_cursor(_cursor(), KEY, context=CONTEXT)
     body, _, sig = token.partition(".")
-    forged = encode_cursor(_cursor(last_id=1), "another-key")
+    forged = encode_cursor(_cursor(last_id=1), "another-key", context=CONTEXT)
     candidates = [
         forged,
         forged.partition(".")[0] + "." + sig,
@@ -135,31 +141,38 @@ def test_cursor_tampering_is_detected() -> None:
         "%%%.%%%",
         token + "." + sig,
         "x" * 5000,
+        encode_cursor(_cursor(), KEY, context=b"another-list/v1:"),
     ]
     for bad in candidates:
         with pytest.raises(InvalidCursor):
-            decode_cursor(bad, KEY)
+            decode_cursor(bad, KEY, context=CONTEXT)
 
 
 def test_cursor_values_convert_per_sort() -> None:
     when = datetime(2026, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
-    assert from_json_value("created_at", to_json_value("created_at", when)) == when
-    assert from_json_value("due_date", to_json_value("due_date", None)) is None
-    assert from_json_value("priority", 3) == 3
-    assert from_json_value("title", "abc") == "abc"
-    for sort_by, value in (("priority", "3"), ("title", 5), ("created_at", None)):
+    assert sort_value_from_json(SortBy.CREATED_AT, when.isoformat()) == when
+    assert sort_value_from_json(SortBy.DUE_DATE, None) is None
+    assert sort_value_from_json(SortBy.PRIORITY, 3) == 3
+    assert sort_value_from_json(SortBy.TITLE, "abc") == "abc"
+    for sort_by, value in (
+        (SortBy.PRIORITY, "3"),
+        (SortBy.TITLE, 5),
+        (SortBy.CREATED_AT, None),
+    ):
         with pytest.raises(InvalidCursor):
-            from_json_value(sort_by, value)
+            sort_value_from_json(sort_by, value)
 
 
 def test_filter_fingerprint_is_stable_and_distinguishes_filters() -> None:
-    a = ListQuery(statuses=("pending", "completed"), q="x")
-    b = ListQuery(statuses=("completed", "pending", "pending"), q="x")
+    a = TaskListQuery.model_validate({"status": ["pending", "completed"], "q": "x"})
+    b = TaskListQuery.model_validate({"status": ["completed", "pending", "pending"], "q": "x"})
     assert a.fingerprint() == b.fingerprint()
-    assert a.fingerprint() != ListQuery(statuses=("pending",), q="x").fingerprint()
-    assert ListQuery().fingerprint() != ListQuery().for_project(1).fingerprint()
-    assert ListQuery(assignee_id="me").filters(viewer_id=7).assignee_id == 7
-    assert ListQuery(tag="Home").filters(viewer_id=7).tag == "home"
+    only_pending = TaskListQuery.model_validate({"status": ["pending"], "q": "x"})
+    assert a.fingerprint() != only_pending.fingerprint()
+    assert TaskListQuery().fingerprint() != TaskListQuery(project_id=1).fingerprint()
+    assert TaskFilters(assignee_id="me").assignee_for(7) == 7
+    assert TaskFilters(assignee_id=9).assignee_for(7) == 9
+    assert TaskFilters(tag="Home").tag == "home"
 
 
 @pytest.mark.parametrize(
@@ -181,23 +194,24 @@ def test_formula_cells_are_neutralised(cell: str, expected: str) -> None:
 
 
 def test_csv_row_formats_values() -> None:
-    class Row:
-        id = 1
-        project_id = 2
-        title = "=x"
-        description = None
-        status = "pending"
-        priority = 3
-        due_date = datetime(2026, 1, 1, tzinfo=UTC)
-        tags = ["-a", "b"]
-        assignee_id = None
-        created_by = 5
-        created_at = datetime(2026, 1, 1, tzinfo=UTC)
-        updated_at = datetime(2026, 1, 1, tzinfo=UTC)
-        completed_at = None
-        version = 1
-
-    assert csv_row(Row()) == [  # type: ignore[arg-type]
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    row = TaskRow(
+        id=1,
+        project_id=2,
+        title="=x",
+        description=None,
+        status="pending",
+        priority=3,
+        due_date=when,
+        tags=["-a", "b"],
+        assignee_id=None,
+        created_by=5,
+        created_at=when,
+        updated_at=when,
+        completed_at=None,
+        version=1,
+    )
+    assert csv_row(row) == [
         "1",
         "2",
         "'=x",

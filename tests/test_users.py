@@ -10,9 +10,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from taskmanager.auth.models import RefreshToken
-from taskmanager.projects.models import Project, ProjectMember
-from taskmanager.users.models import User
+from taskmanager.models.auth import RefreshToken
+from taskmanager.models.projects import Project, ProjectMember
+from taskmanager.models.users import User
 from tests.conftest import TEST_PASSWORD, AppFactory, UserFactory, problem
 from tests.identity_support import (
     STRONG_PASSWORD,
@@ -28,7 +28,7 @@ USER_FIELDS = {"id", "email", "username", "role", "is_active", "created_at"}
 
 
 async def _user_count(app: FastAPI) -> int:
-    async with app.state.database.session(write=False) as session:
+    async with app.state.database.snapshot() as session:
         count: int = (await session.execute(select(func.count()).select_from(User))).scalar_one()
         return count
 
@@ -47,7 +47,7 @@ async def test_register_returns_the_user_and_creates_an_inbox(
     assert body["created_at"].endswith(("Z", "+00:00"))
     assert STRONG_PASSWORD not in response.text
     assert "argon2" not in response.text
-    async with app.state.database.session(write=False) as session:
+    async with app.state.database.snapshot() as session:
         stored = (await session.execute(select(User).where(User.id == body["id"]))).scalar_one()
         inboxes = (
             await session.execute(
@@ -93,7 +93,7 @@ async def test_simultaneous_registrations_one_wins(
     assert statuses == [201, 409], [r.text for r in responses]
     problem(next(r for r in responses if r.status_code == 409), 409, "CONFLICT")
     assert await _user_count(app) == 1
-    async with app.state.database.session(write=False) as session:
+    async with app.state.database.snapshot() as session:
         inboxes = (await session.execute(select(func.count()).select_from(Project))).scalar_one()
     assert inboxes == 1  # the loser's Inbox was rolled back with it
 
@@ -288,7 +288,7 @@ async def test_change_password_revokes_every_refresh_token(
         )
     problem(await login_response(client, "mia", TEST_PASSWORD), 401, "INVALID_CREDENTIALS")
     await login(client, "mia", "Brand-n3w-pass")
-    async with app.state.database.session(write=False) as session:
+    async with app.state.database.snapshot() as session:
         live = (
             await session.execute(
                 select(func.count())

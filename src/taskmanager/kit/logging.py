@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 import structlog
 
-from taskmanager.config import Settings
+from taskmanager.kit.config import Settings
 
 REDACTED = "[REDACTED]"
 

@@ -1,11 +1,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Boolean, CheckConstraint, String, true
 from sqlalchemy.orm import Mapped, mapped_column
 
-from taskmanager.db import Base, BigIntId, UTCDateTime, utcnow
+from taskmanager.models.base import Base, BigIntId, UTCDateTime, utcnow
+
+
+class UserRole(StrEnum):
+    """An account's role: an ``admin`` may read and manage everything (API.md §4)."""
+
+    USER = "user"
+    ADMIN = "admin"
 
 
 class User(Base):

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from taskmanager.db import Base, BigIntId, JSONList, UTCDateTime, utcnow
+from taskmanager.models.base import Base, BigIntId, JSONList, UTCDateTime, utcnow
 
 
 class ApiKey(Base):

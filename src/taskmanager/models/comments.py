@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from taskmanager.db import Base, BigIntId, UTCDateTime, utcnow
+from taskmanager.models.base import Base, BigIntId, UTCDateTime, utcnow
 
 
 class Comment(Base):

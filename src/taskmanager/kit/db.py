@@ -1,22 +1,25 @@
-"""Engines, sessions and column types shared by every domain.
+"""The database: engines, the request's session, and the named doors outside it.
 
 SQLite gets two engines on the same file: a pooled reader and a single-connection writer
 whose transactions start with ``BEGIN IMMEDIATE``. Writers therefore queue for the one
 write connection instead of upgrading a read lock mid-transaction, which is what makes
 SQLite answer "database is locked"; WAL keeps readers running beside the writer.
 PostgreSQL uses one pooled engine for both.
+
+Work belongs in the request's transaction (``kit.deps.SessionDep``), which commits before
+the response is sent. Work that must not share its fate goes through one of two named doors:
+``Database.side_transaction()`` (its own write transaction, committed on exit) and
+``Database.snapshot()`` (its own read-only session). Nothing else opens sessions.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import Depends, Request
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, MetaData, event, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -25,19 +28,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.types import TypeDecorator
 
-from taskmanager.config import Settings
-
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from taskmanager.kit.config import Settings
+from taskmanager.models.base import utcnow as utcnow
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -45,38 +39,6 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # keeps the liveness check off the hot path while still catching connections a database
 # restart or an idle-timeout killed.
 PING_AFTER_IDLE_SECONDS = 10.0
-
-# SQLite only aliases INTEGER PRIMARY KEY to the rowid; PostgreSQL gets 64-bit ids.
-BigIntId = BigInteger().with_variant(Integer(), "sqlite")
-JSONList = JSON().with_variant(JSONB(), "postgresql")
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC datetimes on every backend (SQLite stores naive UTC text)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime bound to a UTCDateTime column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _configure_sqlite(engine: AsyncEngine, settings: Settings, *, immediate: bool) -> None:
@@ -167,8 +129,34 @@ class Database:
         self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
-    def session(self, *, write: bool) -> AsyncSession:
+    def request_session(self, *, write: bool) -> AsyncSession:
+        """The session of one request (``kit.deps.get_session`` owns its commit)."""
         return (self._writer if write else self._reader)()
+
+    @asynccontextmanager
+    async def side_transaction(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction of its own, committed on exit and rolled back on an error.
+
+        For writes that must persist whatever happens to the request: revoking a refresh
+        token family on re-use (the request then answers 401 and rolls back), recording an
+        API key's last use on a read request, CLI commands and background work. On SQLite it
+        queues for the one writer, so never open it while the request's own write session
+        holds that writer.
+        """
+        async with self._writer() as session:
+            yield session
+            await session.commit()
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncSession]:
+        """A read-only session of its own (autocommit reads; never commits).
+
+        For reads that must not hold the request's transaction open or do not have one: a
+        login's user lookup (so the slow password check holds no lock), the fast task read,
+        streamed exports after the request's session has closed, authentication in middleware.
+        """
+        async with self._reader() as session:
+            yield session
 
     async def ping(self) -> None:
         async with self.read_engine.connect() as connection:
@@ -178,26 +166,3 @@ class Database:
         await self.write_engine.dispose()
         if self.read_engine.sync_engine.pool is not self.write_engine.sync_engine.pool:
             await self.read_engine.dispose()
-
-
-def get_database(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request; writes commit before the response is sent.
-
-    Used with ``scope="function"`` so the commit runs when the endpoint returns, before
-    FastAPI sends anything: a client never sees 2xx for a write that failed to commit.
-    """
-    database = get_database(request)
-    write = request.method not in SAFE_METHODS
-    async with database.session(write=write) as session:
-        yield session
-        if write:
-            await session.commit()
-
-
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
-DatabaseDep = Annotated[Database, Depends(get_database)]

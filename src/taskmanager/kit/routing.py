@@ -16,8 +16,8 @@ from fastapi import Request, params
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from taskmanager.db import SAFE_METHODS
-from taskmanager.errors import UnsupportedMediaType
+from taskmanager.kit.db import SAFE_METHODS
+from taskmanager.kit.errors import UnsupportedMediaType
 
 BodyKind = Literal["none", "json", "form"]
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")

@@ -1,11 +1,20 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
-from taskmanager.db import Base, BigIntId, UTCDateTime, utcnow
+from taskmanager.models.base import Base, BigIntId, UTCDateTime, utcnow
+
+
+class ProjectRole(StrEnum):
+    """A member's role in a project (API.md §4); what each may do is ``projects.policy``'s."""
+
+    OWNER = "owner"
+    EDITOR = "editor"
+    VIEWER = "viewer"
 
 
 class Project(Base):

@@ -1,11 +1,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from taskmanager.db import Base, BigIntId, JSONList, UTCDateTime, utcnow
+from taskmanager.models.base import Base, BigIntId, JSONList, UTCDateTime, utcnow
+
+
+class TaskStatus(StrEnum):
+    """A task's workflow state (API.md §5); the CHECK constraint below allows exactly these."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
 
 
 class Task(Base):
