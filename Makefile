@@ -35,6 +35,7 @@ lint: install
 	$(UV) run --frozen ruff check src tests bench
 	$(UV) run --frozen ruff format --check src tests bench
 	$(UV) run --frozen mypy
+	$(UV) run --frozen lint-imports
 
 fmt: install
 	$(UV) run --frozen ruff check --fix src tests bench

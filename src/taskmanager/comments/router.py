@@ -16,9 +16,17 @@ from taskmanager.kit.errors import (
     NotFound,
     ValidationFailed,
 )
-from taskmanager.kit.http import LOCATION_HEADER, TaskId, domain_router, id_path, location
+from taskmanager.kit.http import (
+    LOCATION_HEADER,
+    Limit,
+    Skip,
+    TaskId,
+    domain_router,
+    id_path,
+    location,
+)
 from taskmanager.kit.identity import Scope
-from taskmanager.kit.pagination import DEFAULT_LIMIT, Limit, Skip
+from taskmanager.kit.pagination import DEFAULT_LIMIT
 from taskmanager.kit.problems import problem_responses
 
 router = domain_router("comments")

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import Update, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import Headers
 from starlette.types import Scope as ASGIScope
 
 from taskmanager.kit.config import Settings
 from taskmanager.kit.db import SAFE_METHODS, Database
 from taskmanager.kit.errors import InvalidCredentials, NotAuthenticated
-from taskmanager.kit.identity import Credential, Identity, Principal, read_credential
+from taskmanager.kit.identity import Identity, Principal
 from taskmanager.kit.security import AccessClaims, InvalidToken, decode_access_token, digest
 from taskmanager.models.api_keys import ApiKey
 from taskmanager.models.base import utcnow
@@ -27,10 +29,38 @@ from taskmanager.models.users import User, UserRole
 # last_used_at is advisory: writing it on every request would turn reads into writes.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
+API_KEY_HEADER = "x-api-key"
 _CLAIMS_KEY = "access_claims"
 _PRINCIPAL_KEY = "principal"
 INVALID_TOKEN = "The access token is invalid or expired"  # noqa: S105 - a message
 INVALID_KEY = "The API key is invalid, expired or revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A credential as sent: a bearer access token or an API key (not yet verified)."""
+
+    kind: Literal["bearer", "api_key"]
+    value: str
+
+
+def read_credential(scope: ASGIScope) -> Credential | None:
+    """The credential sent with the request, if any. A malformed header is a bad credential.
+
+    Raises InvalidCredentials for an ``Authorization`` header that is not ``Bearer <token>``.
+    """
+    headers = Headers(scope=scope)
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise InvalidCredentials("Authorization header must be 'Bearer <token>'")
+        return Credential("bearer", token)
+    api_key = headers.get(API_KEY_HEADER)
+    if api_key:
+        return Credential("api_key", api_key.strip())
+    return None
 
 
 def _state(scope: ASGIScope) -> dict[str, object]:

@@ -1,17 +1,19 @@
-"""The HTTP boundary every domain router shares: the API prefix, id and header aliases,
-``Location`` values, and the router factory with derived operation ids.
+"""The HTTP boundary every domain router shares: the API prefix, path, query and header
+aliases, ``Location`` values, documented headers, and the router factory with derived
+operation ids.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from taskmanager.kit.etags import none_match
 from taskmanager.kit.fields import MAX_ID
+from taskmanager.kit.pagination import MAX_CURSOR_CHARS, MAX_LIMIT
 from taskmanager.kit.routing import BodyCheckedRoute
 
 API_PREFIX = "/api/v1"
@@ -34,6 +36,18 @@ IfMatch = Annotated[
 ]
 IfNoneMatch = Annotated[
     str | None, Header(description="Answer 304 with no body if the current ETag is one of these")
+]
+
+# Pages of a list (``kit.pagination``): offset pages, and keyset pages by cursor.
+Skip = Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip (offset pages)")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")]
+CursorParam = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=MAX_CURSOR_CHARS,
+        description="`next_cursor` from the previous page (keyset pages)",
+    ),
 ]
 
 

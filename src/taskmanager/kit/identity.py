@@ -1,55 +1,24 @@
-"""Who is calling: the credential a request carries, what it proves, and the verified caller."""
+"""Who is calling: what a credential proves (``Identity``) and the verified caller (``Principal``).
+
+Framework-free, so services may take them; reading credentials off a request is ``kit.authn``'s.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
 
-from starlette.datastructures import Headers
-from starlette.types import Scope as ASGIScope
-
-from taskmanager.kit.errors import InvalidCredentials
 from taskmanager.models.users import UserRole
-
-API_KEY_HEADER = "x-api-key"
 
 
 class Scope(StrEnum):
-    """What an API key may do (API.md §3); a login token carries every scope."""
+    """What an API key may do; a login token carries every scope."""
 
     TASKS_READ = "tasks:read"
     TASKS_WRITE = "tasks:write"
     PROJECTS_READ = "projects:read"
     PROJECTS_WRITE = "projects:write"
     ADMIN = "admin"
-
-
-@dataclass(frozen=True, slots=True)
-class Credential:
-    """A credential as sent: a bearer access token or an API key (not yet verified)."""
-
-    kind: Literal["bearer", "api_key"]
-    value: str
-
-
-def read_credential(scope: ASGIScope) -> Credential | None:
-    """The credential sent with the request, if any. A malformed header is a bad credential.
-
-    Raises InvalidCredentials for an ``Authorization`` header that is not ``Bearer <token>``.
-    """
-    headers = Headers(scope=scope)
-    authorization = headers.get("authorization")
-    if authorization:
-        scheme, _, token = authorization.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise InvalidCredentials("Authorization header must be 'Bearer <token>'")
-        return Credential("bearer", token)
-    api_key = headers.get(API_KEY_HEADER)
-    if api_key:
-        return Credential("api_key", api_key.strip())
-    return None
 
 
 @dataclass(frozen=True, slots=True)

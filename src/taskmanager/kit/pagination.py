@@ -1,7 +1,8 @@
 """Pagination for every list: offset pages and keyset (cursor) pages.
 
-Offset pages take ``skip``/``limit``. Keyset pages continue after the last row of the
-previous page, so a deep page costs what the first does; their ``next_cursor`` is an opaque,
+Offset pages take ``skip``/``limit`` (the query aliases are ``kit.http``'s). Keyset pages
+continue after the last row of the previous page, so a deep page costs what the first does;
+their ``next_cursor`` is an opaque,
 signed token: ``base64url(JSON) "." base64url(HMAC-SHA256)``. The JSON carries the sort it
 was made for, the last row's sort value and id, and a fingerprint of the filters, so a
 cursor cannot be forged, edited, or replayed against another sort or filter set.
@@ -14,28 +15,14 @@ import binascii
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
-from fastapi import Query
 from pydantic import BaseModel, Field
-
-from taskmanager.kit.fields import MAX_ID
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_CURSOR_CHARS = 2048
-
-Skip = Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip (offset pages)")]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")]
-CursorParam = Annotated[
-    str | None,
-    Query(
-        min_length=1,
-        max_length=MAX_CURSOR_CHARS,
-        description="`next_cursor` from the previous page (keyset pages)",
-    ),
-]
 
 ItemT = TypeVar("ItemT")
 

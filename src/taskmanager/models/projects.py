@@ -10,7 +10,7 @@ from taskmanager.models.base import Base, BigIntId, UTCDateTime, utcnow
 
 
 class ProjectRole(StrEnum):
-    """A member's role in a project (API.md §4); what each may do is ``projects.policy``'s."""
+    """A member's role in a project: what each may do is in API.md §4."""
 
     OWNER = "owner"
     EDITOR = "editor"

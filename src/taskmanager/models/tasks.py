@@ -10,7 +10,7 @@ from taskmanager.models.base import Base, BigIntId, JSONList, UTCDateTime, utcno
 
 
 class TaskStatus(StrEnum):
-    """A task's workflow state (API.md §5); the CHECK constraint below allows exactly these."""
+    """A task's workflow state."""
 
     PENDING = "pending"
     IN_PROGRESS = "in_progress"

@@ -10,7 +10,7 @@ from taskmanager.models.base import Base, BigIntId, UTCDateTime, utcnow
 
 
 class UserRole(StrEnum):
-    """An account's role: an ``admin`` may read and manage everything (API.md §4)."""
+    """An account's role: an admin may read and manage everything."""
 
     USER = "user"
     ADMIN = "admin"

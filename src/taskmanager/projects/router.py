@@ -23,14 +23,16 @@ from taskmanager.kit.http import (
     NOT_MODIFIED,
     IfMatch,
     IfNoneMatch,
+    Limit,
     ProjectId,
+    Skip,
     domain_router,
     id_path,
     location,
     not_modified,
 )
 from taskmanager.kit.identity import Scope
-from taskmanager.kit.pagination import DEFAULT_LIMIT, Limit, Skip
+from taskmanager.kit.pagination import DEFAULT_LIMIT
 from taskmanager.kit.problems import problem_responses
 from taskmanager.projects import service
 from taskmanager.projects.repository import MemberRow

@@ -30,15 +30,18 @@ from taskmanager.kit.http import (
     LOCATION_HEADER,
     NOT_MODIFIED,
     TOTAL_HEADER,
+    CursorParam,
     IfMatch,
     IfNoneMatch,
+    Limit,
     ProjectId,
+    Skip,
     TaskId,
     domain_router,
     location,
 )
 from taskmanager.kit.identity import Scope
-from taskmanager.kit.pagination import DEFAULT_LIMIT, CursorParam, Limit, Skip
+from taskmanager.kit.pagination import DEFAULT_LIMIT
 from taskmanager.kit.problems import problem_responses
 from taskmanager.tasks import fast_read, service
 from taskmanager.tasks.export import csv_stream

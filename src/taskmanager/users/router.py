@@ -22,8 +22,8 @@ from taskmanager.kit.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from taskmanager.kit.http import UserId, domain_router
-from taskmanager.kit.pagination import DEFAULT_LIMIT, Limit, Skip
+from taskmanager.kit.http import Limit, Skip, UserId, domain_router
+from taskmanager.kit.pagination import DEFAULT_LIMIT
 from taskmanager.kit.problems import problem_responses
 from taskmanager.users import service
 from taskmanager.users.schemas import (
