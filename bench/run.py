@@ -87,12 +87,12 @@ async def prepare_database(name: str) -> tuple[str, int, str]:
     await admin.close()
     url = f"postgresql+asyncpg://{user}@{host}/{name}"
     from taskmanager import migrate
-    from taskmanager.config import load_settings
-    from taskmanager.db import Database
+    from taskmanager.kit.config import load_settings
+    from taskmanager.kit.db import Database
+    from taskmanager.kit.security import create_access_token, hash_password
+    from taskmanager.models.tasks import Task
+    from taskmanager.models.users import User
     from taskmanager.projects.inbox import create_inbox
-    from taskmanager.security import create_access_token, hash_password
-    from taskmanager.tasks.models import Task
-    from taskmanager.users.models import User
 
     await migrate.upgrade_async(url)
     settings = load_settings(database_url=url, secret_key=BENCH_SECRET)

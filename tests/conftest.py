@@ -12,7 +12,6 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +23,17 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from taskmanager import migrate
-from taskmanager.config import Settings, load_settings
+from taskmanager.kit.config import Settings, load_settings
 from taskmanager.models import Base
-from taskmanager.projects.inbox import create_inbox
-from taskmanager.security import create_access_token
-from taskmanager.users.models import User
+from tests.factories import TEST_PASSWORD as TEST_PASSWORD
+from tests.factories import TestUser as TestUser
+from tests.factories import create_user
 
 PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("TEST_PG_USER", "postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").lower() == "true"
-
-# One Argon2 hash computed once: hashing per test user would dominate the suite's time.
-TEST_PASSWORD = "Corr3ct-Horse"
-_TEST_PASSWORD_HASH: str | None = None
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -234,22 +229,6 @@ async def make_app(
         await manager.__aexit__(None, None, None)
 
 
-@dataclass
-class TestUser:
-    __test__ = False
-
-    id: int
-    username: str
-    email: str
-    role: str
-    inbox_id: int
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
 UserFactory = Callable[..., Awaitable[TestUser]]
 
 
@@ -260,28 +239,7 @@ def make_user(app: FastAPI) -> UserFactory:
     async def factory(
         username: str | None = None, *, role: str = "user", is_active: bool = True
     ) -> TestUser:
-        global _TEST_PASSWORD_HASH
-        if _TEST_PASSWORD_HASH is None:
-            from taskmanager.security import hash_password
-
-            _TEST_PASSWORD_HASH = await hash_password(TEST_PASSWORD)
-        username = username or f"user_{uuid.uuid4().hex[:10]}"
-        email = f"{username}@example.com"
-        async with app.state.database.session(write=True) as session:
-            user = User(
-                email=email,
-                username=username,
-                password_hash=_TEST_PASSWORD_HASH,
-                role=role,
-                is_active=is_active,
-            )
-            session.add(user)
-            await session.flush()
-            inbox = await create_inbox(session, user.id)
-            await session.commit()
-            user_id, inbox_id = user.id, inbox.id
-        token = create_access_token(user_id, app.state.settings.signing_key, timedelta(minutes=30))
-        return TestUser(user_id, username, email, role, inbox_id, token)
+        return await create_user(app, username, role=role, is_active=is_active)
 
     return factory
 

@@ -63,6 +63,6 @@ async def create_key(
 
 async def db_update(app: FastAPI, statement: Any) -> None:
     """Change a row directly, for states a client cannot reach quickly (e.g. expiry)."""
-    async with app.state.database.session(write=True) as session:
+    async with app.state.database.side_transaction() as session:
         await session.execute(statement.execution_options(synchronize_session=False))
         await session.commit()

@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from taskmanager.api_keys.models import ApiKey
-from taskmanager.comments.models import Comment
-from taskmanager.security import digest
-from taskmanager.tasks.models import Task
+from taskmanager.kit.security import digest
+from taskmanager.models.api_keys import ApiKey
+from taskmanager.models.comments import Comment
+from taskmanager.models.tasks import Task
 from tests.conftest import TestUser
 
 API = "/api/v1"
@@ -42,7 +42,7 @@ async def add_member(
 async def insert_api_key(app: FastAPI, user: TestUser, scopes: list[str]) -> dict[str, str]:
     """An API key row for ``user`` (inserted directly); returns the X-API-Key header."""
     raw = f"tm_{secrets.token_urlsafe(24)}"
-    async with app.state.database.session(write=True) as session:
+    async with app.state.database.side_transaction() as session:
         session.add(
             ApiKey(
                 user_id=user.id, name="test", prefix=raw[:8], key_hash=digest(raw), scopes=scopes
@@ -56,7 +56,7 @@ async def insert_task(
     app: FastAPI, project_id: int, created_by: int, title: str = "Task", **fields: Any
 ) -> int:
     """A task row inserted directly, independent of the tasks API."""
-    async with app.state.database.session(write=True) as session:
+    async with app.state.database.side_transaction() as session:
         task = Task(project_id=project_id, title=title, created_by=created_by, **fields)
         session.add(task)
         await session.flush()
@@ -66,7 +66,7 @@ async def insert_task(
 
 
 async def insert_comment(app: FastAPI, task_id: int, author_id: int, body: str = "Hi") -> int:
-    async with app.state.database.session(write=True) as session:
+    async with app.state.database.side_transaction() as session:
         comment = Comment(task_id=task_id, author_id=author_id, body=body)
         session.add(comment)
         await session.flush()
@@ -81,5 +81,5 @@ async def count_rows(app: FastAPI, model: type[Any], **where: Any) -> int:
     stmt = select(func.count()).select_from(model)
     for column, value in where.items():
         stmt = stmt.where(getattr(model, column) == value)
-    async with app.state.database.session(write=False) as session:
+    async with app.state.database.snapshot() as session:
         return int((await session.execute(stmt)).scalar_one())

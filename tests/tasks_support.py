@@ -13,11 +13,11 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import insert, select, update
 
-from taskmanager.api_keys.models import ApiKey
-from taskmanager.projects.models import Project, ProjectMember
-from taskmanager.security import digest
-from taskmanager.tasks.models import Task
-from taskmanager.users.models import User
+from taskmanager.kit.security import digest
+from taskmanager.models.api_keys import ApiKey
+from taskmanager.models.projects import Project, ProjectMember
+from taskmanager.models.tasks import Task
+from taskmanager.models.users import User
 from tests.conftest import TestUser
 
 API = "/api/v1"
@@ -25,7 +25,7 @@ TASKS = f"{API}/tasks"
 
 
 async def new_project(app: FastAPI, owner: TestUser, name: str = "Project") -> int:
-    async with app.state.database.session(write=True) as session:
+    async with app.state.database.side_transaction() as session:
         project = Project(name=name, created_by=owner.id)
         session.add(project)
         await session.flush()
@@ -35,13 +35,13 @@ async def new_project(app: FastAPI, owner: TestUser, name: str = "Project") -> i
 
 
 async def add_member(app: FastAPI, project_id: int, user: TestUser, role: str) -> None:
-    async with app.state.database.session(write=True) as session:
+    async with app.state.database.side_transaction() as session:
         session.add(ProjectMember(project_id=project_id, user_id=user.id, role=role))
         await session.commit()
 
 
 async def deactivate(app: FastAPI, user: TestUser) -> None:
-    async with app.state.database.session(write=True) as session:
+    async with app.state.database.side_transaction() as session:
         await session.execute(update(User).where(User.id == user.id).values(is_active=False))
         await session.commit()
 
@@ -49,7 +49,7 @@ async def deactivate(app: FastAPI, user: TestUser) -> None:
 async def api_key(app: FastAPI, user: TestUser, scopes: list[str]) -> dict[str, str]:
     """An API key for ``user`` with these scopes; returns the header to send."""
     raw = f"tm_{secrets.token_urlsafe(24)}"
-    async with app.state.database.session(write=True) as session:
+    async with app.state.database.side_transaction() as session:
         session.add(
             ApiKey(
                 user_id=user.id,
@@ -80,13 +80,13 @@ async def bulk_tasks(app: FastAPI, rows: list[dict[str, Any]]) -> None:
         "completed_at": None,
         "version": 1,
     }
-    async with app.state.database.session(write=True) as session:
+    async with app.state.database.side_transaction() as session:
         await session.execute(insert(Task), [{**defaults, **row} for row in rows])
         await session.commit()
 
 
 async def all_task_rows(app: FastAPI) -> list[Any]:
-    async with app.state.database.session(write=False) as session:
+    async with app.state.database.snapshot() as session:
         return list((await session.execute(select(Task.__table__))).all())
 
 

@@ -22,7 +22,7 @@ from typing import Literal
 
 from sqlalchemy.engine import make_url
 
-from taskmanager.config import Settings
+from taskmanager.kit.config import Settings
 
 PARTIAL_SUFFIX = ".partial"
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import orjson
 import typer
 
-from taskmanager.config import Settings, SettingsError, load_settings
+from taskmanager.kit.config import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from taskmanager.users.schemas import UserCreate
@@ -118,7 +118,7 @@ def create_admin(
 
     from pydantic import ValidationError
 
-    from taskmanager.errors import DomainError
+    from taskmanager.kit.errors import DomainError
     from taskmanager.users.schemas import UserCreate
 
     settings = _settings()
@@ -145,16 +145,15 @@ def _first_line(exc: Exception) -> str:
 
 
 async def _create_admin(settings: Settings, data: UserCreate) -> int:
-    from taskmanager.auth.principal import UserRole
-    from taskmanager.db import Database
+    from taskmanager.kit.db import Database
+    from taskmanager.models.users import UserRole
     from taskmanager.users import service
 
     database = Database(settings)
     try:
-        async with database.session(write=True) as session:
+        async with database.side_transaction() as session:
             user = await service.create_user(session, data, role=UserRole.ADMIN)
-            await session.commit()
-            return user.id
+        return user.id
     finally:
         await database.dispose()
 

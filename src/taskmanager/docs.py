@@ -25,15 +25,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import HTMLResponse
 
 from taskmanager.idempotency.openapi import document_idempotency_key
-from taskmanager.problems import PROBLEM_CONTENT_TYPE, Problem
+from taskmanager.kit.http import API_PREFIX
+from taskmanager.kit.problems import PROBLEM_CONTENT_TYPE, PROBLEM_REF, Problem, problem_content
 
 STATIC_DIR = Path(fastapi_offline.__file__).parent / "static"
 STATIC_URL = "/docs/static"
 OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
-API_PREFIX = "/api/v1"
 
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
-_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 # Responses every /api/v1 operation can give, documented once here rather than per route.
 _COMMON_ERRORS: dict[str, str] = {"429": "Rate limited; see Retry-After"}
@@ -122,10 +121,6 @@ def install_openapi(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _problem_response(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {PROBLEM_CONTENT_TYPE: {"schema": _PROBLEM_REF}}}
-
-
 _REPLACEABLE_REFS = {
     "#/components/schemas/Problem",
     "#/components/schemas/HTTPValidationError",
@@ -156,18 +151,18 @@ def finish_schema(schema: dict[str, Any]) -> None:
             responses: dict[str, Any] = operation.setdefault("responses", {})
             if path.startswith(API_PREFIX):
                 for status, description in _COMMON_ERRORS.items():
-                    responses.setdefault(status, _problem_response(description))
+                    responses.setdefault(status, problem_content(description))
                 if "requestBody" in operation:
                     for status, description in _BODY_ERRORS.items():
-                        responses.setdefault(status, _problem_response(description))
+                        responses.setdefault(status, problem_content(description))
             if operation.get("security") and "401" not in responses:
-                responses["401"] = _problem_response("Missing, invalid or expired credentials")
+                responses["401"] = problem_content("Missing, invalid or expired credentials")
             for status, response in responses.items():
                 if status[:1] in {"4", "5"}:
                     if status == "422" and response.get("description") == "Validation Error":
                         response["description"] = "Validation failed"
                     if _is_problem_or_default(response):
-                        response["content"] = {PROBLEM_CONTENT_TYPE: {"schema": _PROBLEM_REF}}
+                        response["content"] = {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_REF}}
 
     # FastAPI's default 422 schemas are replaced by Problem everywhere; drop them if unused.
     text = repr(schema.get("paths", {}))

@@ -12,15 +12,15 @@ from redis.asyncio import Redis
 from starlette.routing import Mount, Route
 
 from taskmanager import __version__
-from taskmanager.api import include_api_routers
-from taskmanager.config import Settings, load_settings
-from taskmanager.db import Database
 from taskmanager.docs import install_docs, install_openapi
-from taskmanager.logging import configure_logging
+from taskmanager.kit.config import Settings, load_settings
+from taskmanager.kit.db import Database
+from taskmanager.kit.logging import configure_logging
+from taskmanager.kit.problems import install_exception_handlers
 from taskmanager.middleware import install_middleware
 from taskmanager.ops.metrics import Metrics
 from taskmanager.ops.router import router as ops_router
-from taskmanager.problems import install_exception_handlers
+from taskmanager.registry import include_domains, openapi_tags
 
 DESCRIPTION = """
 A self-hostable task-management API.
@@ -81,11 +81,9 @@ def _endpoint_templates(app: FastAPI) -> dict[Any, str]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings)
-    from taskmanager.routes import OPENAPI_TAGS
-
     app = FastAPI(
         title="Taskmanager",
-        openapi_tags=OPENAPI_TAGS,
+        openapi_tags=openapi_tags(),
         # Metrics are Prometheus (/metrics); FastAPI's native OpenTelemetry hook would
         # otherwise look up the global providers, reading os.environ, on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -100,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics(app.state)
     install_exception_handlers(app)
     app.include_router(ops_router)
-    include_api_routers(app)
+    include_domains(app)
     docs_csp = install_docs(app)
     install_openapi(app)
     templates = _endpoint_templates(app)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import Response, status
 
 from taskmanager.api_keys import service
 from taskmanager.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
-from taskmanager.auth.dependencies import LoginPrincipal
-from taskmanager.db import SessionDep
-from taskmanager.errors import (
+from taskmanager.kit.deps import LoginPrincipal, SessionDep
+from taskmanager.kit.errors import (
     Forbidden,
     MalformedRequest,
     NotAuthenticated,
@@ -18,26 +17,24 @@ from taskmanager.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from taskmanager.middleware.media_type import BodyCheckedRoute
-from taskmanager.problems import problem_responses
-from taskmanager.validation import MAX_ID
+from taskmanager.kit.http import domain_router, id_path
+from taskmanager.kit.problems import problem_responses
 
-router = APIRouter(prefix="/api-keys", tags=["api-keys"], route_class=BodyCheckedRoute)
+router = domain_router("api-keys", prefix="/api-keys")
 
-KeyId = Annotated[int, Path(ge=1, le=MAX_ID, description="The key's id")]
+KeyId = Annotated[int, id_path("key")]
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ApiKeyCreated,
-    operation_id="api_keys_create",
     summary="Create an API key",
     responses=problem_responses(
         NotAuthenticated, Forbidden, MalformedRequest, UnsupportedMediaType, ValidationFailed
     ),
 )
-async def create_key(
+async def create(
     body: ApiKeyCreate, principal: LoginPrincipal, session: SessionDep, response: Response
 ) -> ApiKeyCreated:
     """Mint a scoped key; the full key is in this response only, so store it now."""
@@ -51,11 +48,10 @@ async def create_key(
 @router.get(
     "",
     response_model=list[ApiKeyOut],
-    operation_id="api_keys_list",
     summary="List your API keys",
     responses=problem_responses(NotAuthenticated, Forbidden),
 )
-async def list_keys(principal: LoginPrincipal, session: SessionDep) -> list[ApiKeyOut]:
+async def list_(principal: LoginPrincipal, session: SessionDep) -> list[ApiKeyOut]:
     """The caller's unrevoked keys, oldest first; never the secret."""
     return [
         ApiKeyOut.model_validate(k) for k in await service.list_keys(session, principal.user_id)
@@ -66,11 +62,10 @@ async def list_keys(principal: LoginPrincipal, session: SessionDep) -> list[ApiK
     "/{key_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    operation_id="api_keys_delete",
     summary="Revoke an API key",
     responses=problem_responses(NotAuthenticated, Forbidden, NotFound, ValidationFailed),
 )
-async def delete_key(key_id: KeyId, principal: LoginPrincipal, session: SessionDep) -> Response:
+async def delete(key_id: KeyId, principal: LoginPrincipal, session: SessionDep) -> Response:
     """Revoke one of the caller's keys; it stops working at once."""
     await service.revoke(session, principal.user_id, key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

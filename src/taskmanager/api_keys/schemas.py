@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from taskmanager.auth.principal import Scope
+from taskmanager.kit.identity import Scope
 
 
 class ApiKeyCreate(BaseModel):

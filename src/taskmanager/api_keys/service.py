@@ -8,12 +8,13 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.api_keys import repository
-from taskmanager.api_keys.models import ApiKey
 from taskmanager.api_keys.schemas import ApiKeyCreate
-from taskmanager.auth.principal import Principal, Scope, UserRole
-from taskmanager.db import utcnow
-from taskmanager.errors import Forbidden, NotFound
-from taskmanager.security import digest
+from taskmanager.kit.db import utcnow
+from taskmanager.kit.errors import Forbidden, NotFound
+from taskmanager.kit.identity import Principal, Scope
+from taskmanager.kit.security import digest
+from taskmanager.models.api_keys import ApiKey
+from taskmanager.models.users import UserRole
 
 KEY_PREFIX = "tm_"
 # Enough of the key to tell keys apart in a list, far too little to guess the rest.

@@ -1,13 +1,55 @@
-"""Refresh-token queries. Tokens are looked up by their SHA-256 digest only."""
+"""Credential queries: refresh tokens (looked up by their SHA-256 digest only) and the
+password columns of ``users``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.auth.models import RefreshToken
+from taskmanager.models.auth import RefreshToken
+from taskmanager.models.users import User
+
+
+@dataclass(frozen=True, slots=True)
+class LoginUser:
+    id: int
+    password_hash: str
+    is_active: bool
+
+
+async def find_login_user(session: AsyncSession, login: str) -> LoginUser | None:
+    """The user whose username or email is ``login`` (already lower-cased)."""
+    row = (
+        await session.execute(
+            select(User.id, User.password_hash, User.is_active)
+            .where(or_(User.username == login, User.email == login))
+            .limit(1)
+        )
+    ).first()
+    return None if row is None else LoginUser(row[0], row[1], row[2])
+
+
+async def password_hash_of(session: AsyncSession, user_id: int) -> str | None:
+    return (
+        await session.execute(select(User.password_hash).where(User.id == user_id))
+    ).scalar_one_or_none()
+
+
+async def is_active(session: AsyncSession, user_id: int) -> bool:
+    found = await session.execute(select(User.is_active).where(User.id == user_id))
+    return bool(found.scalar_one_or_none())
+
+
+async def set_password_hash(session: AsyncSession, user_id: int, password_hash: str) -> None:
+    await session.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(password_hash=password_hash)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def add(

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import Depends, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from taskmanager.auth import service
-from taskmanager.auth.dependencies import SettingsDep
 from taskmanager.auth.schemas import RefreshRequest, TokenPair
-from taskmanager.db import DatabaseDep, SessionDep
-from taskmanager.errors import (
+from taskmanager.kit.deps import DatabaseDep, SessionDep, SettingsDep
+from taskmanager.kit.errors import (
     DomainError,
     InvalidCredentials,
     MalformedRequest,
@@ -19,10 +18,10 @@ from taskmanager.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from taskmanager.middleware.media_type import BodyCheckedRoute
-from taskmanager.problems import problem_responses
+from taskmanager.kit.http import domain_router
+from taskmanager.kit.problems import problem_responses
 
-router = APIRouter(prefix="/auth", tags=["auth"], route_class=BodyCheckedRoute)
+router = domain_router("auth", prefix="/auth")
 
 # RFC 6749 §5.1: responses carrying tokens must not be cached.
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -39,7 +38,6 @@ def _responses(invalid: str | None, *errors: type[DomainError]) -> dict[int | st
 @router.post(
     "/token",
     response_model=TokenPair,
-    operation_id="auth_token",
     summary="Log in (OAuth2 password flow)",
     responses=_responses("Wrong username or password, or the account is inactive", RateLimited),
 )
@@ -58,7 +56,6 @@ async def token(
 @router.post(
     "/refresh",
     response_model=TokenPair,
-    operation_id="auth_refresh",
     summary="Rotate a refresh token",
     responses=_responses("The refresh token is unknown, spent, expired or revoked", RateLimited),
 )
@@ -74,7 +71,6 @@ async def refresh(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    operation_id="auth_logout",
     summary="Log out (revoke a refresh token)",
     responses=_responses(None),
 )

@@ -1,4 +1,4 @@
-"""Logins and refresh-token rotation.
+"""Logins, refresh-token rotation, logout, and the password that guards them.
 
 A refresh token is a random secret; only its SHA-256 digest is stored. The tokens issued
 from one login form a family: each refresh spends the presented token and issues the next
@@ -16,11 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.auth import repository
 from taskmanager.auth.schemas import TokenPair
-from taskmanager.config import Settings
-from taskmanager.db import Database, utcnow
-from taskmanager.errors import InvalidCredentials
-from taskmanager.security import create_access_token, digest, verify_password
-from taskmanager.users import repository as users
+from taskmanager.kit.config import Settings
+from taskmanager.kit.db import Database, utcnow
+from taskmanager.kit.errors import InvalidCredentials
+from taskmanager.kit.security import create_access_token, digest, hash_password, verify_password
 
 BAD_LOGIN = "Incorrect username or password"
 BAD_REFRESH = "The refresh token is invalid, expired or revoked"
@@ -56,27 +55,24 @@ async def login(
     # NUL is refused here because PostgreSQL cannot even compare text containing it.
     if len(login) > _MAX_LOGIN_CHARS or len(password) > _MAX_PASSWORD_CHARS or "\x00" in login:
         raise InvalidCredentials(BAD_LOGIN)
-    # Looked up on a read session so the slow password check holds no write lock (SQLite).
-    async with database.session(write=False) as reader:
-        user = await users.find_by_login(reader, login.lower())
-        found = (user.id, user.password_hash, user.is_active) if user is not None else None
+    # Looked up on a snapshot so the slow password check holds no write lock (SQLite).
+    async with database.snapshot() as reader:
+        user = await repository.find_login_user(reader, login.lower())
     # With no such user a dummy hash is verified, so the answer takes as long as a wrong password.
-    ok, new_hash = await verify_password(password, found[1] if found else None)
-    if found is None or not ok or not found[2]:
+    ok, new_hash = await verify_password(password, user.password_hash if user else None)
+    if user is None or not ok or not user.is_active:
         raise InvalidCredentials(BAD_LOGIN)
-    user_id = found[0]
     if new_hash is not None:
-        await users.set_password_hash(session, user_id, new_hash)
-    return await issue_pair(session, settings, user_id)
+        await repository.set_password_hash(session, user.id, new_hash)
+    return await issue_pair(session, settings, user.id)
 
 
 async def refresh(database: Database, settings: Settings, token: str) -> TokenPair:
     """Spend a refresh token and issue the next pair of its family."""
-    # Own transaction, committed even when the answer is 401: revoking a family on re-use
+    # A side transaction, committed even when the answer is 401: revoking a family on re-use
     # must persist, and the request's transaction is rolled back when an error is raised.
-    async with database.session(write=True) as session:
+    async with database.side_transaction() as session:
         pair = await _rotate(session, settings, token, utcnow())
-        await session.commit()
     if pair is None:
         raise InvalidCredentials(BAD_REFRESH)
     return pair
@@ -93,8 +89,7 @@ async def _rotate(
         return None
     if row.expires_at <= now:
         return None
-    user = await users.get(session, row.user_id)
-    if user is None or not user.is_active:
+    if not await repository.is_active(session, row.user_id):
         return None
     if not await repository.spend(session, row.id, now):
         # Another request spent it between our read and our write: the same re-use.
@@ -110,6 +105,21 @@ async def logout(session: AsyncSession, token: str) -> None:
         await repository.revoke_family(session, row.family_id, utcnow())
 
 
-async def revoke_all(session: AsyncSession, user_id: int) -> None:
+async def end_sessions(session: AsyncSession, user_id: int) -> None:
     """Every refresh token of the user stops working (password change, deactivation)."""
     await repository.revoke_all_of_user(session, user_id, utcnow())
+
+
+async def change_password(
+    session: AsyncSession, user_id: int, current_password: str, new_password: str
+) -> None:
+    """Replace the password after checking the current one, and end every session.
+
+    Raises InvalidCredentials when ``current_password`` is wrong.
+    """
+    stored = await repository.password_hash_of(session, user_id)
+    ok, _ = await verify_password(current_password, stored)
+    if not ok:
+        raise InvalidCredentials("The current password is incorrect")
+    await repository.set_password_hash(session, user_id, await hash_password(new_password))
+    await end_sessions(session, user_id)

@@ -1,42 +1,12 @@
-"""Comment queries. Access is decided from the task's project membership, read in one query."""
+"""Comment queries. Access is decided before them, by ``projects.access.task_access``."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.comments.models import Comment
-from taskmanager.db import utcnow
-from taskmanager.projects.models import ProjectMember
-from taskmanager.tasks.models import Task
-
-
-@dataclass(frozen=True, slots=True)
-class TaskAccess:
-    project_id: int
-    role: str | None  # the caller's role in the task's project; None: not a member
-
-
-async def task_access(
-    session: AsyncSession, task_id: int, user_id: int, *, include_foreign: bool
-) -> TaskAccess | None:
-    """The task's project and the caller's role there, or None if the caller cannot see it.
-
-    Without ``include_foreign`` (everyone but admins) a task outside the caller's
-    projects is simply not found.
-    """
-    membership = (ProjectMember.project_id == Task.project_id) & (ProjectMember.user_id == user_id)
-    stmt = (
-        select(Task.project_id, ProjectMember.role)
-        .outerjoin(ProjectMember, membership)
-        .where(Task.id == task_id)
-    )
-    if not include_foreign:
-        stmt = stmt.where(ProjectMember.user_id.is_not(None))
-    row = (await session.execute(stmt)).one_or_none()
-    return None if row is None else TaskAccess(row[0], row[1])
+from taskmanager.models.base import utcnow
+from taskmanager.models.comments import Comment
 
 
 async def list_for_task(

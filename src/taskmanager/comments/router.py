@@ -2,46 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response, status
+from fastapi import Response
 
-from taskmanager.api import API_PREFIX
-from taskmanager.auth.dependencies import CurrentPrincipal, RequireScope
-from taskmanager.auth.principal import Scope
 from taskmanager.comments import service
 from taskmanager.comments.schemas import CommentCreate, CommentOut, CommentPage, CommentPatch
-from taskmanager.db import SessionDep
-from taskmanager.errors import (
+from taskmanager.kit.deps import CurrentPrincipal, SessionDep, scope_dependencies
+from taskmanager.kit.errors import (
     Forbidden,
     MalformedRequest,
     NotAuthenticated,
     NotFound,
     ValidationFailed,
 )
-from taskmanager.middleware.media_type import BodyCheckedRoute
-from taskmanager.pagination import DEFAULT_LIMIT, Limit, Skip
-from taskmanager.problems import problem_responses
-from taskmanager.validation import MAX_ID
+from taskmanager.kit.http import LOCATION_HEADER, TaskId, domain_router, id_path, location
+from taskmanager.kit.identity import Scope
+from taskmanager.kit.pagination import DEFAULT_LIMIT, Limit, Skip
+from taskmanager.kit.problems import problem_responses
 
-router = APIRouter(tags=["comments"], route_class=BodyCheckedRoute)
+router = domain_router("comments")
 
-TaskId = Annotated[int, Path(ge=1, le=MAX_ID, description="Task id")]
-CommentId = Annotated[int, Path(ge=1, le=MAX_ID, description="Comment id")]
+CommentId = Annotated[int, id_path("comment")]
 
-_READ = [Depends(RequireScope(Scope.TASKS_READ))]
-_WRITE = [Depends(RequireScope(Scope.TASKS_WRITE))]
+READ, WRITE = scope_dependencies(Scope.TASKS_READ, Scope.TASKS_WRITE)
 _AUTH_ERRORS = (NotAuthenticated, Forbidden, NotFound, ValidationFailed)
+_CREATED: dict[int | str, dict[str, Any]] = {201: {"headers": LOCATION_HEADER}}
 
 
 @router.get(
     "/tasks/{task_id}/comments",
-    operation_id="comments_list",
     summary="List a task's comments",
-    dependencies=_READ,
+    dependencies=READ,
     responses=problem_responses(*_AUTH_ERRORS),
 )
-async def comments_list(
+async def list_(
     task_id: TaskId,
     session: SessionDep,
     principal: CurrentPrincipal,
@@ -62,13 +57,12 @@ async def comments_list(
 
 @router.post(
     "/tasks/{task_id}/comments",
-    status_code=status.HTTP_201_CREATED,
-    operation_id="comments_create",
+    status_code=201,
     summary="Comment on a task",
-    dependencies=_WRITE,
-    responses=problem_responses(*_AUTH_ERRORS, MalformedRequest),
+    dependencies=WRITE,
+    responses={**_CREATED, **problem_responses(*_AUTH_ERRORS, MalformedRequest)},
 )
-async def comments_create(
+async def create(
     task_id: TaskId,
     body: CommentCreate,
     session: SessionDep,
@@ -77,18 +71,17 @@ async def comments_create(
 ) -> CommentOut:
     """Add a comment; editors and owners of the task's project."""
     comment = await service.create_comment(session, principal, task_id, body=body.body)
-    response.headers["Location"] = f"{API_PREFIX}/tasks/{task_id}/comments/{comment.id}"
+    response.headers["Location"] = location("tasks", task_id, "comments", comment.id)
     return CommentOut.model_validate(comment)
 
 
 @router.get(
     "/tasks/{task_id}/comments/{comment_id}",
-    operation_id="comments_get",
     summary="Get a comment",
-    dependencies=_READ,
+    dependencies=READ,
     responses=problem_responses(*_AUTH_ERRORS),
 )
-async def comments_get(
+async def get(
     task_id: TaskId, comment_id: CommentId, session: SessionDep, principal: CurrentPrincipal
 ) -> CommentOut:
     """One comment of the task."""
@@ -98,12 +91,11 @@ async def comments_get(
 
 @router.patch(
     "/tasks/{task_id}/comments/{comment_id}",
-    operation_id="comments_update",
     summary="Edit a comment",
-    dependencies=_WRITE,
+    dependencies=WRITE,
     responses=problem_responses(*_AUTH_ERRORS, MalformedRequest),
 )
-async def comments_update(
+async def update(
     task_id: TaskId,
     comment_id: CommentId,
     body: CommentPatch,
@@ -111,23 +103,21 @@ async def comments_update(
     principal: CurrentPrincipal,
 ) -> CommentOut:
     """Reword a comment; only its author."""
-    if body.body is None:
-        raise MalformedRequest("A PATCH needs at least one field")
+    assert body.body is not None  # the only field, and a PATCH sends at least one
     comment = await service.edit_comment(session, principal, task_id, comment_id, body=body.body)
     return CommentOut.model_validate(comment)
 
 
 @router.delete(
     "/tasks/{task_id}/comments/{comment_id}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="comments_delete",
+    status_code=204,
     summary="Delete a comment",
-    dependencies=_WRITE,
+    dependencies=WRITE,
     responses=problem_responses(*_AUTH_ERRORS),
 )
-async def comments_delete(
+async def delete(
     task_id: TaskId, comment_id: CommentId, session: SessionDep, principal: CurrentPrincipal
 ) -> Response:
     """Delete a comment; its author, a project owner or an admin."""
     await service.delete_comment(session, principal, task_id, comment_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return Response(status_code=204)

@@ -5,17 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    StringConstraints,
-    WithJsonSchema,
-    field_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
-from taskmanager.pagination import Page
-from taskmanager.validation import storable_text
+from taskmanager.kit.fields import storable_text
+from taskmanager.kit.pagination import Page
+from taskmanager.kit.patch import PatchModel
 
 BODY_MAX = 5000
 
@@ -24,8 +18,6 @@ CommentBody = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=BODY_MAX),
     AfterValidator(storable_text),
 ]
-
-_BODY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": BODY_MAX}
 
 
 class CommentCreate(BaseModel):
@@ -38,22 +30,12 @@ class CommentCreate(BaseModel):
     body: CommentBody
 
 
-class CommentPatch(BaseModel):
+class CommentPatch(PatchModel):
     """New wording for a comment."""
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"body": "Unblocked: review done."}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"body": "Unblocked: review done."}]})
 
-    # Optional only so that an empty PATCH is a 400 like everywhere else; null is a 422.
-    body: Annotated[CommentBody | None, WithJsonSchema(_BODY_SCHEMA)] = None
-
-    @field_validator("body")
-    @classmethod
-    def _body_not_null(cls, value: str | None) -> str | None:
-        if value is None:
-            raise ValueError("body cannot be null")
-        return value
+    body: CommentBody | None = None
 
 
 class CommentOut(BaseModel):

@@ -4,30 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.auth.policy import (
-    Permission,
-    authorize,
-    authorize_comment_delete,
-    authorize_comment_edit,
-)
-from taskmanager.auth.principal import Principal
 from taskmanager.comments import repository
-from taskmanager.comments.models import Comment
-from taskmanager.comments.repository import TaskAccess
-from taskmanager.errors import NotFound
-
-
-def _task_not_found(task_id: int) -> str:
-    return f"Task {task_id} not found"
-
-
-async def _access(session: AsyncSession, principal: Principal, task_id: int) -> TaskAccess:
-    access = await repository.task_access(
-        session, task_id, principal.user_id, include_foreign=principal.is_admin
-    )
-    if access is None:
-        raise NotFound(_task_not_found(task_id))
-    return access
+from taskmanager.kit.errors import Forbidden, NotFound
+from taskmanager.kit.identity import Principal
+from taskmanager.models.comments import Comment
+from taskmanager.projects.access import Access, task_access
+from taskmanager.projects.policy import Permission, role_allows
 
 
 async def _comment(session: AsyncSession, task_id: int, comment_id: int) -> Comment:
@@ -37,47 +19,55 @@ async def _comment(session: AsyncSession, task_id: int, comment_id: int) -> Comm
     return comment
 
 
+def _may_edit(principal: Principal, access: Access) -> bool:
+    return principal.is_admin or role_allows(access.role, Permission.EDIT_TASKS)
+
+
 async def list_comments(
     session: AsyncSession, principal: Principal, task_id: int, *, skip: int, limit: int
 ) -> tuple[list[Comment], int]:
-    access = await _access(session, principal, task_id)
-    authorize(principal, access.role, Permission.VIEW, not_found=_task_not_found(task_id))
+    await task_access(session, principal, task_id, Permission.VIEW)
     return await repository.list_for_task(session, task_id, skip=skip, limit=limit)
+
+
+async def get_comment(
+    session: AsyncSession, principal: Principal, task_id: int, comment_id: int
+) -> Comment:
+    await task_access(session, principal, task_id, Permission.VIEW)
+    return await _comment(session, task_id, comment_id)
 
 
 async def create_comment(
     session: AsyncSession, principal: Principal, task_id: int, *, body: str
 ) -> Comment:
-    access = await _access(session, principal, task_id)
-    authorize(principal, access.role, Permission.EDIT_TASKS, not_found=_task_not_found(task_id))
+    await task_access(session, principal, task_id, Permission.EDIT_TASKS)
     return await repository.insert(session, task_id=task_id, author_id=principal.user_id, body=body)
 
 
 async def edit_comment(
     session: AsyncSession, principal: Principal, task_id: int, comment_id: int, *, body: str
 ) -> Comment:
-    access = await _access(session, principal, task_id)
+    """Only the author may reword a comment, and only while they may still edit in the project.
+
+    Admins are not exempt: rewriting someone else's words would put them in that person's mouth.
+    """
+    access = await task_access(session, principal, task_id, Permission.VIEW)
     comment = await _comment(session, task_id, comment_id)
-    authorize_comment_edit(
-        principal, access.role, comment.author_id, not_found=_task_not_found(task_id)
-    )
+    if comment.author_id != principal.user_id:
+        raise Forbidden("Only the author may edit a comment")
+    if not _may_edit(principal, access):
+        raise Forbidden(f"Your role '{access.role}' does not allow this action")
     return await repository.set_body(session, comment.id, body)
 
 
 async def delete_comment(
     session: AsyncSession, principal: Principal, task_id: int, comment_id: int
 ) -> None:
-    access = await _access(session, principal, task_id)
+    """The author (while they may edit), a project owner or an admin may delete a comment."""
+    access = await task_access(session, principal, task_id, Permission.VIEW)
     comment = await _comment(session, task_id, comment_id)
-    authorize_comment_delete(
-        principal, access.role, comment.author_id, not_found=_task_not_found(task_id)
-    )
+    manager = principal.is_admin or role_allows(access.role, Permission.MANAGE)
+    author = comment.author_id == principal.user_id and _may_edit(principal, access)
+    if not (manager or author):
+        raise Forbidden("Only the author or a project owner may delete a comment")
     await repository.delete_comment(session, comment.id)
-
-
-async def get_comment(
-    session: AsyncSession, principal: Principal, task_id: int, comment_id: int
-) -> Comment:
-    access = await _access(session, principal, task_id)
-    authorize(principal, access.role, Permission.VIEW, not_found=_task_not_found(task_id))
-    return await _comment(session, task_id, comment_id)

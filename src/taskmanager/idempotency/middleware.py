@@ -18,10 +18,6 @@ import structlog
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from taskmanager.api import API_PREFIX
-from taskmanager.auth.credentials import access_claims, read_credential
-from taskmanager.config import Settings
-from taskmanager.errors import InvalidCredentials
 from taskmanager.idempotency.store import (
     Claimed,
     DatabaseStore,
@@ -34,8 +30,19 @@ from taskmanager.idempotency.store import (
     StoredResponse,
     StoreUnavailable,
 )
-from taskmanager.problems import problem_response, request_id_of
-from taskmanager.security import digest
+from taskmanager.kit.authn import claimed_caller
+from taskmanager.kit.config import Settings
+from taskmanager.kit.errors import (
+    Conflict,
+    IdempotencyKeyReused,
+    InvalidCredentials,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+from taskmanager.kit.http import API_PREFIX
+from taskmanager.kit.problems import scope_problem
+from taskmanager.kit.security import digest
 
 HEADER = "idempotency-key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -84,18 +91,16 @@ def claim_lease(settings: Settings) -> timedelta:
     return timedelta(seconds=settings.request_timeout_seconds * 2 + 30)
 
 
-def caller_of(scope: Scope, settings: Settings) -> str | None:
+def caller_of(scope: Scope) -> str | None:
     """Whose key this is; None when the credential is bad (the route will answer 401)."""
     try:
-        credential = read_credential(scope)
-        if credential is None:
-            client = scope.get("client")
-            return f"ip:{client[0] if client else 'unknown'}"[:64]
-        if credential.kind == "api_key":
-            return f"key:{digest(credential.value)[:32]}"
-        return f"user:{access_claims(scope, credential.value, settings.signing_key).user_id}"
+        caller = claimed_caller(scope)
     except InvalidCredentials:
         return None
+    if caller is None:
+        client = scope.get("client")
+        return f"ip:{client[0] if client else 'unknown'}"[:64]
+    return caller
 
 
 def route_of(scope: Scope) -> str:
@@ -188,7 +193,7 @@ class IdempotencyMiddleware:
             return
         app = scope["app"]
         settings: Settings = app.state.settings
-        caller = caller_of(scope, settings)
+        caller = caller_of(scope)
         if caller is None:
             await self.app(scope, receive, send)
             return
@@ -197,10 +202,9 @@ class IdempotencyMiddleware:
         except _ClientGone:
             return
         except _BodyTooLarge:
-            response = problem_response(
-                413,
-                f"Request body is larger than {settings.max_upload_bytes} bytes",
-                request_id=request_id_of(scope),
+            response = scope_problem(
+                scope,
+                PayloadTooLarge(f"Request body is larger than {settings.max_upload_bytes} bytes"),
             )
             await response(scope, receive, send)
             return
@@ -218,11 +222,12 @@ class IdempotencyMiddleware:
             return
         except Exception:
             log.exception("idempotency_claim_failed")
-            response = problem_response(
-                503,
-                "The idempotency store is unavailable; try again shortly",
-                request_id=request_id_of(scope),
-                headers={"Retry-After": "5"},
+            response = scope_problem(
+                scope,
+                ServiceUnavailable(
+                    "The idempotency store is unavailable; try again shortly",
+                    headers={"Retry-After": "5"},
+                ),
             )
             await response(scope, receive, send)
             return
@@ -238,23 +243,12 @@ class IdempotencyMiddleware:
         msg = (
             f"Idempotency-Key must be one header of 1 to {MAX_KEY_LENGTH} visible ASCII characters"
         )
-        response = problem_response(
-            422,
-            msg,
-            code="VALIDATION_ERROR",
-            request_id=request_id_of(scope),
-            extra={
-                "errors": [
-                    {"loc": ["header", "Idempotency-Key"], "msg": msg, "type": "value_error"}
-                ]
-            },
-        )
+        response = scope_problem(scope, ValidationFailed.field(("header", "Idempotency-Key"), msg))
         await response(scope, receive, send)
 
     async def _answer_without_running(
         self, outcome: InProgress | Mismatch | Replay, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        rid = request_id_of(scope)
         if isinstance(outcome, Replay):
             stored = outcome.response
             await send(
@@ -271,19 +265,19 @@ class IdempotencyMiddleware:
             await send({"type": "http.response.body", "body": stored.body, "more_body": False})
             return
         if isinstance(outcome, Mismatch):
-            response = problem_response(
-                422,
-                "This Idempotency-Key was already used with a different request",
-                code="IDEMPOTENCY_KEY_REUSED",
-                request_id=rid,
+            response = scope_problem(
+                scope,
+                IdempotencyKeyReused(
+                    "This Idempotency-Key was already used with a different request"
+                ),
             )
         else:
-            response = problem_response(
-                409,
-                "A request with this Idempotency-Key is still being processed",
-                code="CONFLICT",
-                request_id=rid,
-                headers={"Retry-After": "1"},
+            response = scope_problem(
+                scope,
+                Conflict(
+                    "A request with this Idempotency-Key is still being processed",
+                    headers={"Retry-After": "1"},
+                ),
             )
         await response(scope, receive, send)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskmanager.api import API_PREFIX
 from taskmanager.idempotency.middleware import MAX_KEY_LENGTH
+from taskmanager.kit.http import API_PREFIX
 
 _PARAMETER: dict[str, Any] = {
     "name": "Idempotency-Key",

@@ -23,9 +23,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from taskmanager.db import Database, utcnow
-from taskmanager.idempotency.models import IdempotencyRecord
-from taskmanager.security import digest
+from taskmanager.kit.db import Database, utcnow
+from taskmanager.kit.security import digest
+from taskmanager.models.idempotency import IdempotencyRecord
 
 RESPONSE_TTL = timedelta(hours=24)
 REDIS_PREFIX = "taskmanager:idem:"
@@ -137,7 +137,7 @@ class DatabaseStore:
     async def claim(self, scope: KeyScope, request_hash: str, lease: timedelta) -> ClaimOutcome:
         for _ in range(_CLAIM_ATTEMPTS):
             now = utcnow()
-            async with self.database.session(write=True) as session:
+            async with self.database.side_transaction() as session:
                 # An expired record (an answer past 24 h, or a claim abandoned past its lease
                 # by a crashed process) frees the key.
                 await session.execute(
@@ -173,7 +173,6 @@ class DatabaseStore:
                             ).where(self._same_key(scope))
                         )
                     ).one_or_none()
-                await session.commit()
             if inserted is not None:
                 # id + creation time: SQLite may reuse the id of a deleted row, not both.
                 return Claimed(f"{inserted}|{now.isoformat()}")
@@ -201,7 +200,7 @@ class DatabaseStore:
         )
 
     async def complete(self, scope: KeyScope, token: str, response: StoredResponse) -> None:
-        async with self.database.session(write=True) as session:
+        async with self.database.side_transaction() as session:
             await session.execute(
                 update(IdempotencyRecord)
                 .where(self._our_claim(token))
@@ -212,12 +211,10 @@ class DatabaseStore:
                     expires_at=utcnow() + RESPONSE_TTL,
                 )
             )
-            await session.commit()
 
     async def release(self, scope: KeyScope, token: str) -> None:
-        async with self.database.session(write=True) as session:
+        async with self.database.side_transaction() as session:
             await session.execute(delete(IdempotencyRecord).where(self._our_claim(token)))
-            await session.commit()
 
     async def maintain(self) -> None:
         if time.monotonic() < self._next_purge:
@@ -227,7 +224,7 @@ class DatabaseStore:
 
     async def purge_expired(self) -> int:
         """Delete one bounded batch of expired records; return how many went."""
-        async with self.database.session(write=True) as session:
+        async with self.database.side_transaction() as session:
             expired = (
                 select(IdempotencyRecord.id)
                 .where(IdempotencyRecord.expires_at <= utcnow())
@@ -237,7 +234,6 @@ class DatabaseStore:
             result = await session.execute(
                 delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(expired))
             )
-            await session.commit()
         removed = int(getattr(result, "rowcount", 0) or 0)
         if removed:
             log.info("idempotency_records_purged", count=removed)

@@ -23,8 +23,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from taskmanager.config import Settings
 from taskmanager.idempotency.middleware import IdempotencyMiddleware
+from taskmanager.kit.config import Settings
 from taskmanager.middleware.context import RequestContextMiddleware
 from taskmanager.middleware.cors import OriginGatedCORSMiddleware
 from taskmanager.middleware.guard import RequestGuardMiddleware

@@ -14,9 +14,10 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from taskmanager.logging import redact_query
+from taskmanager.kit.errors import InternalError
+from taskmanager.kit.logging import redact_query
+from taskmanager.kit.problems import problem_response
 from taskmanager.ops.metrics import UNMATCHED_ROUTE, Metrics
-from taskmanager.problems import problem_response
 
 REQUEST_ID_HEADER = b"x-request-id"
 _REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,128}")
@@ -120,7 +121,9 @@ class RequestContextMiddleware:
             if started:
                 raise
             status = 500
-            response = problem_response(500, "An unexpected error occurred", request_id=request_id)
+            response = problem_response(
+                InternalError("An unexpected error occurred"), request_id=request_id
+            )
             await response(scope, receive, send_with_context)
         finally:
             in_flight.dec()

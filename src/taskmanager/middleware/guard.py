@@ -13,9 +13,16 @@ import structlog
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from taskmanager.config import Settings
+from taskmanager.kit.config import Settings
+from taskmanager.kit.errors import (
+    DomainError,
+    InternalError,
+    PayloadTooLarge,
+    RateLimited,
+    RequestTimedOut,
+)
+from taskmanager.kit.problems import scope_problem
 from taskmanager.middleware.rate_limit import RateLimiter
-from taskmanager.problems import problem_response, request_id_of
 
 log = structlog.get_logger("taskmanager.request")
 
@@ -72,8 +79,7 @@ class RequestGuardMiddleware:
                         scope,
                         receive,
                         send,
-                        429,
-                        f"Rate limit exceeded; retry in {decision.reset_seconds} s",
+                        RateLimited(f"Rate limit exceeded; retry in {decision.reset_seconds} s"),
                         rate_headers,
                     )
                     return
@@ -85,8 +91,7 @@ class RequestGuardMiddleware:
                 scope,
                 receive,
                 send,
-                413,
-                f"The request body is larger than {limit} bytes",
+                PayloadTooLarge(f"The request body is larger than {limit} bytes"),
                 rate_headers,
             )
             return
@@ -115,7 +120,7 @@ class RequestGuardMiddleware:
                     message["headers"] = [*message.get("headers", ()), *rate_headers]
             await send(message)
 
-        failure: tuple[int, str] | None = None
+        failure: DomainError | None = None
         timed_out = False
         # asyncio.timeout rather than an anyio cancel scope: uvicorn runs asyncio, and this
         # is entered on every request, where anyio's scope bookkeeping costs measurably more.
@@ -126,14 +131,14 @@ class RequestGuardMiddleware:
                 except BodyTooLarge as exc:
                     if started:
                         raise
-                    failure = (413, str(exc.detail))
+                    failure = PayloadTooLarge(str(exc.detail))
                 except Exception as exc:
                     if started:
                         log.error("unhandled_exception_after_response_start", exc_info=exc)
                         raise
                     # Full traceback in the log, under the request id; nothing of it in the body.
                     log.error("unhandled_exception", exc_info=exc)
-                    failure = (500, "An unexpected error occurred")
+                    failure = InternalError("An unexpected error occurred")
         except TimeoutError:
             timed_out = True
         if timed_out:
@@ -142,21 +147,18 @@ class RequestGuardMiddleware:
                 log.warning("request_timeout_after_response_start", timeout_s=self.timeout)
                 raise RuntimeError("request time budget exhausted mid-response")
             log.warning("request_timeout", timeout_s=self.timeout)
-            failure = (504, f"The request took longer than {self.timeout:g} s")
+            failure = RequestTimedOut(f"The request took longer than {self.timeout:g} s")
         if failure is not None:
-            await self._problem(scope, receive, send, *failure, rate_headers)
+            await self._problem(scope, receive, send, failure, rate_headers)
 
     async def _problem(
         self,
         scope: Scope,
         receive: Receive,
         send: Send,
-        status: int,
-        detail: str,
+        error: DomainError,
         rate_headers: list[tuple[bytes, bytes]] | None,
     ) -> None:
-        headers = {k.decode(): v.decode() for k, v in rate_headers} if rate_headers else None
-        response = problem_response(
-            status, detail, request_id=request_id_of(scope), headers=headers
-        )
-        await response(scope, receive, send)
+        if rate_headers:
+            error.headers.update({k.decode(): v.decode() for k, v in rate_headers})
+        await scope_problem(scope, error)(scope, receive, send)

@@ -24,17 +24,16 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from redis.asyncio import ConnectionPool
 from starlette.types import Scope
 
-from taskmanager.auth.credentials import access_claims, read_credential
-from taskmanager.config import Settings
-from taskmanager.errors import InvalidCredentials
-from taskmanager.security import digest
+from taskmanager.kit.authn import claimed_caller
+from taskmanager.kit.config import Settings
+from taskmanager.kit.errors import InvalidCredentials
+from taskmanager.kit.http import API_PREFIX, location
 
-API_PREFIX = "/api/v1"
 _AUTH_ROUTES = frozenset(
     {
-        ("POST", "/api/v1/auth/token"),
-        ("POST", "/api/v1/auth/refresh"),
-        ("POST", "/api/v1/users"),
+        ("POST", location("auth", "token")),
+        ("POST", location("auth", "refresh")),
+        ("POST", location("users")),
     }
 )
 _WARN_INTERVAL = 60.0
@@ -74,7 +73,6 @@ class RateLimiter:
     def __init__(self, settings: Settings) -> None:
         self.default_limit: RateLimitItem = parse(settings.rate_limit_default)
         self.auth_limit: RateLimitItem = parse(settings.rate_limit_auth)
-        self._signing_key = settings.signing_key
         self._pool: ConnectionPool | None = None
         self.storage: Storage
         if settings.redis_url:
@@ -99,14 +97,10 @@ class RateLimiter:
 
     def _identity(self, scope: Scope) -> str:
         try:
-            credential = read_credential(scope)
-            if credential is not None:
-                if credential.kind == "api_key":
-                    return "key:" + digest(credential.value)
-                return f"user:{access_claims(scope, credential.value, self._signing_key).user_id}"
+            caller = claimed_caller(scope)
         except InvalidCredentials:
-            pass  # the route will refuse it; until then the caller is just an IP
-        return "ip:" + client_ip(scope)
+            caller = None  # the route will refuse it; until then the caller is just an IP
+        return caller or "ip:" + client_ip(scope)
 
     async def check(self, scope: Scope) -> Decision | None:
         """The decision for a request, or None when it is not limited (or Redis is down)."""

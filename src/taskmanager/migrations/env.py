@@ -18,7 +18,7 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from taskmanager.config import load_settings
+    from taskmanager.kit.config import load_settings
 
     return load_settings().effective_database_url
 

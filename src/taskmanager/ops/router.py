@@ -10,11 +10,13 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import JSONResponse, Response
 
+from taskmanager.kit.http import operation_id
+
 log = structlog.get_logger("taskmanager.ops")
 
 CHECK_TIMEOUT_SECONDS = 2.0
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], generate_unique_id_function=operation_id)
 
 CheckStatus = Literal["healthy", "unhealthy", "disabled"]
 
@@ -36,7 +38,7 @@ class Readiness(BaseModel):
     checks: dict[str, CheckStatus]
 
 
-@router.get("/health", summary="Liveness", operation_id="ops_health", response_model=Health)
+@router.get("/health", summary="Liveness", response_model=Health)
 async def health() -> dict[str, str]:
     """The process is up and serving requests."""
     return {"status": "healthy"}
@@ -55,7 +57,6 @@ async def _check(name: str, probe: Any) -> CheckStatus:
 @router.get(
     "/ready",
     summary="Readiness",
-    operation_id="ops_ready",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "A dependency is unavailable"}},
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.projects.models import Project, ProjectMember
+from taskmanager.models.projects import Project, ProjectMember
 
 INBOX_NAME = "Inbox"
 

@@ -1,4 +1,4 @@
-"""Project and membership queries, scoped to the caller."""
+"""Project and membership queries. Access is decided before them, by ``projects.access``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.db import utcnow
-from taskmanager.projects.models import Project, ProjectMember
-from taskmanager.users.models import User
+from taskmanager.models.base import utcnow
+from taskmanager.models.projects import Project, ProjectMember
+from taskmanager.models.users import User
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,28 +19,6 @@ class MemberRow:
     user_id: int
     username: str
     role: str
-
-
-async def get_with_role(
-    session: AsyncSession, project_id: int, user_id: int, *, include_foreign: bool
-) -> tuple[Project, str | None] | None:
-    """The project and the user's role in it, in one query.
-
-    Without ``include_foreign`` (everyone but admins) a project the user is not a member
-    of is simply not found.
-    """
-    membership = (ProjectMember.project_id == Project.id) & (ProjectMember.user_id == user_id)
-    stmt = (
-        select(Project, ProjectMember.role)
-        .outerjoin(ProjectMember, membership)
-        .where(Project.id == project_id)
-    )
-    if not include_foreign:
-        stmt = stmt.where(ProjectMember.user_id.is_not(None))
-    row = (await session.execute(stmt)).one_or_none()
-    if row is None:
-        return None
-    return row[0], row[1]
 
 
 async def list_for_member(
@@ -139,14 +117,13 @@ async def touch(session: AsyncSession, project_id: int) -> None:
     )
 
 
-async def member_role(session: AsyncSession, project_id: int, user_id: int) -> str | None:
-    return (
-        await session.execute(
-            select(ProjectMember.role).where(
-                ProjectMember.project_id == project_id, ProjectMember.user_id == user_id
-            )
+async def is_member(session: AsyncSession, project_id: int, user_id: int) -> bool:
+    found = await session.execute(
+        select(ProjectMember.user_id).where(
+            ProjectMember.project_id == project_id, ProjectMember.user_id == user_id
         )
-    ).scalar_one_or_none()
+    )
+    return found.first() is not None
 
 
 async def list_members(session: AsyncSession, project_id: int) -> list[MemberRow]:

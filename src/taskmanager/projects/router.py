@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Response, status
+from fastapi import Response
 
-from taskmanager.api import API_PREFIX
-from taskmanager.auth.dependencies import CurrentPrincipal, RequireScope
-from taskmanager.auth.principal import Scope
-from taskmanager.db import SessionDep
-from taskmanager.errors import (
+from taskmanager.kit.deps import CurrentPrincipal, SessionDep, scope_dependencies
+from taskmanager.kit.errors import (
     Conflict,
     Forbidden,
     MalformedRequest,
@@ -19,10 +16,22 @@ from taskmanager.errors import (
     PreconditionFailed,
     ValidationFailed,
 )
-from taskmanager.etags import expected_versions, none_match, strong_etag
-from taskmanager.middleware.media_type import BodyCheckedRoute
-from taskmanager.pagination import DEFAULT_LIMIT, Limit, Skip
-from taskmanager.problems import problem_responses
+from taskmanager.kit.etags import expected_versions, strong_etag
+from taskmanager.kit.http import (
+    ETAG_HEADER,
+    LOCATION_HEADER,
+    NOT_MODIFIED,
+    IfMatch,
+    IfNoneMatch,
+    ProjectId,
+    domain_router,
+    id_path,
+    location,
+    not_modified,
+)
+from taskmanager.kit.identity import Scope
+from taskmanager.kit.pagination import DEFAULT_LIMIT, Limit, Skip
+from taskmanager.kit.problems import problem_responses
 from taskmanager.projects import service
 from taskmanager.projects.repository import MemberRow
 from taskmanager.projects.schemas import (
@@ -36,32 +45,17 @@ from taskmanager.projects.schemas import (
     ProjectReplace,
 )
 from taskmanager.projects.service import ProjectView
-from taskmanager.validation import MAX_ID
 
-router = APIRouter(tags=["projects"], route_class=BodyCheckedRoute)
+router = domain_router("projects")
 
-ProjectId = Annotated[int, Path(ge=1, le=MAX_ID, description="Project id")]
-UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="User id of the member")]
-IfMatch = Annotated[
-    str | None,
-    Header(description="Apply only if the project's current ETag is one of these"),
-]
-IfNoneMatch = Annotated[
-    str | None, Header(description="Answer 304 if the project's current ETag is one of these")
-]
+MemberId = Annotated[int, id_path("member (user)")]
 
-_READ = [Depends(RequireScope(Scope.PROJECTS_READ))]
-_WRITE = [Depends(RequireScope(Scope.PROJECTS_WRITE))]
+READ, WRITE = scope_dependencies(Scope.PROJECTS_READ, Scope.PROJECTS_WRITE)
 _AUTH_ERRORS = (NotAuthenticated, Forbidden, NotFound)
-
-# --- ETags: "<id>-<version>", strong --------------------------------------------------------
 
 
 def etag_of(view: ProjectView) -> str:
     return strong_etag(view.project.id, view.project.version)
-
-
-# --- serialization --------------------------------------------------------------------------
 
 
 def _out(view: ProjectView) -> ProjectOut:
@@ -86,21 +80,16 @@ def _member_out(member: MemberRow) -> MemberOut:
     )
 
 
-def _location(project_id: int) -> str:
-    return f"{API_PREFIX}/projects/{project_id}"
-
-
 # --- projects -------------------------------------------------------------------------------
 
 
 @router.get(
     "/projects",
-    operation_id="projects_list",
     summary="List your projects",
-    dependencies=_READ,
+    dependencies=READ,
     responses=problem_responses(NotAuthenticated, Forbidden, ValidationFailed),
 )
-async def projects_list(
+async def list_(
     session: SessionDep, principal: CurrentPrincipal, skip: Skip = 0, limit: Limit = DEFAULT_LIMIT
 ) -> ProjectPage:
     """The projects the caller is a member of, by id."""
@@ -110,36 +99,38 @@ async def projects_list(
 
 @router.post(
     "/projects",
-    status_code=status.HTTP_201_CREATED,
-    operation_id="projects_create",
+    status_code=201,
     summary="Create a project",
-    dependencies=_WRITE,
-    responses=problem_responses(NotAuthenticated, Forbidden, MalformedRequest, ValidationFailed),
+    dependencies=WRITE,
+    responses={
+        201: {"headers": {**LOCATION_HEADER, **ETAG_HEADER}},
+        **problem_responses(NotAuthenticated, Forbidden, MalformedRequest, ValidationFailed),
+    },
 )
-async def projects_create(
+async def create(
     body: ProjectCreate, session: SessionDep, principal: CurrentPrincipal, response: Response
 ) -> ProjectOut:
     """Create a project; the caller becomes its owner."""
     view = await service.create_project(
         session, principal, name=body.name, description=body.description
     )
-    response.headers["Location"] = _location(view.project.id)
+    response.headers["Location"] = location("projects", view.project.id)
     response.headers["ETag"] = etag_of(view)
     return _out(view)
 
 
 @router.get(
     "/projects/{project_id}",
-    operation_id="projects_get",
     summary="Get a project",
-    dependencies=_READ,
+    dependencies=READ,
     response_model=ProjectOut,
     responses={
+        200: {"headers": ETAG_HEADER},
+        **NOT_MODIFIED,
         **problem_responses(*_AUTH_ERRORS, ValidationFailed),
-        304: {"description": "Not modified (If-None-Match matched)"},
     },
 )
-async def projects_get(
+async def get(
     project_id: ProjectId,
     session: SessionDep,
     principal: CurrentPrincipal,
@@ -149,22 +140,25 @@ async def projects_get(
     """One project, with an ETag; a matching If-None-Match gets 304."""
     view = await service.get_project(session, principal, project_id)
     etag = etag_of(view)
-    if none_match(if_none_match, etag):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+    unchanged = not_modified(if_none_match, etag)
+    if unchanged is not None:
+        return unchanged
     response.headers["ETag"] = etag
     return _out(view)
 
 
+_WRITE_ERRORS = problem_responses(
+    *_AUTH_ERRORS, PreconditionFailed, MalformedRequest, ValidationFailed
+)
+
+
 @router.put(
     "/projects/{project_id}",
-    operation_id="projects_replace",
     summary="Replace a project",
-    dependencies=_WRITE,
-    responses=problem_responses(
-        *_AUTH_ERRORS, PreconditionFailed, MalformedRequest, ValidationFailed
-    ),
+    dependencies=WRITE,
+    responses={200: {"headers": ETAG_HEADER}, **_WRITE_ERRORS},
 )
-async def projects_replace(
+async def replace(
     project_id: ProjectId,
     body: ProjectReplace,
     session: SessionDep,
@@ -177,7 +171,7 @@ async def projects_replace(
         session,
         principal,
         project_id,
-        {"name": body.name, "description": body.description},
+        body.model_dump(),
         expected_versions=expected_versions(if_match, project_id),
     )
     response.headers["ETag"] = etag_of(view)
@@ -186,14 +180,11 @@ async def projects_replace(
 
 @router.patch(
     "/projects/{project_id}",
-    operation_id="projects_update",
-    summary="Update a project",
-    dependencies=_WRITE,
-    responses=problem_responses(
-        *_AUTH_ERRORS, PreconditionFailed, MalformedRequest, ValidationFailed
-    ),
+    summary="Update some fields of a project",
+    dependencies=WRITE,
+    responses={200: {"headers": ETAG_HEADER}, **_WRITE_ERRORS},
 )
-async def projects_update(
+async def update(
     project_id: ProjectId,
     body: ProjectPatch,
     session: SessionDep,
@@ -202,14 +193,11 @@ async def projects_update(
     if_match: IfMatch = None,
 ) -> ProjectOut:
     """Change only the fields sent; owners only."""
-    values = body.model_dump(include=body.model_fields_set)
-    if not values:
-        raise MalformedRequest("A PATCH needs at least one field")
     view = await service.update_project(
         session,
         principal,
         project_id,
-        values,
+        body.changes(),
         expected_versions=expected_versions(if_match, project_id),
     )
     response.headers["ETag"] = etag_of(view)
@@ -218,13 +206,12 @@ async def projects_update(
 
 @router.delete(
     "/projects/{project_id}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="projects_delete",
+    status_code=204,
     summary="Delete a project",
-    dependencies=_WRITE,
+    dependencies=WRITE,
     responses=problem_responses(*_AUTH_ERRORS, Conflict, PreconditionFailed, ValidationFailed),
 )
-async def projects_delete(
+async def delete(
     project_id: ProjectId,
     session: SessionDep,
     principal: CurrentPrincipal,
@@ -234,7 +221,7 @@ async def projects_delete(
     await service.delete_project(
         session, principal, project_id, expected_versions=expected_versions(if_match, project_id)
     )
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return Response(status_code=204)
 
 
 # --- members --------------------------------------------------------------------------------
@@ -242,12 +229,11 @@ async def projects_delete(
 
 @router.get(
     "/projects/{project_id}/members",
-    operation_id="project_members_list",
     summary="List a project's members",
-    dependencies=_READ,
+    dependencies=READ,
     responses=problem_responses(*_AUTH_ERRORS, ValidationFailed),
 )
-async def project_members_list(
+async def members_list(
     project_id: ProjectId, session: SessionDep, principal: CurrentPrincipal
 ) -> list[MemberOut]:
     """Every member of the project with their role, by user id."""
@@ -257,13 +243,12 @@ async def project_members_list(
 
 @router.post(
     "/projects/{project_id}/members",
-    status_code=status.HTTP_201_CREATED,
-    operation_id="project_members_add",
+    status_code=201,
     summary="Add a member",
-    dependencies=_WRITE,
+    dependencies=WRITE,
     responses=problem_responses(*_AUTH_ERRORS, Conflict, MalformedRequest, ValidationFailed),
 )
-async def project_members_add(
+async def members_add(
     project_id: ProjectId, body: MemberAdd, session: SessionDep, principal: CurrentPrincipal
 ) -> MemberOut:
     """Add an active user (by username or user_id) with a role; owners only."""
@@ -280,14 +265,13 @@ async def project_members_add(
 
 @router.patch(
     "/projects/{project_id}/members/{user_id}",
-    operation_id="project_members_update",
     summary="Change a member's role",
-    dependencies=_WRITE,
+    dependencies=WRITE,
     responses=problem_responses(*_AUTH_ERRORS, Conflict, MalformedRequest, ValidationFailed),
 )
-async def project_members_update(
+async def members_update(
     project_id: ProjectId,
-    user_id: UserId,
+    user_id: MemberId,
     body: MemberUpdate,
     session: SessionDep,
     principal: CurrentPrincipal,
@@ -299,15 +283,14 @@ async def project_members_update(
 
 @router.delete(
     "/projects/{project_id}/members/{user_id}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="project_members_remove",
+    status_code=204,
     summary="Remove a member, or leave",
-    dependencies=_WRITE,
+    dependencies=WRITE,
     responses=problem_responses(*_AUTH_ERRORS, Conflict, ValidationFailed),
 )
-async def project_members_remove(
-    project_id: ProjectId, user_id: UserId, session: SessionDep, principal: CurrentPrincipal
+async def members_remove(
+    project_id: ProjectId, user_id: MemberId, session: SessionDep, principal: CurrentPrincipal
 ) -> Response:
     """Remove a member (owners), or yourself (any member); the last owner cannot go."""
     await service.remove_member(session, principal, project_id, user_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return Response(status_code=204)

@@ -11,14 +11,13 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    WithJsonSchema,
-    field_validator,
     model_validator,
 )
 
-from taskmanager.auth.policy import ProjectRole
-from taskmanager.pagination import Page
-from taskmanager.validation import MAX_ID, storable_text
+from taskmanager.kit.fields import MAX_ID, storable_text
+from taskmanager.kit.pagination import Page
+from taskmanager.kit.patch import PatchModel
+from taskmanager.models.projects import ProjectRole
 
 NAME_MAX = 100
 DESCRIPTION_MAX = 2000
@@ -37,8 +36,6 @@ Username = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=50),
     AfterValidator(storable_text),
 ]
-
-_NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": NAME_MAX}
 
 _CREATE_EXAMPLE: dict[str, Any] = {
     "name": "Website relaunch",
@@ -64,24 +61,16 @@ class ProjectReplace(BaseModel):
     description: Description | None = None
 
 
-class ProjectPatch(BaseModel):
+class ProjectPatch(PatchModel):
     """Partial update: only the fields sent change; a null description clears it."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={"examples": [{"name": "Ops"}, {"description": "Runbooks"}]},
     )
+    nullable = frozenset({"description"})
 
-    # The name may be left out but not nulled; the schema says so instead of "nullable".
-    name: Annotated[ProjectName | None, WithJsonSchema(_NAME_SCHEMA)] = None
+    name: ProjectName | None = None
     description: Description | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name_not_null(cls, value: str | None) -> str | None:
-        if value is None:
-            raise ValueError("name cannot be null")
-        return value
 
 
 class ProjectOut(BaseModel):

@@ -8,11 +8,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.auth.policy import Permission, ProjectRole, authorize
-from taskmanager.auth.principal import Principal
-from taskmanager.errors import Conflict, NotFound, PreconditionFailed
+from taskmanager.kit.errors import Conflict, NotFound, PreconditionFailed
+from taskmanager.kit.identity import Principal
+from taskmanager.models.projects import Project, ProjectRole
 from taskmanager.projects import repository
-from taskmanager.projects.models import Project
+from taskmanager.projects.access import project_access, project_not_found
+from taskmanager.projects.policy import Permission
 from taskmanager.projects.repository import MemberRow
 
 
@@ -24,22 +25,13 @@ class ProjectView:
     role: str | None
 
 
-def _not_found(project_id: int) -> str:
-    return f"Project {project_id} not found"
-
-
 async def _load(
     session: AsyncSession, principal: Principal, project_id: int, permission: Permission
 ) -> ProjectView:
     """The project if the caller holds ``permission`` on it; NotFound/Forbidden otherwise."""
-    found = await repository.get_with_role(
-        session, project_id, principal.user_id, include_foreign=principal.is_admin
-    )
-    if found is None:
-        raise NotFound(_not_found(project_id))
-    project, role = found
-    authorize(principal, role, permission, not_found=_not_found(project_id))
-    return ProjectView(project, role)
+    access = await project_access(session, principal, project_id, permission, load=[Project])
+    assert access.row is not None
+    return ProjectView(access.row.Project, access.role)
 
 
 async def list_projects(
@@ -117,7 +109,7 @@ async def _load_for_membership_change(
     must not still act as owner on the role it had before.
     """
     if not await repository.lock(session, project_id):
-        raise NotFound(_not_found(project_id))
+        raise project_not_found(project_id)
     return (await _load(session, principal, project_id, permission)).project
 
 
@@ -136,7 +128,7 @@ async def add_member(
     user = await repository.find_active_user(session, user_id=user_id, username=username)
     if user is None:
         raise NotFound("User not found")
-    if await repository.member_role(session, project_id, user[0]) is not None:
+    if await repository.is_member(session, project_id, user[0]):
         raise Conflict(f"User {user[0]} is already a member of project {project_id}")
     await repository.add_member(session, project_id, user[0], role.value)
     await repository.touch(session, project_id)

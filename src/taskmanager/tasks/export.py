@@ -8,24 +8,9 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from taskmanager.tasks.repository import AnyRow
+from taskmanager.tasks.repository import TASK_FIELDS, TaskRow
 
-CSV_COLUMNS = (
-    "id",
-    "project_id",
-    "title",
-    "description",
-    "status",
-    "priority",
-    "due_date",
-    "tags",
-    "assignee_id",
-    "created_by",
-    "created_at",
-    "updated_at",
-    "completed_at",
-    "version",
-)
+CSV_COLUMNS = TASK_FIELDS
 # A cell starting with one of these is run as a formula by Excel, LibreOffice and Sheets
 # (OWASP "CSV injection"); a leading apostrophe makes it text.
 _FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
@@ -49,11 +34,11 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def csv_row(row: AnyRow) -> list[str]:
+def csv_row(row: TaskRow) -> list[str]:
     return [_cell(getattr(row, column)) for column in CSV_COLUMNS]
 
 
-async def csv_stream(rows: AsyncIterator[AnyRow]) -> AsyncIterator[bytes]:
+async def csv_stream(rows: AsyncIterator[TaskRow]) -> AsyncIterator[bytes]:
     """The header, then the rows, as UTF-8 CSV chunks."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)

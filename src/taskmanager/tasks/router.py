@@ -1,24 +1,22 @@
-"""Task routes: thin HTTP wiring around ``taskmanager.tasks.service``."""
+"""Task routes: thin HTTP wiring around ``tasks.service`` (and ``tasks.fast_read``)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.responses import Response
 
-from taskmanager.auth.dependencies import (
+from taskmanager.kit.deps import (
     OPENAPI_SECURITY,
     CurrentPrincipal,
-    RequireScope,
+    SessionDep,
     SettingsDep,
-    identity_for_read,
+    scope_dependencies,
 )
-from taskmanager.auth.principal import Scope
-from taskmanager.db import SessionDep, get_database
-from taskmanager.errors import (
+from taskmanager.kit.errors import (
     Forbidden,
     MalformedRequest,
     NotAuthenticated,
@@ -26,53 +24,38 @@ from taskmanager.errors import (
     PreconditionFailed,
     ValidationFailed,
 )
-from taskmanager.etags import expected_versions, none_match
-from taskmanager.etags import strong_etag as task_etag
-from taskmanager.middleware.media_type import BodyCheckedRoute
-from taskmanager.problems import problem_responses
-from taskmanager.tasks import service
-from taskmanager.tasks.export import csv_stream
-from taskmanager.tasks.repository import AnyRow
-from taskmanager.tasks.schemas import (
-    MAX_ID,
-    QueryDateTime,
-    QueryId,
-    SortBy,
-    SortOrder,
-    TaskCreate,
-    TaskOut,
-    TaskPage,
-    TaskPatch,
-    TaskReplace,
-    TaskStatus,
-    Text,
-    task_payload,
+from taskmanager.kit.etags import expected_versions, strong_etag
+from taskmanager.kit.http import (
+    ETAG_HEADER,
+    LOCATION_HEADER,
+    NOT_MODIFIED,
+    TOTAL_HEADER,
+    IfMatch,
+    IfNoneMatch,
+    ProjectId,
+    TaskId,
+    domain_router,
+    location,
 )
+from taskmanager.kit.identity import Scope
+from taskmanager.kit.pagination import DEFAULT_LIMIT, CursorParam, Limit, Skip
+from taskmanager.kit.problems import problem_responses
+from taskmanager.tasks import fast_read, service
+from taskmanager.tasks.export import csv_stream
+from taskmanager.tasks.filters import TaskFilters, TaskListQuery
+from taskmanager.tasks.repository import TaskRow
+from taskmanager.tasks.schemas import TaskCreate, TaskOut, TaskPage, TaskPatch, TaskReplace
 
-router = APIRouter(tags=["tasks"], route_class=BodyCheckedRoute)
+router = domain_router("tasks")
 
-_require_read = RequireScope(Scope.TASKS_READ)
-READ = [Depends(_require_read)]
-WRITE = [Depends(RequireScope(Scope.TASKS_WRITE))]
+READ, WRITE = scope_dependencies(Scope.TASKS_READ, Scope.TASKS_WRITE)
 
 COLLECTION_ALLOW = "GET, HEAD, POST, OPTIONS"
 ITEM_ALLOW = "GET, PUT, PATCH, DELETE, OPTIONS"
+_ALLOW_HEADER = {"Allow": {"description": "The allowed methods", "schema": {"type": "string"}}}
 
-TaskId = Annotated[int, Path(ge=1, le=MAX_ID, description="The task's id")]
-ProjectId = Annotated[int, Path(ge=1, le=MAX_ID, description="The project's id")]
-IfMatch = Annotated[
-    str | None,
-    Header(description="Only change the task if its current ETag is one of these (else 412)"),
-]
-IfNoneMatch = Annotated[
-    str | None, Header(description="Answer 304 with no body if the ETag still matches")
-]
-
-_NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
-    304: {"description": "Not modified: the `If-None-Match` ETag is current"}
-}
-_ETAG_HEADER = {"ETag": {"description": "Strong ETag of the task's current version"}}
-_TOTAL_HEADER = {"X-Total-Count": {"description": "How many tasks match the filters"}}
+ListQuery = Annotated[TaskListQuery, Query()]
+ProjectListQuery = Annotated[TaskFilters, Query()]
 
 
 def _json(data: Any, *, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -84,78 +67,18 @@ def _json(data: Any, *, status_code: int = 200, headers: dict[str, str] | None =
     )
 
 
-def _task_response(row: AnyRow, *, status_code: int = 200) -> Response:
-    headers = {"ETag": task_etag(row.id, row.version)}
+def _task_response(row: TaskRow, *, status_code: int = 200) -> Response:
+    headers = {"ETag": strong_etag(row.id, row.version)}
     if status_code == 201:
-        headers["Location"] = f"/api/v1/tasks/{row.id}"
-    return _json(task_payload(row), status_code=status_code, headers=headers)
-
-
-# ---- query parameters ---------------------------------------------------------------------
-
-
-async def common_filters(
-    status: Annotated[
-        list[TaskStatus] | None, Query(description="Repeat to match any of several")
-    ] = None,
-    priority: Annotated[int | None, Query(ge=1, le=5)] = None,
-    assignee_id: Annotated[
-        QueryId | Literal["me"] | None, Query(description="A user id, or `me`")
-    ] = None,
-    tag: Annotated[Text | None, Query(min_length=1, max_length=50)] = None,
-    due_before: Annotated[
-        QueryDateTime | None, Query(description="Due strictly before (RFC 3339 with offset)")
-    ] = None,
-    due_after: Annotated[
-        QueryDateTime | None, Query(description="Due strictly after (RFC 3339 with offset)")
-    ] = None,
-    q: Annotated[
-        Text | None,
-        Query(
-            min_length=1,
-            max_length=200,
-            description="Case-insensitive text in the title or description",
-        ),
-    ] = None,
-    sort_by: Annotated[SortBy, Query()] = "created_at",
-    order: Annotated[SortOrder, Query()] = "desc",
-) -> service.ListQuery:
-    return service.ListQuery(
-        statuses=tuple(s.value for s in status or ()),
-        priority=priority,
-        assignee_id=assignee_id,
-        tag=tag,
-        due_before=due_before,
-        due_after=due_after,
-        q=q,
-        sort_by=sort_by,
-        order=order,
-    )
-
-
-CommonFilters = Annotated[service.ListQuery, Depends(common_filters)]
-
-
-async def list_filters(
-    common: CommonFilters, project_id: Annotated[QueryId | None, Query()] = None
-) -> service.ListQuery:
-    return common.for_project(project_id) if project_id is not None else common
-
-
-ListFilters = Annotated[service.ListQuery, Depends(list_filters)]
-Skip = Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip (offset pages)")]
-Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
-CursorParam = Annotated[
-    str | None,
-    Query(min_length=1, max_length=2048, description="`next_cursor` from the previous page"),
-]
+        headers["Location"] = location("tasks", row.id)
+    return _json(row, status_code=status_code, headers=headers)
 
 
 async def _page_response(
     session: SessionDep,
     principal: CurrentPrincipal,
     settings: SettingsDep,
-    query: service.ListQuery,
+    query: TaskListQuery,
     skip: int,
     limit: int,
     cursor: str | None,
@@ -170,7 +93,7 @@ async def _page_response(
         signing_key=settings.signing_key,
     )
     body = {
-        "items": [task_payload(row) for row in page.rows],
+        "items": page.rows,
         "total": page.total,
         "skip": page.skip,
         "limit": page.limit,
@@ -187,19 +110,18 @@ _LIST_ERRORS = problem_responses(NotAuthenticated, Forbidden, ValidationFailed)
 
 @router.get(
     "/tasks",
-    operation_id="tasks_list",
     summary="List tasks",
     response_model=TaskPage,
     dependencies=READ,
-    responses={200: {"headers": _TOTAL_HEADER}, **_LIST_ERRORS},
+    responses={200: {"headers": TOTAL_HEADER}, **_LIST_ERRORS},
 )
-async def list_tasks(
+async def list_(
     session: SessionDep,
     principal: CurrentPrincipal,
     settings: SettingsDep,
-    query: ListFilters,
+    query: ListQuery,
     skip: Skip = 0,
-    limit: Limit = 20,
+    limit: Limit = DEFAULT_LIMIT,
     cursor: CursorParam = None,
 ) -> Response:
     """Tasks in the caller's projects (all tasks for an admin), filtered, sorted and paged."""
@@ -208,18 +130,17 @@ async def list_tasks(
 
 @router.head(
     "/tasks",
-    operation_id="tasks_list_head",
     summary="Count tasks (headers only)",
     dependencies=READ,
-    responses={200: {"headers": _TOTAL_HEADER}, **_LIST_ERRORS},
+    responses={200: {"headers": TOTAL_HEADER}, **_LIST_ERRORS},
 )
-async def head_tasks(
+async def list_head(
     session: SessionDep,
     principal: CurrentPrincipal,
     settings: SettingsDep,
-    query: ListFilters,
+    query: ListQuery,
     skip: Skip = 0,
-    limit: Limit = 20,
+    limit: Limit = DEFAULT_LIMIT,
     cursor: CursorParam = None,
 ) -> Response:
     """The headers ``GET /tasks`` would send (``X-Total-Count`` included), without a body."""
@@ -229,38 +150,29 @@ async def head_tasks(
 
 @router.options(
     "/tasks",
-    operation_id="tasks_options",
     summary="Methods allowed on the task collection",
     status_code=204,
-    responses={204: {"headers": {"Allow": {"description": "The allowed methods"}}}},
+    responses={204: {"headers": _ALLOW_HEADER}},
 )
-async def options_tasks() -> Response:
+async def options() -> Response:
     """An empty answer whose ``Allow`` header lists the methods."""
     return Response(status_code=204, headers={"Allow": COLLECTION_ALLOW})
 
 
 @router.post(
     "/tasks",
-    operation_id="tasks_create",
     summary="Create a task",
     status_code=201,
     response_model=TaskOut,
     dependencies=WRITE,
     responses={
-        201: {
-            "headers": {
-                **_ETAG_HEADER,
-                "Location": {"description": "The new task's URL"},
-            }
-        },
+        201: {"headers": {**ETAG_HEADER, **LOCATION_HEADER}},
         **problem_responses(
             MalformedRequest, NotAuthenticated, Forbidden, NotFound, ValidationFailed
         ),
     },
 )
-async def create_task(
-    session: SessionDep, principal: CurrentPrincipal, body: TaskCreate
-) -> Response:
+async def create(session: SessionDep, principal: CurrentPrincipal, body: TaskCreate) -> Response:
     """Create a task in a project you may edit (your Inbox when ``project_id`` is left out)."""
     row = await service.create_task(session, principal, body)
     return _task_response(row, status_code=201)
@@ -268,7 +180,6 @@ async def create_task(
 
 @router.get(
     "/tasks/export",
-    operation_id="tasks_export",
     summary="Export tasks as CSV",
     response_class=StreamingResponse,
     dependencies=READ,
@@ -280,10 +191,10 @@ async def create_task(
         **_LIST_ERRORS,
     },
 )
-async def export_tasks(
+async def export(
     request: Request,
     principal: CurrentPrincipal,
-    query: ListFilters,
+    query: ListQuery,
     export_format: Annotated[
         Literal["csv"], Query(alias="format", description="Only `csv` for now")
     ] = "csv",
@@ -303,32 +214,18 @@ async def export_tasks(
 
 @router.get(
     "/tasks/{task_id}",
-    operation_id="tasks_get",
     summary="Get a task",
     openapi_extra=OPENAPI_SECURITY,
     response_model=TaskOut,
     responses={
-        200: {"headers": _ETAG_HEADER},
-        **_NOT_MODIFIED,
+        200: {"headers": ETAG_HEADER},
+        **NOT_MODIFIED,
         **problem_responses(NotAuthenticated, Forbidden, NotFound, ValidationFailed),
     },
 )
-async def get_task(
-    task_id: TaskId,
-    request: Request,
-    if_none_match: IfNoneMatch = None,
-) -> Response:
+async def get(task_id: TaskId, request: Request, if_none_match: IfNoneMatch = None) -> Response:
     """One task, with its ETag; ``If-None-Match`` with the current ETag gives 304."""
-    # The hottest route, so it declares no dependencies: each one costs FastAPI a
-    # resolution per request. The same identity and scope checks run inline instead, and
-    # the task query needs no request session (see repository.fetch_for_read).
-    identity = await identity_for_read(request)
-    await _require_read(identity)
-    row = await service.get_task(get_database(request), identity, task_id)
-    etag = task_etag(row.id, row.version)
-    if if_none_match is not None and none_match(if_none_match, etag):
-        return Response(status_code=304, headers={"ETag": etag})
-    return _json(task_payload(row), headers={"ETag": etag})
+    return await fast_read.read_task(request, task_id, if_none_match)
 
 
 _WRITE_ERRORS = problem_responses(
@@ -343,13 +240,12 @@ _WRITE_ERRORS = problem_responses(
 
 @router.put(
     "/tasks/{task_id}",
-    operation_id="tasks_replace",
     summary="Replace a task",
     response_model=TaskOut,
     dependencies=WRITE,
-    responses={200: {"headers": _ETAG_HEADER}, **_WRITE_ERRORS},
+    responses={200: {"headers": ETAG_HEADER}, **_WRITE_ERRORS},
 )
-async def replace_task(
+async def replace(
     task_id: TaskId,
     body: TaskReplace,
     session: SessionDep,
@@ -364,13 +260,12 @@ async def replace_task(
 
 @router.patch(
     "/tasks/{task_id}",
-    operation_id="tasks_update",
     summary="Update some fields of a task",
     response_model=TaskOut,
     dependencies=WRITE,
-    responses={200: {"headers": _ETAG_HEADER}, **_WRITE_ERRORS},
+    responses={200: {"headers": ETAG_HEADER}, **_WRITE_ERRORS},
 )
-async def patch_task(
+async def update(
     task_id: TaskId,
     body: TaskPatch,
     session: SessionDep,
@@ -385,7 +280,6 @@ async def patch_task(
 
 @router.delete(
     "/tasks/{task_id}",
-    operation_id="tasks_delete",
     summary="Delete a task",
     status_code=204,
     dependencies=WRITE,
@@ -393,7 +287,7 @@ async def patch_task(
         NotAuthenticated, Forbidden, NotFound, PreconditionFailed, ValidationFailed
     ),
 )
-async def delete_task(
+async def delete(
     task_id: TaskId,
     session: SessionDep,
     principal: CurrentPrincipal,
@@ -406,12 +300,11 @@ async def delete_task(
 
 @router.options(
     "/tasks/{task_id}",
-    operation_id="tasks_item_options",
     summary="Methods allowed on a task",
     status_code=204,
-    responses={204: {"headers": {"Allow": {"description": "The allowed methods"}}}},
+    responses={204: {"headers": _ALLOW_HEADER}},
 )
-async def options_task(task_id: TaskId) -> Response:
+async def item_options(task_id: TaskId) -> Response:
     """An empty answer whose ``Allow`` header lists the methods."""
     del task_id
     return Response(status_code=204, headers={"Allow": ITEM_ALLOW})
@@ -422,26 +315,24 @@ async def options_task(task_id: TaskId) -> Response:
 
 @router.get(
     "/projects/{project_id}/tasks",
-    operation_id="tasks_list_for_project",
     summary="List a project's tasks",
     response_model=TaskPage,
     dependencies=READ,
     responses={
-        200: {"headers": _TOTAL_HEADER},
+        200: {"headers": TOTAL_HEADER},
         **problem_responses(NotAuthenticated, Forbidden, NotFound, ValidationFailed),
     },
 )
-async def list_project_tasks(
+async def list_for_project(
     project_id: ProjectId,
     session: SessionDep,
     principal: CurrentPrincipal,
     settings: SettingsDep,
-    common: CommonFilters,
+    filters: ProjectListQuery,
     skip: Skip = 0,
-    limit: Limit = 20,
+    limit: Limit = DEFAULT_LIMIT,
     cursor: CursorParam = None,
 ) -> Response:
     """The task list narrowed to one project you can see (same filters, sort and paging)."""
-    await service.require_project_visible(session, principal, project_id)
-    query = common.for_project(project_id)
+    query = await service.for_project(session, principal, project_id, filters)
     return await _page_response(session, principal, settings, query, skip, limit, cursor)

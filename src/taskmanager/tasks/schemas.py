@@ -1,56 +1,19 @@
-"""Task request and response shapes, and the fast JSON form of a task row."""
+"""Task request and response shapes (API.md §5)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import (
-    AfterValidator,
-    AwareDatetime,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictInt,
-    StringConstraints,
-    field_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
-from taskmanager.pagination import Page
-from taskmanager.validation import MAX_ID as MAX_ID  # the router's too
-from taskmanager.validation import StorableText, storable_text
+from taskmanager.kit.fields import EntityId, UTCTimestamp, storable_text
+from taskmanager.kit.pagination import CursorPage
+from taskmanager.kit.patch import PatchModel
+from taskmanager.models.tasks import TaskStatus
 
 MAX_TAGS = 20
 
-
-class TaskStatus(StrEnum):
-    PENDING = "pending"
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-
-
-SortBy = Literal["created_at", "updated_at", "priority", "title", "due_date"]
-SortOrder = Literal["desc", "asc"]
-
-
-def _utc(value: datetime) -> datetime:
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("is out of the supported date range") from None
-
-
-def _rfc3339_only(value: Any) -> Any:
-    # Numbers would be read as Unix timestamps; the contract speaks RFC 3339 only.
-    if value is not None and not isinstance(value, str | datetime):
-        raise ValueError("must be an RFC 3339 date-time string with an offset")
-    return value
-
-
-Text = StorableText
 Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
@@ -63,11 +26,7 @@ Tag = Annotated[
     AfterValidator(storable_text),
 ]
 Priority = Annotated[StrictInt, Field(ge=1, le=5)]
-EntityId = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
-DueDate = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only), AfterValidator(_utc)]
-# Query strings are text, so ids and datetimes there are parsed leniently but bounded alike.
-QueryId = Annotated[int, Field(ge=1, le=MAX_ID)]
-QueryDateTime = Annotated[AwareDatetime, AfterValidator(_utc)]
+DueDate = UTCTimestamp
 
 
 def normalize_tags(tags: list[str]) -> list[str]:
@@ -126,16 +85,13 @@ class TaskReplace(TaskCreate):
     )
 
 
-_NOT_NULLABLE = ("title", "status", "priority", "tags", "project_id")
-
-
-class TaskPatch(BaseModel):
+class TaskPatch(PatchModel):
     """Partial update: only the fields sent change; ``null`` clears a nullable field."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={"examples": [{"status": "completed"}, {"assignee_id": None}]},
     )
+    nullable = frozenset({"description", "due_date", "assignee_id"})
 
     title: Title | None = None
     description: Description | None = None
@@ -145,14 +101,6 @@ class TaskPatch(BaseModel):
     tags: Tags | None = None
     assignee_id: EntityId | None = None
     project_id: EntityId | None = Field(default=None, description="Moves the task")
-
-    @field_validator(*_NOT_NULLABLE, mode="before")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        # Runs only for fields actually sent (defaults are not validated).
-        if value is None:
-            raise ValueError("may not be null")
-        return value
 
 
 class TaskOut(BaseModel):
@@ -189,35 +137,8 @@ class TaskOut(BaseModel):
     version: int
 
 
-class TaskPage(Page[TaskOut]):
+class TaskPage(CursorPage[TaskOut]):
     """One page of tasks. ``next_cursor`` is null on the last page."""
-
-    total: int = Field(description="How many tasks match the filters")
-    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page")
 
 
 TASK_FIELDS = tuple(TaskOut.model_fields)
-
-
-def task_payload(row: Any) -> dict[str, Any]:
-    """A task row (anything with the task columns as attributes) as the API's JSON dict.
-
-    Built by hand rather than through ``TaskOut``: this runs on every read, and the row is
-    already typed by the database layer.
-    """
-    return {
-        "id": row.id,
-        "project_id": row.project_id,
-        "title": row.title,
-        "description": row.description,
-        "status": row.status,
-        "priority": row.priority,
-        "due_date": row.due_date,
-        "tags": row.tags,
-        "assignee_id": row.assignee_id,
-        "created_by": row.created_by,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-        "completed_at": row.completed_at,
-        "version": row.version,
-    }

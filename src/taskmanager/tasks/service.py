@@ -1,91 +1,47 @@
 """Task rules: who may do what to which task, and what a change does to it.
 
 Raises domain errors only; knows nothing of HTTP. Never commits: the request owns the
-transaction.
+transaction. Access is the gate's (``projects.access``); the single-task read has its own
+fast module (``tasks.fast_read``).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.auth.policy import Permission, authorize
-from taskmanager.auth.principal import Identity, Principal, Scope, UserRole
-from taskmanager.db import Database, utcnow
-from taskmanager.errors import (
-    Conflict,
-    InvalidCredentials,
-    MalformedRequest,
-    NotFound,
-    PreconditionFailed,
-    ValidationFailed,
-)
-from taskmanager.etags import strong_etag
-from taskmanager.projects.inbox import inbox_id_of
-from taskmanager.tasks import repository as repo
-from taskmanager.tasks.cursor import (
-    Cursor,
+from taskmanager.kit.db import Database, utcnow
+from taskmanager.kit.errors import Conflict, PreconditionFailed, ValidationFailed
+from taskmanager.kit.etags import strong_etag
+from taskmanager.kit.identity import Principal
+from taskmanager.kit.pagination import (
     InvalidCursor,
+    KeysetCursor,
+    Seek,
     decode_cursor,
     encode_cursor,
-    fingerprint,
-    from_json_value,
-    to_json_value,
 )
-from taskmanager.tasks.repository import AnyRow
-from taskmanager.tasks.schemas import SortBy, SortOrder, TaskCreate, TaskPatch, TaskReplace
+from taskmanager.models.tasks import TaskStatus
+from taskmanager.projects.access import project_access, task_access, task_not_found
+from taskmanager.projects.inbox import inbox_id_of
+from taskmanager.projects.policy import Permission
+from taskmanager.tasks import repository as repo
+from taskmanager.tasks.filters import SortBy, TaskFilters, TaskListQuery
+from taskmanager.tasks.repository import TASK_COLUMNS, TaskRow, task_row
+from taskmanager.tasks.schemas import TaskCreate, TaskPatch, TaskReplace
 
 EXPORT_BATCH = 500
 # A write that lost a race with a concurrent move re-checks access this many times.
 _MOVE_RETRIES = 3
-
-
-def task_not_found(task_id: int) -> NotFound:
-    return NotFound(f"Task {task_id} not found")
-
-
-def project_not_found(project_id: int) -> NotFound:
-    return NotFound(f"Project {project_id} not found")
-
-
-# ---- reading one task (the hot path) ----------------------------------------------------
-
-
-def _admin_by_row(user_role: str, identity: Identity) -> bool:
-    # The same rule as Principal.is_admin, applied to the role read in the task query.
-    return user_role == UserRole.ADMIN and identity.has_scope(Scope.ADMIN)
-
-
-async def get_task(database: Database, identity: Identity, task_id: int) -> Any:
-    """The task if the caller may see it. The caller's account is re-checked in the same query."""
-    row = await repo.fetch_for_read(database, identity.user_id, task_id)
-    if row is None:
-        raise InvalidCredentials("The credentials are invalid or the account is inactive")
-    if row.id is None or (row.member_role is None and not _admin_by_row(row.user_role, identity)):
-        raise task_not_found(task_id)
-    return row
+# Names the list in its cursors' signatures, so no other list's cursor is accepted here.
+_CURSOR_CONTEXT = b"taskmanager/tasks/cursor/v1:"
 
 
 # ---- writes ------------------------------------------------------------------------------
-
-
-async def _require_in_project(
-    session: AsyncSession, principal: Principal, project_id: int, permission: Permission
-) -> None:
-    exists, role = await repo.project_role(session, project_id, principal.user_id)
-    if not exists:
-        raise project_not_found(project_id)
-    authorize(principal, role, permission, not_found=f"Project {project_id} not found")
-
-
-async def _require_edit_in_project(
-    session: AsyncSession, principal: Principal, project_id: int
-) -> None:
-    await _require_in_project(session, principal, project_id, Permission.EDIT_TASKS)
 
 
 async def _require_assignable(session: AsyncSession, project_id: int, assignee_id: int) -> None:
@@ -103,7 +59,7 @@ def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-async def create_task(session: AsyncSession, principal: Principal, body: TaskCreate) -> AnyRow:
+async def create_task(session: AsyncSession, principal: Principal, body: TaskCreate) -> TaskRow:
     project_id = body.project_id
     if project_id is None:
         project_id = await inbox_id_of(session, principal.user_id)
@@ -111,7 +67,7 @@ async def create_task(session: AsyncSession, principal: Principal, body: TaskCre
             raise ValidationFailed.field(
                 ("body", "project_id"), "You have no Inbox; give a project_id"
             )
-    await _require_edit_in_project(session, principal, project_id)
+    await project_access(session, principal, project_id, Permission.EDIT_TASKS)
     if body.assignee_id is not None:
         await _require_assignable(session, project_id, body.assignee_id)
     now = utcnow()
@@ -121,7 +77,7 @@ async def create_task(session: AsyncSession, principal: Principal, body: TaskCre
         created_by=principal.user_id,
         created_at=now,
         updated_at=now,
-        completed_at=now if values["status"] == "completed" else None,
+        completed_at=now if values["status"] == TaskStatus.COMPLETED else None,
         version=1,
     )
     return await repo.insert_task(session, values)
@@ -134,14 +90,11 @@ def _precondition_failed(task_id: int, version: int) -> PreconditionFailed:
     )
 
 
-async def _load_for_edit(session: AsyncSession, principal: Principal, task_id: int) -> AnyRow:
-    row = await repo.fetch_with_access(session, principal.user_id, task_id)
-    if row is None or row.id is None:
-        raise task_not_found(task_id)
-    authorize(
-        principal, row.member_role, Permission.EDIT_TASKS, not_found=f"Task {task_id} not found"
+async def _load_for_edit(session: AsyncSession, principal: Principal, task_id: int) -> TaskRow:
+    access = await task_access(
+        session, principal, task_id, Permission.EDIT_TASKS, load=TASK_COLUMNS
     )
-    return row
+    return task_row(access.row)
 
 
 async def _explain_miss(
@@ -162,7 +115,7 @@ async def _update(
     fields: dict[str, Any],
     move_to: int | None,
     expected_versions: Sequence[int] | None,
-) -> AnyRow:
+) -> TaskRow:
     for _ in range(_MOVE_RETRIES):
         current = await _load_for_edit(session, principal, task_id)
         if expected_versions is not None and current.version not in expected_versions:
@@ -171,7 +124,7 @@ async def _update(
         destination = current.project_id if move_to is None else move_to
         moving = destination != current.project_id
         if moving:
-            await _require_edit_in_project(session, principal, destination)
+            await project_access(session, principal, destination, Permission.EDIT_TASKS)
         assignee = fields.get("assignee_id", current.assignee_id)
         if assignee is not None and ("assignee_id" in fields or moving):
             await _require_assignable(session, destination, assignee)
@@ -199,7 +152,7 @@ async def replace_task(
     task_id: int,
     body: TaskReplace,
     expected_versions: Sequence[int] | None,
-) -> AnyRow:
+) -> TaskRow:
     """PUT: every field is set; the ones left out go back to their defaults."""
     fields = body.model_dump(exclude={"project_id"})
     return await _update(session, principal, task_id, fields, body.project_id, expected_versions)
@@ -211,13 +164,10 @@ async def patch_task(
     task_id: int,
     body: TaskPatch,
     expected_versions: Sequence[int] | None,
-) -> AnyRow:
+) -> TaskRow:
     """PATCH: only the fields sent change; null clears a nullable one."""
-    sent = body.model_fields_set
-    if not sent:
-        raise MalformedRequest("A PATCH must contain at least one field to change")
-    fields = body.model_dump(include=sent - {"project_id"})
-    move_to = body.project_id if "project_id" in sent else None
+    fields = body.changes()
+    move_to = fields.pop("project_id", None)
     return await _update(session, principal, task_id, fields, move_to, expected_versions)
 
 
@@ -247,61 +197,36 @@ async def delete_task(
 
 
 @dataclass(frozen=True, slots=True)
-class ListQuery:
-    """Filters and sort as the client sent them (``assignee_id`` may still be "me")."""
-
-    statuses: tuple[str, ...] = ()
-    priority: int | None = None
-    project_id: int | None = None
-    assignee_id: int | Literal["me"] | None = None
-    tag: str | None = None
-    due_before: datetime | None = None
-    due_after: datetime | None = None
-    q: str | None = None
-    sort_by: SortBy = "created_at"
-    order: SortOrder = "desc"
-
-    def for_project(self, project_id: int) -> ListQuery:
-        return ListQuery(**{**asdict(self), "project_id": project_id})
-
-    def filters(self, viewer_id: int) -> repo.TaskFilters:
-        assignee = viewer_id if self.assignee_id == "me" else self.assignee_id
-        return repo.TaskFilters(
-            statuses=tuple(sorted(set(self.statuses))),
-            priority=self.priority,
-            project_id=self.project_id,
-            assignee_id=assignee,
-            tag=self.tag.lower() if self.tag is not None else None,
-            due_before=self.due_before,
-            due_after=self.due_after,
-            q=self.q,
-        )
-
-    def fingerprint(self) -> str:
-        """Identifies the filter set (as sent: "me" stays "me") for cursors."""
-        data = asdict(self)
-        data["statuses"] = sorted(set(self.statuses))
-        for key in ("due_before", "due_after"):
-            if data[key] is not None:
-                data[key] = data[key].isoformat()
-        return fingerprint(data)
-
-
-@dataclass(frozen=True, slots=True)
 class TaskListPage:
-    rows: Sequence[AnyRow]
+    rows: Sequence[TaskRow]
     total: int
     skip: int
     limit: int
     next_cursor: str | None
 
 
-def _seek_from_cursor(token: str, query: ListQuery, key: str) -> repo.Seek:
+def sort_value_from_json(sort_by: SortBy, value: Any) -> Any:
+    """A cursor's JSON sort value back in the column's Python type."""
+    try:
+        if sort_by in (SortBy.CREATED_AT, SortBy.UPDATED_AT):
+            return datetime.fromisoformat(value)
+        if sort_by is SortBy.DUE_DATE:
+            return None if value is None else datetime.fromisoformat(value)
+        if sort_by is SortBy.PRIORITY and isinstance(value, int):
+            return value
+        if sort_by is SortBy.TITLE and isinstance(value, str):
+            return value
+    except (TypeError, ValueError):
+        pass
+    raise InvalidCursor("cursor is malformed")
+
+
+def _seek_from_cursor(token: str, query: TaskListQuery, key: str) -> Seek:
     def invalid(message: str) -> ValidationFailed:
         return ValidationFailed.field(("query", "cursor"), message)
 
     try:
-        cursor = decode_cursor(token, key)
+        cursor = decode_cursor(token, key, context=_CURSOR_CONTEXT)
     except InvalidCursor as exc:
         raise invalid(str(exc)) from None
     if cursor.sort_by != query.sort_by or cursor.order != query.order:
@@ -312,45 +237,39 @@ def _seek_from_cursor(token: str, query: ListQuery, key: str) -> repo.Seek:
     if cursor.fingerprint != query.fingerprint():
         raise invalid("cursor was made for different filters; use the same filters")
     try:
-        value = from_json_value(query.sort_by, cursor.value)
+        value = sort_value_from_json(query.sort_by, cursor.value)
     except InvalidCursor as exc:
         raise invalid(str(exc)) from None
-    return repo.Seek(value=value, last_id=cursor.last_id)
+    return Seek(value=value, last_id=cursor.last_id)
 
 
-def _cursor_after(row: AnyRow, query: ListQuery, key: str) -> str:
-    value = getattr(row, query.sort_by)
+def _cursor_after(row: TaskRow, query: TaskListQuery, key: str) -> str:
+    value = getattr(row, query.sort_by.value)
     return encode_cursor(
-        Cursor(
-            sort_by=query.sort_by,
-            order=query.order,
-            value=to_json_value(query.sort_by, value),
+        KeysetCursor(
+            sort_by=query.sort_by.value,
+            order=query.order.value,
+            value=value.isoformat() if isinstance(value, datetime) else value,
             last_id=row.id,
             fingerprint=query.fingerprint(),
         ),
         key,
+        context=_CURSOR_CONTEXT,
     )
 
 
-async def require_project_visible(
-    session: AsyncSession, principal: Principal, project_id: int
-) -> None:
-    await _require_in_project(session, principal, project_id, Permission.VIEW)
-
-
-async def count_tasks(session: AsyncSession, principal: Principal, query: ListQuery) -> int:
-    return await repo.count_tasks(
-        session,
-        query.filters(principal.user_id),
-        viewer_id=principal.user_id,
-        is_admin=principal.is_admin,
-    )
+async def for_project(
+    session: AsyncSession, principal: Principal, project_id: int, filters: TaskFilters
+) -> TaskListQuery:
+    """The list query of one project, once the caller is known to see that project."""
+    await project_access(session, principal, project_id, Permission.VIEW)
+    return TaskListQuery(**filters.model_dump(), project_id=project_id)
 
 
 async def list_tasks(
     session: AsyncSession,
     principal: Principal,
-    query: ListQuery,
+    query: TaskListQuery,
     *,
     skip: int,
     limit: int,
@@ -358,22 +277,18 @@ async def list_tasks(
     signing_key: str,
 ) -> TaskListPage:
     """One page, by offset or by cursor (a keyset seek whose cost does not grow with depth)."""
-    seek: repo.Seek | None = None
+    seek: Seek | None = None
     if cursor is not None:
         if skip:
             raise ValidationFailed.field(("query", "skip"), "skip cannot be combined with cursor")
         seek = _seek_from_cursor(cursor, query, signing_key)
-    filters = query.filters(principal.user_id)
-    total = await repo.count_tasks(
-        session, filters, viewer_id=principal.user_id, is_admin=principal.is_admin
-    )
+    viewer_id, is_admin = principal.user_id, principal.is_admin
+    total = await repo.count_tasks(session, query, viewer_id=viewer_id, is_admin=is_admin)
     rows = await repo.list_tasks(
         session,
-        filters,
-        viewer_id=principal.user_id,
-        is_admin=principal.is_admin,
-        sort_by=query.sort_by,
-        order=query.order,
+        query,
+        viewer_id=viewer_id,
+        is_admin=is_admin,
         seek=seek,
         skip=skip,
         limit=limit + 1,  # one extra row tells whether there is a next page
@@ -386,24 +301,21 @@ async def list_tasks(
 
 
 async def iter_all(
-    database: Database, principal: Principal, query: ListQuery
-) -> AsyncIterator[AnyRow]:
-    """Every matching task, fetched in keyset batches on a session of its own.
+    database: Database, principal: Principal, query: TaskListQuery
+) -> AsyncIterator[TaskRow]:
+    """Every matching task, fetched in keyset batches on a snapshot of its own.
 
     Its own session because it runs while the response streams, after the request's
     session has closed; batches keep memory flat however many rows there are.
     """
-    filters = query.filters(principal.user_id)
-    seek: repo.Seek | None = None
-    async with database.session(write=False) as session:
+    seek: Seek | None = None
+    async with database.snapshot() as session:
         while True:
             rows = await repo.list_tasks(
                 session,
-                filters,
+                query,
                 viewer_id=principal.user_id,
                 is_admin=principal.is_admin,
-                sort_by=query.sort_by,
-                order=query.order,
                 seek=seek,
                 skip=0,
                 limit=EXPORT_BATCH,
@@ -413,4 +325,4 @@ async def iter_all(
             if len(rows) < EXPORT_BATCH:
                 return
             last = rows[-1]
-            seek = repo.Seek(value=getattr(last, query.sort_by), last_id=last.id)
+            seek = Seek(value=getattr(last, query.sort_by.value), last_id=last.id)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.auth.principal import UserRole
-from taskmanager.errors import Conflict
-from taskmanager.users.models import User
+from taskmanager.kit.errors import Conflict
+from taskmanager.models.users import User, UserRole
 
 TAKEN = "A user with this email or username already exists"
 
@@ -24,24 +23,6 @@ async def get_for_update(session: AsyncSession, user_id: int) -> User | None:
     return (
         await session.execute(select(User).where(User.id == user_id).with_for_update())
     ).scalar_one_or_none()
-
-
-async def find_by_login(session: AsyncSession, login: str) -> User | None:
-    """The user whose username or email is ``login`` (already lower-cased)."""
-    return (
-        await session.execute(
-            select(User).where(or_(User.username == login, User.email == login)).limit(1)
-        )
-    ).scalar_one_or_none()
-
-
-async def set_password_hash(session: AsyncSession, user_id: int, password_hash: str) -> None:
-    await session.execute(
-        update(User)
-        .where(User.id == user_id)
-        .values(password_hash=password_hash)
-        .execution_options(synchronize_session=False)
-    )
 
 
 async def taken(

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import Response, status
 
-from fastapi import APIRouter, Path, Response, status
-
-from taskmanager.auth.dependencies import (
+from taskmanager.kit.deps import (
     AdminPrincipal,
     CurrentPrincipal,
     LoginPrincipal,
+    SessionDep,
     SettingsDep,
 )
-from taskmanager.db import SessionDep
-from taskmanager.errors import (
+from taskmanager.kit.errors import (
     Conflict,
     Forbidden,
     InvalidCredentials,
@@ -24,9 +22,9 @@ from taskmanager.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from taskmanager.middleware.media_type import BodyCheckedRoute
-from taskmanager.pagination import DEFAULT_LIMIT, Limit, Skip
-from taskmanager.problems import problem_responses
+from taskmanager.kit.http import UserId, domain_router
+from taskmanager.kit.pagination import DEFAULT_LIMIT, Limit, Skip
+from taskmanager.kit.problems import problem_responses
 from taskmanager.users import service
 from taskmanager.users.schemas import (
     PasswordChange,
@@ -36,24 +34,20 @@ from taskmanager.users.schemas import (
     UserPage,
     UserUpdateMe,
 )
-from taskmanager.validation import MAX_ID
 
-router = APIRouter(prefix="/users", tags=["users"], route_class=BodyCheckedRoute)
-
-UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="The user's id")]
+router = domain_router("users", prefix="/users")
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
-    operation_id="users_create",
     summary="Register a user",
     responses=problem_responses(
         Forbidden, Conflict, MalformedRequest, UnsupportedMediaType, ValidationFailed, RateLimited
     ),
 )
-async def create_user(body: UserCreate, session: SessionDep, settings: SettingsDep) -> UserOut:
+async def create(body: UserCreate, session: SessionDep, settings: SettingsDep) -> UserOut:
     """Create an account (with its Inbox project); 403 when registration is disabled."""
     user = await service.register(session, body, allow_registration=settings.allow_registration)
     return UserOut.model_validate(user)
@@ -62,7 +56,6 @@ async def create_user(body: UserCreate, session: SessionDep, settings: SettingsD
 @router.get(
     "/me",
     response_model=UserOut,
-    operation_id="users_get_me",
     summary="Get the current user",
     responses=problem_responses(NotAuthenticated),
 )
@@ -74,7 +67,6 @@ async def get_me(principal: CurrentPrincipal, session: SessionDep) -> UserOut:
 @router.patch(
     "/me",
     response_model=UserOut,
-    operation_id="users_update_me",
     summary="Update the current user",
     responses=problem_responses(
         NotAuthenticated,
@@ -94,7 +86,6 @@ async def update_me(body: UserUpdateMe, principal: LoginPrincipal, session: Sess
     "/me/password",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    operation_id="users_change_password",
     summary="Change the current user's password",
     responses={
         **problem_responses(
@@ -115,11 +106,10 @@ async def change_password(
 @router.get(
     "",
     response_model=UserPage,
-    operation_id="users_list",
     summary="List users (admin)",
     responses=problem_responses(NotAuthenticated, Forbidden, ValidationFailed),
 )
-async def list_users(
+async def list_(
     _admin: AdminPrincipal,
     session: SessionDep,
     skip: Skip = 0,
@@ -135,7 +125,6 @@ async def list_users(
 @router.patch(
     "/{user_id}",
     response_model=UserOut,
-    operation_id="users_update",
     summary="Change a user's role or activity (admin)",
     responses=problem_responses(
         NotAuthenticated,
@@ -147,7 +136,7 @@ async def list_users(
         ValidationFailed,
     ),
 )
-async def update_user(
+async def update(
     user_id: UserId, body: UserAdminUpdate, _admin: AdminPrincipal, session: SessionDep
 ) -> UserOut:
     """Promote, demote, deactivate or reactivate; a deactivated user is locked out at once."""

@@ -14,11 +14,11 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
-from taskmanager.auth.principal import UserRole
-from taskmanager.pagination import Page
+from taskmanager.kit.pagination import Page
+from taskmanager.kit.patch import PatchModel
+from taskmanager.models.users import UserRole
 
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_]{3,50}$")
 PASSWORD_MIN_LENGTH = 8
@@ -75,43 +75,22 @@ class UserCreate(BaseModel):
     password: Password
 
 
-def _reject_explicit_nulls(model: BaseModel) -> None:
-    """``{"field": null}`` is not "leave unchanged": every field here is non-nullable."""
-    for name in model.model_fields_set:
-        if getattr(model, name) is None:
-            raise ValueError(f"{name} may not be null")
-
-
-class UserUpdateMe(BaseModel):
+class UserUpdateMe(PatchModel):
     """A user's own profile change; send only the fields to change."""
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"email": "alice@work.example.com"}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "alice@work.example.com"}]})
 
     email: Email | None = None
     username: Username | None = None
 
-    @model_validator(mode="after")
-    def _no_nulls(self) -> UserUpdateMe:
-        _reject_explicit_nulls(self)
-        return self
 
-
-class UserAdminUpdate(BaseModel):
+class UserAdminUpdate(PatchModel):
     """An administrator's change to another account."""
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"is_active": False}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"is_active": False}]})
 
     role: UserRole | None = None
     is_active: bool | None = None
-
-    @model_validator(mode="after")
-    def _no_nulls(self) -> UserAdminUpdate:
-        _reject_explicit_nulls(self)
-        return self
 
 
 class PasswordChange(BaseModel):

@@ -7,15 +7,12 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.auth import service as auth
-from taskmanager.auth.principal import UserRole
-from taskmanager.errors import Conflict, Forbidden, InvalidCredentials, MalformedRequest, NotFound
+from taskmanager.kit.errors import Conflict, Forbidden, NotFound
+from taskmanager.kit.security import hash_password
+from taskmanager.models.users import User, UserRole
 from taskmanager.projects.inbox import create_inbox
-from taskmanager.security import hash_password, verify_password
 from taskmanager.users import repository
-from taskmanager.users.models import User
 from taskmanager.users.schemas import PasswordChange, UserAdminUpdate, UserCreate, UserUpdateMe
-
-EMPTY_PATCH = "The request changes nothing: send at least one field"
 
 
 async def create_user(session: AsyncSession, data: UserCreate, *, role: UserRole) -> User:
@@ -52,9 +49,7 @@ async def get(session: AsyncSession, user_id: int) -> User:
 
 
 async def update_me(session: AsyncSession, user_id: int, data: UserUpdateMe) -> User:
-    changes = data.model_dump(exclude_unset=True)
-    if not changes:
-        raise MalformedRequest(EMPTY_PATCH)
+    changes = data.changes()
     user = await get(session, user_id)
     if await repository.taken(
         session, email=data.email, username=data.username, exclude_id=user_id
@@ -68,12 +63,7 @@ async def update_me(session: AsyncSession, user_id: int, data: UserUpdateMe) -> 
 
 async def change_password(session: AsyncSession, user_id: int, data: PasswordChange) -> None:
     """Replace the password and sign out every session (all refresh tokens revoked)."""
-    user = await get(session, user_id)
-    ok, _ = await verify_password(data.current_password, user.password_hash)
-    if not ok:
-        raise InvalidCredentials("The current password is incorrect")
-    await repository.set_password_hash(session, user_id, await hash_password(data.new_password))
-    await auth.revoke_all(session, user_id)
+    await auth.change_password(session, user_id, data.current_password, data.new_password)
 
 
 async def list_users(session: AsyncSession, *, skip: int, limit: int) -> tuple[Sequence[User], int]:
@@ -82,9 +72,6 @@ async def list_users(session: AsyncSession, *, skip: int, limit: int) -> tuple[S
 
 async def admin_update(session: AsyncSession, user_id: int, data: UserAdminUpdate) -> User:
     """Change a user's role or activity; the last active administrator is kept."""
-    changes = data.model_dump(exclude_unset=True)
-    if not changes:
-        raise MalformedRequest(EMPTY_PATCH)
     # Admin rows are locked before the target, always in id order, so concurrent changes
     # queue instead of deadlocking and cannot together remove every administrator.
     admin_ids = await repository.lock_active_admin_ids(session)
@@ -99,7 +86,7 @@ async def admin_update(session: AsyncSession, user_id: int, data: UserAdminUpdat
     if user.is_active and not is_active:
         # Access tokens and API keys stop at once because every request re-checks is_active;
         # refresh tokens are revoked so reactivation does not revive old sessions.
-        await auth.revoke_all(session, user.id)
+        await auth.end_sessions(session, user.id)
     user.role = role.value
     user.is_active = is_active
     await session.flush()

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import taskmanager.db
+import taskmanager.models.base
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -37,8 +37,8 @@ def upgrade() -> None:
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("response_headers", sa.JSON(), nullable=True),
         sa.Column("response_body", sa.LargeBinary(), nullable=True),
-        sa.Column("created_at", taskmanager.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", taskmanager.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_records")),
         sa.UniqueConstraint(
             "caller", "route", "key", name=op.f("uq_idempotency_records_caller_route_key")
@@ -61,8 +61,8 @@ def upgrade() -> None:
         sa.Column("password_hash", sa.String(length=255), nullable=False),
         sa.Column("role", sa.String(length=16), server_default="user", nullable=False),
         sa.Column("is_active", sa.Boolean(), server_default=sa.true(), nullable=False),
-        sa.Column("created_at", taskmanager.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", taskmanager.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.CheckConstraint("role IN ('user', 'admin')", name=op.f("ck_users_role")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("email", name=op.f("uq_users_email")),
@@ -86,10 +86,12 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
-        sa.Column("expires_at", taskmanager.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("last_used_at", taskmanager.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("revoked_at", taskmanager.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", taskmanager.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "last_used_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("revoked_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name=op.f("fk_api_keys_user_id_users"), ondelete="CASCADE"
         ),
@@ -114,8 +116,8 @@ def upgrade() -> None:
             "created_by", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
         ),
         sa.Column("version", sa.Integer(), server_default="1", nullable=False),
-        sa.Column("created_at", taskmanager.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", taskmanager.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["created_by"],
             ["users.id"],
@@ -138,10 +140,10 @@ def upgrade() -> None:
         sa.Column("user_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("family_id", sa.String(length=64), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
-        sa.Column("expires_at", taskmanager.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("used_at", taskmanager.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("revoked_at", taskmanager.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", taskmanager.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("used_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["user_id"],
             ["users.id"],
@@ -161,7 +163,7 @@ def upgrade() -> None:
         ),
         sa.Column("user_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("role", sa.String(length=16), nullable=False),
-        sa.Column("created_at", taskmanager.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.CheckConstraint(
             "role IN ('owner', 'editor', 'viewer')", name=op.f("ck_project_members_role")
         ),
@@ -196,7 +198,7 @@ def upgrade() -> None:
         sa.Column("description", sa.Text(), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("priority", sa.SmallInteger(), nullable=False),
-        sa.Column("due_date", taskmanager.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("due_date", taskmanager.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column(
             "tags",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
@@ -208,9 +210,11 @@ def upgrade() -> None:
         sa.Column(
             "created_by", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
         ),
-        sa.Column("created_at", taskmanager.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", taskmanager.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("completed_at", taskmanager.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "completed_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=True
+        ),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.CheckConstraint(
             "status IN ('pending', 'in_progress', 'completed', 'cancelled')",
@@ -257,8 +261,8 @@ def upgrade() -> None:
         sa.Column("task_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("author_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("body", sa.Text(), nullable=False),
-        sa.Column("created_at", taskmanager.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", taskmanager.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", taskmanager.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["author_id"],
             ["users.id"],

@@ -1,0 +1,201 @@
+"""Authentication: the one place that turns a request's credential into who is calling.
+
+Every entry point — route dependencies, the fast task read, middleware, WebSockets — goes
+through ``identify`` (what the credential proves) or ``authenticate`` (that, verified
+against the database). Results are cached in the ASGI scope's state, so a request verifies
+its token's signature and looks up its API key once however many layers ask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Update, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import Scope as ASGIScope
+
+from taskmanager.kit.config import Settings
+from taskmanager.kit.db import SAFE_METHODS, Database
+from taskmanager.kit.errors import InvalidCredentials, NotAuthenticated
+from taskmanager.kit.identity import Credential, Identity, Principal, read_credential
+from taskmanager.kit.security import AccessClaims, InvalidToken, decode_access_token, digest
+from taskmanager.models.api_keys import ApiKey
+from taskmanager.models.base import utcnow
+from taskmanager.models.users import User, UserRole
+
+# last_used_at is advisory: writing it on every request would turn reads into writes.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+_CLAIMS_KEY = "access_claims"
+_PRINCIPAL_KEY = "principal"
+INVALID_TOKEN = "The access token is invalid or expired"  # noqa: S105 - a message
+INVALID_KEY = "The API key is invalid, expired or revoked"
+
+
+def _state(scope: ASGIScope) -> dict[str, object]:
+    state: dict[str, object] = scope.setdefault("state", {})
+    return state
+
+
+def _settings(scope: ASGIScope) -> Settings:
+    settings: Settings = scope["app"].state.settings
+    return settings
+
+
+def _database(scope: ASGIScope) -> Database:
+    database: Database = scope["app"].state.database
+    return database
+
+
+def remember_user(scope: ASGIScope, user_id: int) -> None:
+    """Record the caller for the access log and per-user limits."""
+    _state(scope)["user_id"] = user_id
+
+
+def access_claims(scope: ASGIScope, token: str) -> AccessClaims:
+    """Verify a bearer token once per request (cached in scope state).
+
+    Raises InvalidCredentials for a bad signature, a wrong token type or an expired token.
+    """
+    state = _state(scope)
+    cached = state.get(_CLAIMS_KEY)
+    if isinstance(cached, AccessClaims):
+        return cached
+    try:
+        claims = decode_access_token(token, _settings(scope).signing_key)
+    except InvalidToken:
+        raise InvalidCredentials(INVALID_TOKEN) from None
+    state[_CLAIMS_KEY] = claims
+    return claims
+
+
+def _require_credential(scope: ASGIScope) -> Credential:
+    credential = read_credential(scope)
+    if credential is None:
+        raise NotAuthenticated("Authentication required")
+    return credential
+
+
+async def identify(scope: ASGIScope, *, session: AsyncSession | None = None) -> Identity:
+    """What the request's credential proves, with as little database work as possible.
+
+    A bearer token needs no query: only its signature and expiry are checked, so the user may
+    since have been deactivated — act on the result only in a query that re-checks the user
+    (the fast task read does). An API key is looked up, which also proves its owner active.
+    ``session`` is the request's session when there is one (else a snapshot is used).
+    Raises NotAuthenticated (no credential) or InvalidCredentials.
+    """
+    credential = _require_credential(scope)
+    if credential.kind == "api_key":
+        return (await _api_key_principal(scope, credential.value, session)).identity
+    claims = access_claims(scope, credential.value)
+    remember_user(scope, claims.user_id)
+    return Identity(user_id=claims.user_id)
+
+
+async def authenticate(scope: ASGIScope, *, session: AsyncSession | None = None) -> Principal:
+    """The verified caller: the credential is good and its user exists and is active.
+
+    One query at most (the user row, or the API key joined to its user); cached for the rest
+    of the request. Raises NotAuthenticated (no credential) or InvalidCredentials.
+    """
+    state = _state(scope)
+    cached = state.get(_PRINCIPAL_KEY)
+    if isinstance(cached, Principal):
+        return cached
+    credential = _require_credential(scope)
+    if credential.kind == "api_key":
+        return await _api_key_principal(scope, credential.value, session)
+    identity = await identify(scope)
+    statement = select(User.role).where(User.id == identity.user_id, User.is_active.is_(True))
+    if session is None:
+        async with _database(scope).snapshot() as snapshot:
+            role = (await snapshot.execute(statement)).scalar_one_or_none()
+    else:
+        role = (await session.execute(statement)).scalar_one_or_none()
+    if role is None:
+        raise InvalidCredentials(INVALID_TOKEN)
+    principal = identity.verified(role)
+    state[_PRINCIPAL_KEY] = principal
+    return principal
+
+
+def claimed_caller(scope: ASGIScope) -> str | None:
+    """A cheap label for the caller from the credential alone (no query); None without one.
+
+    ``user:<id>`` for a validly signed token, ``key:<first 32 hex of its SHA-256>`` for an
+    API key (not looked up). Raises InvalidCredentials for a bad token or header.
+    """
+    credential = read_credential(scope)
+    if credential is None:
+        return None
+    if credential.kind == "api_key":
+        return "key:" + digest(credential.value)[:32]
+    return f"user:{access_claims(scope, credential.value).user_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class _LiveKey:
+    key_id: int
+    user_id: int
+    user_role: str
+    scopes: frozenset[str]
+    last_used_at: datetime | None
+
+
+async def _live_key(session: AsyncSession, key_hash: str, now: datetime) -> _LiveKey | None:
+    """The key with this hash if it is unrevoked, unexpired and its owner is active."""
+    row = (
+        await session.execute(
+            select(ApiKey.id, ApiKey.user_id, User.role, ApiKey.scopes, ApiKey.last_used_at)
+            .join(User, User.id == ApiKey.user_id)
+            .where(
+                ApiKey.key_hash == key_hash,
+                ApiKey.revoked_at.is_(None),
+                (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now),
+                User.is_active.is_(True),
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return _LiveKey(row[0], row[1], row[2], frozenset(row[3] or ()), row[4])
+
+
+def _touch(key_id: int, now: datetime) -> Update:
+    return update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now)
+
+
+async def _api_key_principal(scope: ASGIScope, key: str, session: AsyncSession | None) -> Principal:
+    state = _state(scope)
+    cached = state.get(_PRINCIPAL_KEY)
+    if isinstance(cached, Principal):
+        return cached
+    now = utcnow()
+    database = _database(scope)
+    if session is None:
+        async with database.snapshot() as snapshot:
+            live = await _live_key(snapshot, digest(key), now)
+    else:
+        live = await _live_key(session, digest(key), now)
+    if live is None:
+        raise InvalidCredentials(INVALID_KEY)
+    if live.last_used_at is None or now - live.last_used_at > LAST_USED_RESOLUTION:
+        writing = scope.get("method", "GET") not in SAFE_METHODS
+        if session is not None and database.dialect == "sqlite" and writing:
+            # The request's session already holds SQLite's one write connection: a second
+            # writer would wait for it until the pool times out. Commits with the request.
+            await session.execute(_touch(live.key_id, now))
+        else:
+            async with database.side_transaction() as writer:
+                await writer.execute(_touch(live.key_id, now))
+    remember_user(scope, live.user_id)
+    principal = Principal(
+        user_id=live.user_id,
+        role=UserRole(live.user_role),
+        api_key_id=live.key_id,
+        scopes=live.scopes,
+    )
+    state[_PRINCIPAL_KEY] = principal
+    return principal

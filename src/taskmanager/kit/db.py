@@ -1,0 +1,168 @@
+"""The database: engines, the request's session, and the named doors outside it.
+
+SQLite gets two engines on the same file: a pooled reader and a single-connection writer
+whose transactions start with ``BEGIN IMMEDIATE``. Writers therefore queue for the one
+write connection instead of upgrading a read lock mid-transaction, which is what makes
+SQLite answer "database is locked"; WAL keeps readers running beside the writer.
+PostgreSQL uses one pooled engine for both.
+
+Work belongs in the request's transaction (``kit.deps.SessionDep``), which commits before
+the response is sent. Work that must not share its fate goes through one of two named doors:
+``Database.side_transaction()`` (its own write transaction, committed on exit) and
+``Database.snapshot()`` (its own read-only session). Nothing else opens sessions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import StaticPool
+
+from taskmanager.kit.config import Settings
+from taskmanager.models.base import utcnow as utcnow
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# A connection idle for longer than this is pinged before use; busier ones are not, which
+# keeps the liveness check off the hot path while still catching connections a database
+# restart or an idle-timeout killed.
+PING_AFTER_IDLE_SECONDS = 10.0
+
+
+def _configure_sqlite(engine: AsyncEngine, settings: Settings, *, immediate: bool) -> None:
+    sync_engine: Engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN is ours to emit.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(settings.sqlite_busy_timeout_ms)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    if not immediate:
+        # Readers run each statement in autocommit: no BEGIN/ROLLBACK around one SELECT,
+        # and WAL gives every statement a consistent snapshot.
+        return
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Pessimistic disconnect handling, for connections that have sat idle only."""
+    sync_engine: Engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            # The pool discards this connection and retries with a fresh one.
+            raise DisconnectionError("stale pooled connection") from exc
+
+
+class Database:
+    """Owns the engines and hands out sessions; one per application."""
+
+    def __init__(self, settings: Settings) -> None:
+        url = settings.effective_database_url
+        self.dialect = "sqlite" if settings.is_sqlite else "postgresql"
+        if settings.is_sqlite:
+            path = settings.sqlite_path
+            if path is None:
+                # In-memory: one shared connection, so one engine does both jobs.
+                self.write_engine = create_async_engine(url, poolclass=StaticPool)
+                _configure_sqlite(self.write_engine, settings, immediate=True)
+                self.read_engine = self.write_engine
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.write_engine = create_async_engine(
+                    url,
+                    pool_size=1,
+                    max_overflow=0,
+                    pool_timeout=settings.db_pool_timeout_seconds,
+                )
+                _configure_sqlite(self.write_engine, settings, immediate=True)
+                self.read_engine = create_async_engine(
+                    url,
+                    pool_size=max(2, min(settings.db_pool_size, 8)),
+                    max_overflow=0,
+                    pool_timeout=settings.db_pool_timeout_seconds,
+                )
+                _configure_sqlite(self.read_engine, settings, immediate=False)
+        else:
+            self.write_engine = create_async_engine(
+                url,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_max_overflow,
+                pool_timeout=settings.db_pool_timeout_seconds,
+                pool_recycle=1800,
+            )
+            if settings.db_pool_pre_ping:
+                _ping_idle_connections(self.write_engine, PING_AFTER_IDLE_SECONDS)
+            # Same pool; reads skip BEGIN/ROLLBACK, which would triple their round trips.
+            self.read_engine = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
+        self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
+
+    def request_session(self, *, write: bool) -> AsyncSession:
+        """The session of one request (``kit.deps.get_session`` owns its commit)."""
+        return (self._writer if write else self._reader)()
+
+    @asynccontextmanager
+    async def side_transaction(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction of its own, committed on exit and rolled back on an error.
+
+        For writes that must persist whatever happens to the request: revoking a refresh
+        token family on re-use (the request then answers 401 and rolls back), recording an
+        API key's last use on a read request, CLI commands and background work. On SQLite it
+        queues for the one writer, so never open it while the request's own write session
+        holds that writer.
+        """
+        async with self._writer() as session:
+            yield session
+            await session.commit()
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncSession]:
+        """A read-only session of its own (autocommit reads; never commits).
+
+        For reads that must not hold the request's transaction open or do not have one: a
+        login's user lookup (so the slow password check holds no lock), the fast task read,
+        streamed exports after the request's session has closed, authentication in middleware.
+        """
+        async with self._reader() as session:
+            yield session
+
+    async def ping(self) -> None:
+        async with self.read_engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.write_engine.dispose()
+        if self.read_engine.sync_engine.pool is not self.write_engine.sync_engine.pool:
+            await self.read_engine.dispose()

@@ -1,0 +1,127 @@
+"""The boundary dependencies every route uses: session, database, settings, the caller, scopes.
+
+Defined once here and used as ``Annotated`` aliases (``SessionDep``, ``CurrentPrincipal``…).
+All are ``async``: a plain ``def`` dependency would cost a thread-pool hop per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from taskmanager.kit import authn
+from taskmanager.kit.config import Settings
+from taskmanager.kit.db import SAFE_METHODS, Database
+from taskmanager.kit.errors import Forbidden
+from taskmanager.kit.http import API_PREFIX
+from taskmanager.kit.identity import Identity, Principal, Scope
+
+# Declared for OpenAPI (Swagger's Authorize button); the headers are read by kit.authn.
+# OAuth2PasswordBearer, so Swagger's Authorize button can log in with a username and password.
+_bearer_scheme = OAuth2PasswordBearer(
+    tokenUrl=f"{API_PREFIX}/auth/token",
+    auto_error=False,
+    description=f"JWT access token from POST {API_PREFIX}/auth/token",
+)
+_api_key_scheme = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description=f"API key from POST {API_PREFIX}/api-keys"
+)
+# For a route that authenticates inline (the fast task read): the same OpenAPI security.
+OPENAPI_SECURITY: dict[str, object] = {
+    "security": [{_bearer_scheme.scheme_name: []}, {_api_key_scheme.scheme_name: []}]
+}
+
+
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request; writes commit before the response is sent.
+
+    Used with ``scope="function"`` so the commit runs when the endpoint returns, before
+    FastAPI sends anything: a client never sees 2xx for a write that failed to commit.
+    """
+    database: Database = request.app.state.database
+    write = request.method not in SAFE_METHODS
+    async with database.request_session(write=write) as session:
+        yield session
+        if write:
+            await session.commit()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def get_identity(
+    request: Request,
+    session: SessionDep,
+    _bearer: Annotated[str | None, Depends(_bearer_scheme)],
+    _api_key: Annotated[str | None, Depends(_api_key_scheme)],
+) -> Identity:
+    """What the credential proves (see ``kit.authn.identify``); for scope checks."""
+    return await authn.identify(request.scope, session=session)
+
+
+async def get_principal(
+    request: Request,
+    session: SessionDep,
+    _bearer: Annotated[str | None, Depends(_bearer_scheme)],
+    _api_key: Annotated[str | None, Depends(_api_key_scheme)],
+) -> Principal:
+    """The verified caller: the credential is good and the user exists and is active."""
+    return await authn.authenticate(request.scope, session=session)
+
+
+CurrentIdentity = Annotated[Identity, Depends(get_identity)]
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def require_scope(identity: Identity | Principal, scope: Scope) -> None:
+    """Raise Forbidden unless the caller's API key carries ``scope`` (login tokens carry all)."""
+    if not identity.has_scope(scope):
+        raise Forbidden(f"This API key lacks the '{scope.value}' scope")
+
+
+class RequireScope:
+    """Route dependency: an API key must carry ``scope`` (login tokens carry every scope)."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    async def __call__(self, identity: CurrentIdentity) -> None:
+        require_scope(identity, self.scope)
+
+
+async def require_admin(principal: CurrentPrincipal) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("Administrator rights required")
+    return principal
+
+
+async def require_login_token(principal: CurrentPrincipal) -> Principal:
+    """For credential management: an API key may not mint or manage credentials."""
+    if principal.api_key_id is not None:
+        raise Forbidden("This action needs a login token, not an API key")
+    return principal
+
+
+AdminPrincipal = Annotated[Principal, Depends(require_admin)]
+LoginPrincipal = Annotated[Principal, Depends(require_login_token)]
+
+
+def scope_dependencies(read: Scope, write: Scope) -> tuple[list[Any], list[Any]]:
+    """The ``dependencies=`` lists of a domain's read routes and of its write routes."""
+    return [Depends(RequireScope(read))], [Depends(RequireScope(write))]

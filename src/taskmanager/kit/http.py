@@ -1,0 +1,85 @@
+"""The HTTP boundary every domain router shares: the API prefix, id and header aliases,
+``Location`` values, and the router factory with derived operation ids.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path
+from fastapi.routing import APIRoute
+from starlette.responses import Response
+
+from taskmanager.kit.etags import none_match
+from taskmanager.kit.fields import MAX_ID
+from taskmanager.kit.routing import BodyCheckedRoute
+
+API_PREFIX = "/api/v1"
+
+
+def id_path(noun: str) -> Any:
+    """A positive 64-bit id in the path: ``Annotated[int, id_path("comment")]``."""
+    return Path(ge=1, le=MAX_ID, description=f"The {noun}'s id")
+
+
+# Ids that several domains' routes take; a domain's own ids use ``id_path`` beside its router.
+TaskId = Annotated[int, id_path("task")]
+ProjectId = Annotated[int, id_path("project")]
+UserId = Annotated[int, id_path("user")]
+
+# Conditional requests (RFC 9110 §13.1), as the entity-tag lists ``kit.etags`` parses.
+IfMatch = Annotated[
+    str | None,
+    Header(description="Apply only if the current ETag is one of these (else 412)"),
+]
+IfNoneMatch = Annotated[
+    str | None, Header(description="Answer 304 with no body if the current ETag is one of these")
+]
+
+
+def location(*segments: str | int) -> str:
+    """The API URL of a resource, for ``Location`` headers: ``location("tasks", 7)``."""
+    return API_PREFIX + "".join(f"/{segment}" for segment in segments)
+
+
+def operation_id(route: APIRoute) -> str:
+    """``<tag>_<endpoint name>``: ``tasks`` + ``create`` → ``tasks_create``.
+
+    The one rule for every operation id. A trailing underscore (``list_``, named so as not
+    to shadow a builtin) is dropped; dashes in tags become underscores.
+    """
+    tag = str(route.tags[0]) if route.tags else "api"
+    return f"{tag.replace('-', '_')}_{route.name.rstrip('_')}"
+
+
+def domain_router(tag: str, *, prefix: str = "") -> APIRouter:
+    """The router of one domain: its OpenAPI tag, derived operation ids and the 415 check."""
+    return APIRouter(
+        prefix=prefix,
+        tags=[tag],
+        route_class=BodyCheckedRoute,
+        generate_unique_id_function=operation_id,
+    )
+
+
+# ---- documented response headers (OpenAPI), written once -----------------------------------
+
+ETAG_HEADER: dict[str, Any] = {
+    "ETag": {"description": "Strong ETag of the current version", "schema": {"type": "string"}}
+}
+LOCATION_HEADER: dict[str, Any] = {
+    "Location": {"description": "The new resource's URL", "schema": {"type": "string"}}
+}
+TOTAL_HEADER: dict[str, Any] = {
+    "X-Total-Count": {"description": "How many items match", "schema": {"type": "integer"}}
+}
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not modified: the `If-None-Match` ETag is current"}
+}
+
+
+def not_modified(if_none_match: str | None, etag: str) -> Response | None:
+    """The 304 answer when ``If-None-Match`` matches ``etag`` (RFC 9110 §13.1.2), else None."""
+    if if_none_match is not None and none_match(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return None

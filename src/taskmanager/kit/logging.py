@@ -1,0 +1,150 @@
+"""Structured logging with structlog: JSON lines, or a console renderer for humans.
+
+Every line passes through ``redact_secrets``, so a password, token, key or credential
+header given to a logger by mistake is masked before it is rendered.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+import structlog
+
+from taskmanager.kit.config import Settings
+
+REDACTED = "[REDACTED]"
+
+# Field names (exact, lower-case) whose values never reach a log line.
+_SENSITIVE_KEYS = frozenset(
+    {
+        "password",
+        "current_password",
+        "new_password",
+        "confirm_password",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "api_key",
+        "apikey",
+        "x-api-key",
+        "key",
+        "secret",
+        "client_secret",
+        "authorization",
+        "cookie",
+        "set-cookie",
+        "signature",
+    }
+)
+# Query parameters additionally masked (an OAuth authorization code is a credential).
+_SENSITIVE_QUERY_KEYS = _SENSITIVE_KEYS | {"code", "session"}
+# Substrings that mark a field as sensitive whatever its exact name.
+_SENSITIVE_PARTS = ("password", "secret", "token", "api_key", "apikey", "authorization", "cookie")
+
+# Our handler carries this attribute so reconfiguring replaces it and nothing else
+# (pytest's log capture, an operator's extra handler).
+_HANDLER_MARK = "_taskmanager_handler"
+
+
+@functools.lru_cache(maxsize=1024)
+def is_sensitive(name: str) -> bool:
+    # Cached: log field names repeat on every line, and this runs for each of them.
+    lowered = name.lower()
+    return lowered in _SENSITIVE_KEYS or any(part in lowered for part in _SENSITIVE_PARTS)
+
+
+def _is_sensitive_param(name: str) -> bool:
+    return name.lower() in _SENSITIVE_QUERY_KEYS or is_sensitive(name)
+
+
+def redact_query(query: str) -> str:
+    """A query string with the values of credential-like parameters replaced."""
+    if not query:
+        return ""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(_is_sensitive_param(name) for name, _ in pairs):
+        return query
+    return urlencode(
+        [(name, REDACTED if _is_sensitive_param(name) else value) for name, value in pairs]
+    )
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mask sensitive fields (top level and one level of nesting)."""
+    for name, value in event_dict.items():
+        if name == "event":
+            continue
+        if is_sensitive(name):
+            event_dict[name] = REDACTED
+        elif isinstance(value, dict):
+            event_dict[name] = {
+                k: (REDACTED if isinstance(k, str) and is_sensitive(k) else v)
+                for k, v in value.items()
+            }
+    return event_dict
+
+
+def _orjson_dumps(value: Any, **_: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def configure_logging(settings: Settings) -> None:
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
+    renderer: structlog.types.Processor
+    if settings.log_format == "console":
+        renderer = structlog.dev.ConsoleRenderer()
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+    level = logging.getLevelNamesMapping()[settings.log_level]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        # Filters below the level before any processor runs: a disabled line costs nothing.
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        # Not cached: each app built (tests build several) may bring its own level.
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter)
+    setattr(handler, _HANDLER_MARK, True)
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, _HANDLER_MARK, False)]
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    # Our own access log replaces uvicorn's, which would log raw query strings.
+    logging.getLogger("uvicorn.access").handlers[:] = []
+    logging.getLogger("uvicorn.access").propagate = False
+
+
+def log_formatter() -> logging.Formatter | None:
+    """The formatter of our handler (the tests render captured records with it)."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, _HANDLER_MARK, False):
+            return handler.formatter
+    return None

@@ -1,0 +1,215 @@
+"""RFC 9457 ``application/problem+json``: the one shape of every error response.
+
+``problem_response`` renders any catalogue error (``kit.errors``); the exception handlers
+installed here cover domain errors, the framework's own errors (404/405/422/400), integrity
+races, unreachable dependencies and anything unexpected; ``problem_responses`` documents a
+route's errors in OpenAPI from the same classes.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import Scope
+
+from taskmanager.kit import errors
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+log = structlog.get_logger("taskmanager.kit.problems")
+
+
+class ValidationErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error response carries them."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "type": "about:blank",
+                "title": "Not Found",
+                "status": 404,
+                "detail": "Task 42 not found",
+                "code": "RESOURCE_NOT_FOUND",
+                "request_id": "6f1c0b5e2a9d4c1b8e7f3a2d1c0b9a8e",
+            }
+        }
+    )
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str
+    request_id: str | None = None
+    errors: list[ValidationErrorItem] | None = Field(
+        default=None, description="Present on validation errors"
+    )
+
+
+def request_id_of(scope: Scope) -> str | None:
+    state = scope.get("state")
+    if isinstance(state, dict):
+        value = state.get("request_id")
+        return value if isinstance(value, str) else None
+    return None
+
+
+def problem_response(
+    error: errors.DomainError, *, request_id: str | None, status: int | None = None
+) -> Response:
+    """Render a catalogue error; usable from handlers and from raw ASGI middleware.
+
+    ``status`` overrides the class's own only for framework errors whose status has no
+    class of its own (rendered with the nearest class's code).
+    """
+    status = status or error.status
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": error.detail,
+        "code": error.code,
+        "request_id": request_id,
+    }
+    body.update(error.extra())
+    headers = dict(error.headers)
+    if status == 401:
+        # RFC 9110 §11.6.1: a 401 names the scheme the client should use.
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE
+    )
+
+
+def scope_problem(scope: Scope, error: errors.DomainError) -> Response:
+    """``problem_response`` for the request in ``scope`` (its request id included)."""
+    return problem_response(error, request_id=request_id_of(scope))
+
+
+def _jsonable_validation_errors(raw: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "loc": [p if isinstance(p, int) else str(p) for p in err.get("loc", ())],
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "value_error")),
+        }
+        for err in raw
+    ]
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.DomainError)
+    return scope_problem(request.scope, exc)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    raw = exc.errors()
+    if any(err.get("type") == "json_invalid" for err in raw):
+        return scope_problem(
+            request.scope, errors.MalformedRequest("Request body is not valid JSON")
+        )
+    failed = errors.ValidationFailed(
+        "Request validation failed", errors=_jsonable_validation_errors(raw)
+    )
+    return scope_problem(request.scope, failed)
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method any route on this path takes (Starlette's Allow names only one route's)."""
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for route in request.app.routes:
+        contexts = getattr(route, "effective_route_contexts", None)
+        for candidate in contexts() if callable(contexts) else (route,):
+            regex = getattr(candidate, "path_regex", None)
+            if regex is not None and regex.match(path):
+                methods.update(getattr(candidate, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods)) or None
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    headers = dict(exc.headers or {})
+    if status == 405:
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers["Allow"] = allowed
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
+    if status == 404 and detail == "Not Found":
+        detail = f"No route matches {request.url.path}"
+    if status == 405 and detail == "Method Not Allowed":
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    error = errors.error_for_status(status)(detail, headers=headers)
+    return problem_response(error, request_id=request_id_of(request.scope), status=status)
+
+
+async def _on_integrity_error(request: Request, exc: Exception) -> Response:
+    # A unique/foreign-key race the service could not see coming: the client's fault, not ours.
+    log.info("integrity_conflict", error=str(getattr(exc, "orig", exc))[:200])
+    return scope_problem(request.scope, errors.Conflict("The request conflicts with existing data"))
+
+
+async def _on_database_unavailable(request: Request, exc: Exception) -> Response:
+    log.error("database_unavailable", exc_info=exc)
+    return scope_problem(
+        request.scope,
+        errors.ServiceUnavailable(
+            "The database is unavailable; try again shortly", headers={"Retry-After": "5"}
+        ),
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled_exception", exc_info=exc, path=request.url.path, method=request.method)
+    return scope_problem(request.scope, errors.InternalError("An unexpected error occurred"))
+
+
+def install_exception_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(errors.DomainError, _on_domain_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(IntegrityError, _on_integrity_error)
+    app.add_exception_handler(OperationalError, _on_database_unavailable)
+    app.add_exception_handler(PoolTimeoutError, _on_database_unavailable)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+def problem_content(description: str) -> dict[str, Any]:
+    """An OpenAPI response object whose body is a Problem."""
+    return {"description": description, "content": {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_REF}}}
+
+
+def problem_responses(*error_types: type[errors.DomainError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for the given errors, all with the Problem schema.
+
+    Errors sharing a status (401 has two codes) share one entry whose description names both.
+    """
+    out: dict[int | str, dict[str, Any]] = {}
+    for error_type in error_types:
+        entry = out.get(error_type.status)
+        if entry is None:
+            out[error_type.status] = {"model": Problem, **problem_content(error_type.description)}
+        elif error_type.description not in entry["description"]:
+            entry["description"] = f"{entry['description']}; or: {error_type.description}"
+    return out

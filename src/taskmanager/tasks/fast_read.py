@@ -1,0 +1,137 @@
+"""``GET /api/v1/tasks/{id}``: the hottest route, built for speed on purpose. The only one.
+
+Every other route goes through FastAPI dependencies, a request session and the access gate.
+This one answers the same questions with less machinery, and is the single deliberate
+exception to "one way to build a resource" — nothing else should copy its idiom:
+
+- **No dependency graph.** The route declares only its path parameter and ``If-None-Match``;
+  the caller is identified inline by ``kit.authn.identify`` (a bearer token needs no query;
+  its signature check is cached) and the ``tasks:read`` scope is checked inline, with the
+  same function the ``RequireScope`` dependency uses.
+- **One round trip.** One statement answers three questions: is the caller still an active
+  user (a row or none), does the task exist, and what is the caller's role in its project.
+  It starts from ``users`` so that "no row" means exactly "the caller is gone", and it takes
+  the role from the access gate's own membership subquery (``projects.access.member_role``);
+  the verdict is the gate's policy (``projects.policy.decide``), so the admin rule and the
+  404-for-outsiders rule exist once.
+- **No session.** On PostgreSQL the statement is compiled once and run on a pooled asyncpg
+  connection through the driver (SQLAlchemy's pool and its checkout events still apply), so
+  no Session, transaction or Result objects are built per request; any driver failure drops
+  that connection and answers 503. On SQLite it runs on a short snapshot session.
+- **Pre-rendered JSON.** The row becomes a ``TaskRow`` dataclass that orjson serialises
+  directly; the ETag is derived from id and version, and ``If-None-Match`` answers 304
+  before any body is built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import orjson
+from sqlalchemy import Table, bindparam, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+from starlette.responses import Response
+
+from taskmanager.kit import authn
+from taskmanager.kit.db import Database
+from taskmanager.kit.deps import require_scope
+from taskmanager.kit.errors import InvalidCredentials, ServiceUnavailable
+from taskmanager.kit.etags import strong_etag
+from taskmanager.kit.http import not_modified
+from taskmanager.kit.identity import Scope
+from taskmanager.models.tasks import Task
+from taskmanager.models.users import User
+from taskmanager.projects.access import member_role, task_not_found
+from taskmanager.projects.policy import Permission, decide
+from taskmanager.tasks.repository import TASK_COLUMNS, TASK_FIELDS, TaskRow
+
+_TASKS: Table = Task.__table__  # type: ignore[assignment]
+_USERS: Table = User.__table__  # type: ignore[assignment]
+
+# Built once: the caller's role, the caller's role in the task's project, the task.
+_STATEMENT = (
+    select(
+        _USERS.c.role.label("user_role"),
+        member_role(_USERS.c.id, _TASKS.c.project_id).label("member_role"),
+        *TASK_COLUMNS,
+    )
+    .select_from(_USERS.outerjoin(_TASKS, _TASKS.c.id == bindparam("task_id")))
+    .where(_USERS.c.id == bindparam("user_id"), _USERS.c.is_active.is_(True))
+)
+
+# asyncpg failures that mean the connection or the server is gone, not a bad query.
+_CONNECTION_ERRORS = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    OSError,
+    asyncio.TimeoutError,
+)
+_COMPILED: dict[str, tuple[str, tuple[str, ...]]] = {}
+_TASK_OFFSET = 2  # the task's columns follow user_role and member_role
+
+
+def _compiled_for(engine: AsyncEngine) -> tuple[str, tuple[str, ...]]:
+    name = engine.dialect.name
+    if name not in _COMPILED:
+        compiled = _STATEMENT.compile(dialect=engine.dialect)
+        _COMPILED[name] = (compiled.string, tuple(compiled.positiontup or ()))
+    return _COMPILED[name]
+
+
+async def _fetch_asyncpg(engine: AsyncEngine, params: dict[str, int]) -> Any:
+    sql, order = _compiled_for(engine)
+    raw = await engine.raw_connection()
+    driver: Any = raw.driver_connection
+    try:
+        record = await driver.fetchrow(sql, *(params[key] for key in order))
+    except BaseException as exc:
+        # Cancelled mid-query or failed: the connection's state is unknown, so drop it.
+        raw.invalidate(exc)
+        if isinstance(exc, _CONNECTION_ERRORS):
+            raise ServiceUnavailable(
+                "The database is unavailable; try again shortly", headers={"Retry-After": "5"}
+            ) from exc
+        raise
+    raw.close()
+    return record
+
+
+async def _fetch(database: Database, user_id: int, task_id: int) -> Any:
+    """The row (user_role, member_role, *task columns), or None if the caller is gone."""
+    params = {"task_id": task_id, "user_id": user_id}
+    if database.dialect == "postgresql":
+        return await _fetch_asyncpg(database.read_engine, params)
+    async with database.snapshot() as session:
+        return (await session.execute(_STATEMENT, params)).first()
+
+
+def _json(row: TaskRow, etag: str) -> Response:
+    return Response(
+        orjson.dumps(row, option=orjson.OPT_UTC_Z),
+        headers={"ETag": etag},
+        media_type="application/json",
+    )
+
+
+async def read_task(request: Request, task_id: int, if_none_match: str | None) -> Response:
+    """One task with its ETag, or 304, 401, 403 (scope) or 404 — in one database round trip.
+
+    Raises NotAuthenticated/InvalidCredentials, Forbidden (API key without ``tasks:read``),
+    NotFound (no such task, or not the caller's to see) or ServiceUnavailable.
+    """
+    identity = await authn.identify(request.scope)
+    require_scope(identity, Scope.TASKS_READ)
+    database: Database = request.app.state.database
+    row = await _fetch(database, identity.user_id, task_id)
+    if row is None:
+        raise InvalidCredentials("The credentials are invalid or the account is inactive")
+    values = tuple(row)
+    if values[_TASK_OFFSET] is None:  # the outer join found no task
+        raise task_not_found(task_id)
+    decide(identity.verified(values[0]), values[1], Permission.VIEW, task_not_found(task_id))
+    task = TaskRow(*values[_TASK_OFFSET : _TASK_OFFSET + len(TASK_FIELDS)])
+    etag = strong_etag(task.id, task.version)
+    return not_modified(if_none_match, etag) or _json(task, etag)
