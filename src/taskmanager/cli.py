@@ -1,4 +1,4 @@
-"""The ``taskmanager`` command: serve, migrate, create-admin, openapi."""
+"""The ``taskmanager`` command: serve, migrate, create-admin, openapi, backup."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import orjson
@@ -167,6 +168,36 @@ def openapi(
     schema = create_app(_settings()).openapi()
     option = orjson.OPT_INDENT_2 if indent else 0
     sys.stdout.write(orjson.dumps(schema, option=option | orjson.OPT_SORT_KEYS).decode() + "\n")
+
+
+@app.command()
+def backup(
+    path: Annotated[
+        Path, typer.Argument(help="File to write: an SQLite copy or a pg_dump custom archive")
+    ],
+    force: Annotated[bool, typer.Option(help="Overwrite PATH if it exists")] = False,
+) -> None:
+    """Write a consistent copy of the database to PATH; safe while the server is serving."""
+    from taskmanager.backup import BackupError, backup_database
+
+    settings = _settings()
+
+    def _interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signum)
+
+    # SIGTERM unwinds like Ctrl-C, so the partial file is removed before the exit.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = backup_database(settings, path, force=force)
+    except BackupError as exc:
+        _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        _fail(f"backup interrupted; {path} was not written", 130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    typer.echo(
+        f"backed up the {result.label} database to {result.path} ({result.size_bytes} bytes)"
+    )
 
 
 def main() -> None:
