@@ -1,4 +1,4 @@
-"""The ``taskmanager`` command: serve, migrate, create-admin, openapi, backup."""
+"""The ``taskmanager`` command: serve, migrate, create-admin, set-role, openapi, backup."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import orjson
 import typer
 
 from taskmanager.kit.config import Settings, SettingsError, load_settings
+from taskmanager.models.users import UserRole
 
 if TYPE_CHECKING:
     from taskmanager.users.schemas import UserCreate
@@ -81,6 +82,8 @@ def serve(
         log_config=None,
         access_log=False,
         proxy_headers=True,
+        # The app applies the same rule itself (middleware/__init__.py); both must agree.
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         server_header=False,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_seconds),
     )
@@ -105,13 +108,34 @@ def migrate() -> None:
     typer.echo("database is up to date")
 
 
+def _read_password() -> str:
+    """The password from a hidden prompt (asked twice) on a terminal, else stdin's first line.
+
+    Not as an argument: command lines are visible to other users (``ps``) and kept in shell
+    history.
+    """
+    if sys.stdin.isatty():
+        value: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        return value
+    line = sys.stdin.readline()
+    if not line:
+        _fail("no password: give --password, type it at the prompt or pipe it on stdin", 1)
+    return line.rstrip("\r\n")
+
+
 @app.command("create-admin")
 def create_admin(
     username: Annotated[str, typer.Option(help="3-50 letters, digits or underscores")],
     email: Annotated[str, typer.Option(help="Email address")],
     password: Annotated[
-        str, typer.Option(help="8-128 characters with upper- and lower-case letters and a digit")
-    ],
+        str | None,
+        typer.Option(
+            help=(
+                "8-128 characters with upper- and lower-case letters and a digit, not easy to "
+                "guess. Left out: asked at a hidden prompt, or read from stdin's first line"
+            )
+        ),
+    ] = None,
 ) -> None:
     """Create an administrator account (SQLite databases are migrated first)."""
     import asyncio
@@ -122,6 +146,8 @@ def create_admin(
     from taskmanager.users.schemas import UserCreate
 
     settings = _settings()
+    if password is None:
+        password = _read_password()
     try:
         data = UserCreate(username=username, email=email, password=password)
     except ValidationError as exc:
@@ -154,6 +180,50 @@ async def _create_admin(settings: Settings, data: UserCreate) -> int:
         async with database.side_transaction() as session:
             user = await service.create_user(session, data, role=UserRole.ADMIN)
         return user.id
+    finally:
+        await database.dispose()
+
+
+@app.command("set-role")
+def set_role(
+    user: Annotated[str, typer.Argument(help="Username or email of the account")],
+    role: Annotated[UserRole, typer.Argument(help="admin or user")],
+) -> None:
+    """Promote an account to administrator, or demote one to user.
+
+    The last active administrator cannot be demoted. The change applies to the account's
+    next request.
+    """
+    import asyncio
+
+    from taskmanager.kit.errors import DomainError
+
+    settings = _settings()
+    if settings.is_sqlite:
+        _migrate(settings)
+    try:
+        user_id = asyncio.run(_set_role(settings, user, role))
+    except DomainError as exc:
+        _fail(exc.detail, 1)
+    except Exception as exc:
+        _fail(f"cannot change the role: {type(exc).__name__}: {_first_line(exc)}", 1)
+    typer.echo(f"{user.lower()!r} (id {user_id}) is now {role.value}")
+
+
+async def _set_role(settings: Settings, login: str, role: UserRole) -> int:
+    from taskmanager.kit.db import Database
+    from taskmanager.kit.errors import NotFound
+    from taskmanager.users import service
+    from taskmanager.users.schemas import UserAdminUpdate
+
+    database = Database(settings)
+    try:
+        async with database.side_transaction() as session:
+            user_id = await service.find_id(session, login)
+            if user_id is None:
+                raise NotFound(f"no account has the username or email {login!r}")
+            await service.admin_update(session, user_id, UserAdminUpdate(role=role))
+        return user_id
     finally:
         await database.dispose()
 

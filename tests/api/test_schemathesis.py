@@ -62,7 +62,7 @@ MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
 # Operations that would end the fuzzing user's own session: running them would turn every
 # later operation into a 401 and hide real findings. Their behaviour is covered by the
 # auth/users test suites. Each must exist (asserted below), so the list cannot go stale.
-SELF_DESTRUCTIVE = ["auth_logout", "users_change_password"]
+SELF_DESTRUCTIVE = ["auth_logout", "auth_logout_all", "users_change_password", "users_delete_me"]
 
 
 @dataclass
@@ -126,7 +126,10 @@ def _seed(app: Any, fuzzer: Fuzzer) -> None:
             project_id=project_id,
             task_id=task_id,
             comment_id=create(f"/tasks/{task_id}/comments", {"body": "Fuzzed comment"}),
-            key_id=create("/api-keys", {"name": "fuzzed", "scopes": ["tasks:read"]}),
+            key_id=create(
+                "/api-keys",
+                {"name": "fuzzed", "scopes": ["tasks:read"], "current_password": TEST_PASSWORD},
+            ),
             user_id=fuzzer.user_id,
         )
 

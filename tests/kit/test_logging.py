@@ -61,7 +61,8 @@ async def test_access_log_line(
     assert entry["duration_ms"] >= 0
     assert entry["user_id"] == user.id
     assert entry["client"] == "127.0.0.1"
-    assert "page=2" in entry["query"]
+    # /users/me declares no query parameters: every value is redacted (allow-list).
+    assert entry["query"] == "token=[REDACTED]&api_key=[REDACTED]&page=[REDACTED]"
     assert "s3cr3t-token" not in entry["query"]
     assert "k3y" not in entry["query"]
     raw = orjson.dumps(lines).decode()
@@ -101,12 +102,15 @@ async def test_login_password_never_logged(
 
 
 def test_redact_query() -> None:
-    assert redact_query("") == ""
-    assert redact_query("page=2&sort=asc") == "page=2&sort=asc"
-    redacted = redact_query("token=abc&refresh_token=def&code=ghi&q=hello&X-Api-Key=jkl")
+    declared = frozenset({"page", "sort", "q", "token", "code", "cursor"})
+    assert redact_query("", declared) == ""
+    assert redact_query("page=2&sort=asc", declared) == "page=2&sort=asc"
+    redacted = redact_query("token=abc&refresh_token=def&code=ghi&q=hello&X-Api-Key=jkl", declared)
     for secret in ("abc", "def", "ghi", "jkl"):
         assert f"={secret}" not in redacted
     assert "q=hello" in redacted
+    # Nothing declared: nothing in clear.
+    assert redact_query("page=2&q=hello") == "page=[REDACTED]&q=[REDACTED]"
 
 
 async def test_console_format(make_app: AppFactory, caplog: pytest.LogCaptureFixture) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from taskmanager.kit.passwords import Password, PasswordInput
 
 _EXAMPLE_REFRESH = "mF3x0Wq9nY8d2c4b6a1e7f5g3h9j0k2l4m6n8p0q2r4s6t8u0v2w4x6y8z0"
 
@@ -38,3 +40,43 @@ class RefreshRequest(BaseModel):
 
     # Bounded so junk is refused before it is hashed; real tokens are 64 characters.
     refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class PasswordResetRequest(BaseModel):
+    """Ask for a password-reset link by email (always answered 202: no account oracle)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"email": "alice@example.com"}]}
+    )
+
+    # Not validated as an address: any string gets the same 202, and a lookup finds nothing.
+    email: str = Field(min_length=1, max_length=320)
+
+
+class PasswordResetConfirm(BaseModel):
+    """Set a new password with the token from the reset mail."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "token": "q3Jx0Wq9nY8d2c4b6a1e7f5g3h9j0k2l4m6n8p0q2r4",
+                    "new_password": "N3w-and-longer",
+                    "confirm_password": "N3w-and-longer",
+                }
+            ]
+        },
+    )
+
+    token: str = Field(min_length=1, max_length=512, description="The token from the reset mail")
+    new_password: Password
+    confirm_password: PasswordInput
+
+    @field_validator("confirm_password")
+    @classmethod
+    def _matches(cls, value: str, info: ValidationInfo) -> str:
+        new_password = info.data.get("new_password")
+        if new_password is not None and value != new_password:
+            raise ValueError("does not match new_password")
+        return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -14,15 +14,16 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
+from taskmanager.kit.errors import MalformedRequest
 from taskmanager.kit.pagination import Page
-from taskmanager.kit.patch import PatchModel
+from taskmanager.kit.passwords import CurrentPassword, Password, PasswordInput, identifier_problem
+from taskmanager.kit.patch import EMPTY_PATCH, PatchModel
 from taskmanager.models.users import UserRole
 
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_]{3,50}$")
-PASSWORD_MIN_LENGTH = 8
-PASSWORD_MAX_LENGTH = 128
 
 
 def _check_username(value: str) -> str:
@@ -35,27 +36,9 @@ def _lower_email(value: str) -> str:
     return value.lower()
 
 
-def _check_password(value: str) -> str:
-    problems = []
-    if not any(c.isupper() for c in value):
-        problems.append("an upper-case letter")
-    if not any(c.islower() for c in value):
-        problems.append("a lower-case letter")
-    if not any(c.isdigit() for c in value):
-        problems.append("a digit")
-    if problems:
-        raise ValueError("must contain at least " + ", ".join(problems))
-    return value
-
-
 # Stored lower-case, so the plain unique index is case-insensitive uniqueness.
 Username = Annotated[str, AfterValidator(_check_username)]
 Email = Annotated[EmailStr, Field(max_length=320), AfterValidator(_lower_email)]
-Password = Annotated[
-    str,
-    Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH),
-    AfterValidator(_check_password),
-]
 
 
 class UserCreate(BaseModel):
@@ -74,14 +57,48 @@ class UserCreate(BaseModel):
     username: Username
     password: Password
 
+    @field_validator("password")
+    @classmethod
+    def _not_the_identifiers(cls, value: str, info: ValidationInfo) -> str:
+        # email and username are declared first, so info.data has them when they are valid.
+        problem = identifier_problem(value, info.data.get("username"), info.data.get("email"))
+        if problem:
+            raise ValueError(problem)
+        return value
+
 
 class UserUpdateMe(PatchModel):
-    """A user's own profile change; send only the fields to change."""
+    """A user's own profile change: the fields to change, and the current password."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "alice@work.example.com"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"email": "alice@work.example.com", "current_password": "Str0ng-pass"}]
+        }
+    )
 
     email: Email | None = None
     username: Username | None = None
+    current_password: CurrentPassword
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> UserUpdateMe:
+        if not self.changes():
+            raise MalformedRequest(EMPTY_PATCH)
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The identifiers sent (the step-up password is not a change)."""
+        return {k: v for k, v in super().changes().items() if k != "current_password"}
+
+
+class AccountDeletion(BaseModel):
+    """Delete the caller's account: the current password, asked again."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"current_password": "Str0ng-pass"}]}
+    )
+
+    current_password: CurrentPassword
 
 
 class UserAdminUpdate(PatchModel):
@@ -109,9 +126,9 @@ class PasswordChange(BaseModel):
         },
     )
 
-    current_password: str = Field(min_length=1, max_length=1024)
+    current_password: CurrentPassword
     new_password: Password
-    confirm_password: str = Field(max_length=PASSWORD_MAX_LENGTH)
+    confirm_password: PasswordInput
 
     @field_validator("new_password")
     @classmethod
