@@ -105,7 +105,9 @@ async def fuzz_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture(scope="module")
 async def fuzzer(fuzz_settings: Settings) -> Fuzzer:
     user_id = await _prepare(fuzz_settings)
-    token = create_access_token(user_id, fuzz_settings.signing_key, timedelta(hours=1))
+    # The longest lifetime the server accepts (a longer one is refused as forged).
+    lifetime = timedelta(minutes=fuzz_settings.access_token_expire_minutes)
+    token = create_access_token(user_id, fuzz_settings.signing_key, lifetime)
     return Fuzzer(user_id, {"Authorization": f"Bearer {token}"})
 
 
