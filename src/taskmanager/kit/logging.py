@@ -85,6 +85,7 @@ _SENSITIVE_PARTS = (
 # arrives as a name is masked too: a key or token can be sent as a bare "?tm_...".
 _PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z_-]{0,31}")
 CURSOR_PARAMS = frozenset({"cursor"})
+_NESTED = re.compile(r"[=;&]")
 _MAX_LOGGED_PARAMS = 50
 
 # Our handler carries this attribute so reconfiguring replaces it and nothing else
@@ -118,7 +119,8 @@ def redact_query(query: str, declared: frozenset[str] = frozenset()) -> str:
     pairs = parse_qsl(query, keep_blank_values=True)
     parts = []
     for name, value in pairs[:_MAX_LOGGED_PARAMS]:
-        if name in declared and not _is_sensitive_param(name):
+        # "status=x;token=..." : a value that holds more pairs is not shown either.
+        if name in declared and not _is_sensitive_param(name) and not _NESTED.search(value):
             shown = cursor_digest(value) if name in CURSOR_PARAMS else quote(value, safe="")
         else:
             shown = REDACTED
