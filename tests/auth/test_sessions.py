@@ -16,13 +16,16 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
+from taskmanager.kit import security
 from taskmanager.kit.db import utcnow
 from taskmanager.models.auth import RefreshToken
+from taskmanager.models.users import User
 from tests.conftest import TEST_PASSWORD, AppFactory, UserFactory, problem
-from tests.factories import api_create_task, create_api_key
+from tests.factories import api_create_task, create_api_key, db_execute
 from tests.identity_support import bearer, login
 
 API = "/api/v1"
@@ -315,3 +318,40 @@ async def test_a_refresh_family_ends_after_session_max_days(
         401,
         "INVALID_CREDENTIALS",
     )
+
+
+# ---- Argon2 under load, and hashes from older parameters ------------------------------------
+
+
+async def test_a_login_storm_beyond_the_hashing_slots_gets_503(
+    client: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    await make_user("lee")
+    security.configure_password_hashing(concurrency=1, wait_seconds=0.05)
+    slot = security._semaphore()
+    await slot.acquire()  # one login's hash in progress
+    try:
+        response = await client.post(
+            f"{API}/auth/token", data={"username": "lee", "password": TEST_PASSWORD}
+        )
+        problem(response, 503, "SERVICE_UNAVAILABLE")
+        assert response.headers["retry-after"] == "1"
+    finally:
+        slot.release()
+        security.configure_password_hashing(concurrency=2, wait_seconds=2.0)
+    await login(client, "lee")
+
+
+async def test_hashes_from_older_parameters_still_log_in_and_are_upgraded(
+    client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI
+) -> None:
+    user = await make_user("moe")
+    # RFC 9106's low-memory profile, what this service stored before (m=64 MiB, t=3, p=4).
+    legacy = PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4).hash(TEST_PASSWORD)
+    await db_execute(app, update(User).where(User.id == user.id).values(password_hash=legacy))
+    await login(client, "moe")
+    async with app.state.database.snapshot() as session:
+        stored = (
+            await session.execute(select(User.password_hash).where(User.id == user.id))
+        ).scalar_one()
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")

@@ -34,10 +34,11 @@ def upgrade() -> None:
 
     op.add_column("refresh_tokens", sa.Column("family_expires_at", _TIME, nullable=True))
     if op.get_bind().dialect.name == "sqlite":
-        # Stored as naive UTC text; keep the microseconds format SQLAlchemy writes.
+        # Naive UTC text "YYYY-MM-DD HH:MM:SS[.ffffff]": shift the seconds part, keep the
+        # original fraction (SQLite's own %f would cut it to milliseconds).
         op.execute(
             "UPDATE refresh_tokens SET family_expires_at = "
-            "strftime('%Y-%m-%d %H:%M:%f000', created_at, '+90 days')"
+            "strftime('%Y-%m-%d %H:%M:%S', created_at, '+90 days') || substr(created_at, 20)"
         )
     else:
         op.execute("UPDATE refresh_tokens SET family_expires_at = created_at + interval '90 days'")
