@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from taskmanager.kit.passwords import Password, PasswordInput
+from taskmanager.kit.passwords import Password, PasswordInput, matches_new_password
 
 _EXAMPLE_REFRESH = "mF3x0Wq9nY8d2c4b6a1e7f5g3h9j0k2l4m6n8p0q2r4s6t8u0v2w4x6y8z0"
 
@@ -73,10 +73,4 @@ class PasswordResetConfirm(BaseModel):
     new_password: Password
     confirm_password: PasswordInput
 
-    @field_validator("confirm_password")
-    @classmethod
-    def _matches(cls, value: str, info: ValidationInfo) -> str:
-        new_password = info.data.get("new_password")
-        if new_password is not None and value != new_password:
-            raise ValueError("does not match new_password")
-        return value
+    _matches = field_validator("confirm_password")(matches_new_password)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, ValidationInfo
 
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
@@ -108,6 +108,17 @@ def password_problem(
         or identifier_problem(form, username, email)
         or _guessability_problem(form)
     )
+
+
+def matches_new_password(value: str, info: ValidationInfo) -> str:
+    """Pydantic validator for ``confirm_password``: it must equal ``new_password``.
+
+    Silent when ``new_password`` itself failed (that error is reported already).
+    """
+    new_password = info.data.get("new_password")
+    if new_password is not None and value != new_password:
+        raise ValueError("does not match new_password")
+    return value
 
 
 def _check_new_password(value: str) -> str:

@@ -46,6 +46,19 @@ _WRONG_CURRENT_PASSWORD: dict[int | str, dict[str, Any]] = {
     401: problem_responses(InvalidCredentials)[401]
     | {"description": "Not authenticated, or the current password is wrong"}
 }
+# Changing or deleting one's own account (step-up; 409 for a taken name or a last owner).
+_ACCOUNT_CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **problem_responses(
+        NotAuthenticated,
+        Forbidden,
+        Conflict,
+        MalformedRequest,
+        UnsupportedMediaType,
+        ValidationFailed,
+        ServiceUnavailable,
+    ),
+    **_WRONG_CURRENT_PASSWORD,
+}
 
 
 @router.post(
@@ -84,18 +97,7 @@ async def get_me(principal: CurrentPrincipal, session: SessionDep) -> UserOut:
     "/me",
     response_model=UserOut,
     summary="Update the current user",
-    responses={
-        **problem_responses(
-            NotAuthenticated,
-            Forbidden,
-            Conflict,
-            MalformedRequest,
-            UnsupportedMediaType,
-            ValidationFailed,
-            ServiceUnavailable,
-        ),
-        **_WRONG_CURRENT_PASSWORD,
-    },
+    responses=_ACCOUNT_CHANGE_RESPONSES,
 )
 async def update_me(body: UserUpdateMe, principal: LoginPrincipal, session: SessionDep) -> UserOut:
     """Change the caller's email or username; ``current_password`` is required (401 if wrong).
@@ -110,18 +112,7 @@ async def update_me(body: UserUpdateMe, principal: LoginPrincipal, session: Sess
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete the current user's account",
-    responses={
-        **problem_responses(
-            NotAuthenticated,
-            Forbidden,
-            Conflict,
-            MalformedRequest,
-            UnsupportedMediaType,
-            ValidationFailed,
-            ServiceUnavailable,
-        ),
-        **_WRONG_CURRENT_PASSWORD,
-    },
+    responses=_ACCOUNT_CHANGE_RESPONSES,
 )
 async def delete_me(
     body: AccountDeletion, principal: LoginPrincipal, session: SessionDep

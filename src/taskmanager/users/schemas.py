@@ -19,7 +19,13 @@ from pydantic import (
 
 from taskmanager.kit.errors import MalformedRequest
 from taskmanager.kit.pagination import Page
-from taskmanager.kit.passwords import CurrentPassword, Password, PasswordInput, identifier_problem
+from taskmanager.kit.passwords import (
+    CurrentPassword,
+    Password,
+    PasswordInput,
+    identifier_problem,
+    matches_new_password,
+)
 from taskmanager.kit.patch import EMPTY_PATCH, PatchModel
 from taskmanager.models.users import UserRole
 
@@ -137,14 +143,7 @@ class PasswordChange(BaseModel):
             raise ValueError("must differ from current_password")
         return value
 
-    @field_validator("confirm_password")
-    @classmethod
-    def _matches(cls, value: str, info: ValidationInfo) -> str:
-        # Absent from info.data when new_password itself failed: that error is reported already.
-        new_password = info.data.get("new_password")
-        if new_password is not None and value != new_password:
-            raise ValueError("does not match new_password")
-        return value
+    _matches = field_validator("confirm_password")(matches_new_password)
 
 
 class UserOut(BaseModel):
