@@ -31,6 +31,16 @@ def _rendered(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     return [orjson.loads(formatter.format(record)) for record in caplog.records]
 
 
+def _access_line(caplog: pytest.LogCaptureFixture, request_id: str) -> dict[str, Any]:
+    """The one access-log line of the request with this X-Request-ID."""
+    [entry] = [
+        line
+        for line in _rendered(caplog)
+        if line.get("request_id") == request_id and line["logger"] == "taskmanager.access"
+    ]
+    return entry
+
+
 def _add_routes(app: FastAPI) -> None:
     log = structlog.get_logger("taskmanager.test")
 
@@ -142,11 +152,7 @@ async def test_undeclared_query_parameters_are_redacted(
         params={name: secret, "status": "pending"},
         headers={**user.headers, "X-Request-ID": request_id},
     )
-    [entry] = [
-        line
-        for line in _rendered(caplog)
-        if line.get("request_id") == request_id and line["logger"] == "taskmanager.access"
-    ]
+    entry = _access_line(caplog, request_id)
     assert secret not in entry["query"]
     assert f"{name}=[REDACTED]" in entry["query"]
     assert "status=pending" in entry["query"]  # declared by the route: in clear
@@ -162,11 +168,7 @@ async def test_a_semicolon_cannot_smuggle_a_token_and_odd_names_are_masked(
         "/api/v1/tasks?status=pending;token=abc123secret&tm_Qx7bY2zSECRETKEY0123456789abcdefghij=1",
         headers={**user.headers, "X-Request-ID": "req-smuggle"},
     )
-    [entry] = [
-        line
-        for line in _rendered(caplog)
-        if line.get("request_id") == "req-smuggle" and line["logger"] == "taskmanager.access"
-    ]
+    entry = _access_line(caplog, "req-smuggle")
     assert "abc123secret" not in entry["query"]
     assert "SECRETKEY" not in entry["query"]
 
@@ -192,11 +194,7 @@ async def test_cursors_are_logged_as_a_short_digest(
         params={"cursor": cursor},
         headers={**user.headers, "X-Request-ID": "req-cursor"},
     )
-    [entry] = [
-        line
-        for line in _rendered(caplog)
-        if line.get("request_id") == "req-cursor" and line["logger"] == "taskmanager.access"
-    ]
+    entry = _access_line(caplog, "req-cursor")
     assert cursor not in entry["query"]
     assert re.fullmatch(r"cursor=sha256:[0-9a-f]{12}", entry["query"]), entry["query"]
     assert "Confidential" not in orjson.dumps(entry).decode()
@@ -210,9 +208,5 @@ async def test_unmatched_routes_log_no_query_values(
     await client.get(
         "/api/v1/nowhere", params={"q": "hello"}, headers={"X-Request-ID": "req-nowhere"}
     )
-    [entry] = [
-        line
-        for line in _rendered(caplog)
-        if line.get("request_id") == "req-nowhere" and line["logger"] == "taskmanager.access"
-    ]
+    entry = _access_line(caplog, "req-nowhere")
     assert entry["query"] == "q=[REDACTED]"
