@@ -21,7 +21,7 @@ from taskmanager.kit.errors import (
     RateLimited,
     RequestTimedOut,
 )
-from taskmanager.kit.problems import scope_problem
+from taskmanager.kit.problems import dependency_problem, scope_problem
 from taskmanager.middleware.rate_limit import RateLimiter
 
 log = structlog.get_logger("taskmanager.request")
@@ -135,6 +135,14 @@ class RequestGuardMiddleware:
                         raise
                     failure = PayloadTooLarge(str(exc.detail))
                 except Exception as exc:
+                    unavailable = dependency_problem(scope, exc)
+                    if unavailable is not None:
+                        if started:
+                            # Mid-stream: too late for a 503; end the response unfinished so
+                            # the client sees a failure (the breaker has logged the outage).
+                            return
+                        await unavailable(scope, receive, guarded_send)
+                        return
                     if started:
                         log.error("unhandled_exception_after_response_start", exc_info=exc)
                         raise
