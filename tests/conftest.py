@@ -133,6 +133,10 @@ def make_settings(database: TestDatabase, data_dir: Path, **overrides: Any) -> S
         "data_dir": data_dir,
         "secret_key": "test-secret-key-that-is-long-enough-0123456789",
         "rate_limit_enabled": False,
+        # Tests that fire hundreds of requests at once check correctness, not overload: they
+        # queue instead of being shed. The overload and outage tests set their own limits.
+        "max_concurrency": 10_000,
+        "db_pool_timeout_seconds": 30,
         "webhook_allow_private_targets": True,
         "log_level": "WARNING",
     }

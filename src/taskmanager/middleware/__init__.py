@@ -13,9 +13,13 @@ From the network inwards:
 2. ``OriginGatedCORSMiddleware`` (Starlette's CORS, only for requests with an Origin):
    answers preflights and adds CORS headers to everything inside it, so a browser
    can read a 429/413/504 too.
-3. ``RequestGuardMiddleware`` — rate limit, body-size limit, request time budget, and the
-   problem+json 500 for anything unhandled.
-4. (innermost, slot below) idempotency: replays stored POST responses. Inside the guard, so
+3. ``LoadSheddingMiddleware`` — at most ``max_concurrency`` requests in progress; the
+   excess waits briefly, then gets a fast 503. Before the guard, so a shed request costs no
+   rate-limit lookup; inside CORS and the context, so the 503 is readable, logged, counted.
+4. ``RequestGuardMiddleware`` — header-section size (431), rate limit, body-size limit,
+   request time budget, 503 for an unreachable dependency, and the problem+json 500 for
+   anything unhandled.
+5. (innermost, slot below) idempotency: replays stored POST responses. Inside the guard, so
    a replay is rate limited and size limited like any request, and the time budget covers it.
 
 Then Starlette's ExceptionMiddleware (problems.py handlers) and the router.
@@ -34,6 +38,7 @@ from taskmanager.middleware.context import RequestContextMiddleware
 from taskmanager.middleware.cors import OriginGatedCORSMiddleware
 from taskmanager.middleware.guard import RequestGuardMiddleware
 from taskmanager.middleware.rate_limit import RateLimiter
+from taskmanager.middleware.shedding import LoadSheddingMiddleware
 
 EXPOSED_HEADERS = [
     "X-Request-ID",
@@ -74,6 +79,13 @@ def install_middleware(
     limiter = RateLimiter(settings, app.state.counters) if settings.rate_limit_enabled else None
     app.state.rate_limiter = limiter
     app.add_middleware(RequestGuardMiddleware, settings=settings, limiter=limiter)
+
+    # ---- overload: bounded requests in progress, brief admission wait, then 503 ----
+    app.add_middleware(
+        LoadSheddingMiddleware,
+        limit=settings.effective_max_concurrency,
+        admission_timeout_seconds=settings.admission_timeout_ms / 1000,
+    )
 
     # ---- CORS: only configured origins; credentials never together with "*" ----
     wildcard = "*" in settings.allowed_origins
