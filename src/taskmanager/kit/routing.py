@@ -1,10 +1,12 @@
-"""415 for a body sent with a content type the route does not take.
+"""415 for a body sent with a content type the route does not take; the response for a hook.
 
 FastAPI's strict content-type mode does not refuse such a body: it hands the raw bytes to
 validation, which answers a confusing 422. ``BodyCheckedRoute`` (every domain router's
 ``route_class``) checks before the body is parsed and knows its own route, so it can tell
 JSON routes (JSON or ``+json``) from form routes (the OAuth2 login form, multipart
-uploads). Routes without a body get no wrapper at all, so the hot GETs pay nothing.
+uploads). It also hands a POST's finished response to the request's transaction hook
+(``kit.transaction``: the ``Idempotency-Key`` record commits with the change). Other routes
+without a body get no wrapper at all, so the hot GETs pay nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from fastapi import Request, params
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
+from taskmanager.kit import transaction
 from taskmanager.kit.db import SAFE_METHODS
 from taskmanager.kit.errors import UnsupportedMediaType
 
@@ -72,11 +75,15 @@ class BodyCheckedRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         kind = _body_kind(self)
-        if kind == "none":
+        if kind == "none" and "POST" not in (self.methods or ()):
             return handler
 
         async def checked_handler(request: Request) -> Response:
             require_supported_media_type(request, kind)
-            return await handler(request)
+            response = await handler(request)
+            hook = transaction.hook_of(request.scope)
+            if hook is not None:
+                hook.response_ready(response)
+            return response
 
         return checked_handler
