@@ -62,12 +62,14 @@ def redis_url_or_skip() -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect (rather than skip) the SQLite variant of tests marked postgres_only."""
+    """Deselect (rather than skip) the other backend's variant of backend-specific tests."""
     keep, drop = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
         backend = callspec.params.get("database") if callspec else None
-        if item.get_closest_marker("postgres_only") and backend == "sqlite":
+        if (item.get_closest_marker("postgres_only") and backend == "sqlite") or (
+            item.get_closest_marker("sqlite_only") and backend == "postgres"
+        ):
             drop.append(item)
         else:
             keep.append(item)
