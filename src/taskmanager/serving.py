@@ -226,12 +226,11 @@ class DrainingServer(Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in getattr(self, "servers", []):
             server.close()  # stop the event loop's own accepting (closes the duplicates)
-        drained = await self._take_accept_queue()
-        if drained:
-            await self._let_requests_arrive(drained)
+        await self._take_accept_queue()
+        await self._let_requests_arrive(list(self.server_state.connections))
         await super().shutdown(sockets=None)
 
-    async def _take_accept_queue(self) -> list[asyncio.BaseProtocol]:
+    async def _take_accept_queue(self) -> None:
         """Accept every connection already queued, then close the listeners."""
         loop = asyncio.get_running_loop()
         pending: list[socket.socket] = []
@@ -247,22 +246,20 @@ class DrainingServer(Server):
                 pending.append(connection)
             listener.close()
         self._listeners = []
-        protocols: list[asyncio.BaseProtocol] = []
         if pending and self._protocol_factory is not None:
             log.info("accept_queue_drained", connections=len(pending))
             for connection in pending:
                 connection.setblocking(False)
-                _, protocol = await loop.connect_accepted_socket(
+                await loop.connect_accepted_socket(
                     self._protocol_factory, connection, ssl=self.config.ssl
                 )
-                protocols.append(protocol)
-        return protocols
 
-    async def _let_requests_arrive(self, protocols: list[asyncio.BaseProtocol]) -> None:
-        """Give drained connections a moment to deliver the request they queued.
+    async def _let_requests_arrive(self, protocols: list[Any]) -> None:
+        """Give connections that have not sent a request yet a moment to deliver it.
 
-        uvicorn's shutdown closes connections that have no request in progress; these were
-        accepted a moment ago and their request may still be in the socket buffer.
+        uvicorn's shutdown closes every connection without a request in progress; one that
+        was accepted a moment ago (from the queue, or by the loop just before the stop) may
+        still have its request in the socket buffer, and would get no answer at all.
         """
         deadline = time.monotonic() + _BACKLOG_REQUEST_GRACE_SECONDS
         while time.monotonic() < deadline:
@@ -271,7 +268,7 @@ class DrainingServer(Server):
                 for p in protocols
                 if getattr(p, "cycle", None) is None
                 and getattr(p, "transport", None) is not None
-                and not p.transport.is_closing()  # type: ignore[attr-defined]
+                and not p.transport.is_closing()
             ]
             if not waiting:
                 return

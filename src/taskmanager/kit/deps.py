@@ -66,6 +66,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         if write:
             if hook is not None:
                 await hook.before_commit(session)
+            faults.die_if_requested(request.scope, faults.KILL_BEFORE_COMMIT)
             await session.commit()
             faults.die_if_requested(request.scope, faults.KILL_AFTER_COMMIT)
     database.breaker.succeeded()

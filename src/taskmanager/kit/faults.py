@@ -3,8 +3,9 @@
 Enabled only by ``TASKMANAGER_FAULT_INJECTION=true``, which production settings refuse. A
 request carrying ``X-Taskmanager-Fault: kill-after-commit`` makes the process ``SIGKILL``
 itself right after its transaction commits and before any byte of the answer is sent —
-exactly the moment a crash must not let a keyed retry run twice (API.md §6). A signal, not
-an exception: nothing in the process gets to clean up, as with ``kill -9``.
+exactly the moment a crash must not let a keyed retry run twice (API.md §6);
+``kill-before-commit`` does so just before the commit. A signal, not an exception: nothing
+in the process gets to clean up, as with ``kill -9``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 from starlette.types import Scope
 
 FAULT_HEADER = b"x-taskmanager-fault"
+KILL_BEFORE_COMMIT = b"kill-before-commit"
 KILL_AFTER_COMMIT = b"kill-after-commit"
 
 
