@@ -38,6 +38,7 @@ from uvicorn.supervisors import multiprocess
 
 from taskmanager.kit.errors import HeadersTooLarge
 from taskmanager.middleware.context import API_CSP
+from taskmanager.middleware.shedding import RETRY_AFTER_SECONDS, SHED_STATE_KEY
 
 log = structlog.get_logger("taskmanager.serving")
 
@@ -133,6 +134,25 @@ class HeaderLimitedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_headers = False
         super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        cycle = self.cycle
+        state = cycle.scope.get("state") if cycle is not None else None
+        if (
+            isinstance(state, dict)
+            and state.get(SHED_STATE_KEY)
+            and not self.transport.is_closing()
+        ):
+            # The client was told Retry-After; its next request on this connection is read no
+            # sooner. A client that ignores it then waits in its socket buffer, at no cost,
+            # instead of turning every refusal into more work for a server already full.
+            self.flow.pause_reading()
+            self.loop.call_later(RETRY_AFTER_SECONDS, self._resume_after_shed)
+
+    def _resume_after_shed(self) -> None:
+        if not self.transport.is_closing():
+            self.flow.resume_reading()
 
     def _count(self, size: int) -> None:
         self._parsed_bytes += size

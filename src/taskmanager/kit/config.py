@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     outage_backoff_seconds: float = Field(default=0.5, gt=0, le=5)
 
     # Requests in progress per worker before shedding with 503; 0 picks 4 x the pool size
-    # (at least 32). A request over the limit waits admission_timeout_ms for a slot.
+    # (at least 64). A request over the limit waits admission_timeout_ms for a slot.
     max_concurrency: int = Field(default=0, ge=0, le=100_000)
     admission_timeout_ms: int = Field(default=20, ge=0, le=10_000)
     max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
@@ -257,7 +257,7 @@ class Settings(BaseSettings):
     @property
     def effective_max_concurrency(self) -> int:
         """Requests in progress per worker before load is shed."""
-        return self.max_concurrency or max(32, 4 * self.db_pool_size)
+        return self.max_concurrency or max(64, 4 * self.db_pool_size)
 
     @property
     def effective_database_url(self) -> str:
