@@ -35,7 +35,11 @@ OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
 
 # Responses every /api/v1 operation can give, documented once here rather than per route.
-_COMMON_ERRORS: dict[str, str] = {"429": "Rate limited; see Retry-After"}
+_COMMON_ERRORS: dict[str, str] = {
+    "429": "Rate limited; see Retry-After",
+    "431": "The request header section is over the size limit",
+    "503": "A dependency is unavailable or the server is at capacity; see Retry-After",
+}
 _BODY_ERRORS: dict[str, str] = {
     "400": "Malformed request (the body is not valid JSON)",
     "413": "The request body is over the size limit",

@@ -17,13 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select, update
 
-from taskmanager.idempotency.middleware import get_store
+from taskmanager.idempotency.middleware import KeyedRequest, get_store
 from taskmanager.idempotency.openapi import document_idempotency_key
 from taskmanager.idempotency.store import IdempotencyStore
+from taskmanager.kit import transaction
 from taskmanager.kit.db import utcnow
 from taskmanager.kit.deps import CurrentPrincipal, SessionDep
 from taskmanager.kit.errors import NotFound
@@ -723,3 +724,40 @@ async def test_keyed_upload_is_hashed_as_it_streams(idem: tuple[FastAPI, Probe])
     assert first.status_code == 201, first.text
     assert same.headers["idempotent-replayed"] == "true"
     problem(other, 422, "IDEMPOTENCY_KEY_REUSED")
+
+
+async def test_a_request_that_loses_the_race_is_rolled_back_and_replays(
+    idem: tuple[FastAPI, Probe],
+) -> None:
+    """Another process commits the same key while this request runs (as a second server on
+    SQLite can, its retry waiting for the one writer): the check made just before the commit
+    rolls this request's change back and replays the winner's answer."""
+    app, _ = idem
+
+    @app.post(f"{BASE}/raced", status_code=201)
+    async def raced(request: Request, session: SessionDep) -> Any:
+        hook = transaction.hook_of(request.scope)
+        assert isinstance(hook, KeyedRequest)
+        async with app.state.database.side_transaction() as other:  # the winner commits
+            other.add(
+                IdempotencyRecord(
+                    caller=hook.key_scope.caller,
+                    route=hook.key_scope.route,
+                    key=hook.key_scope.key,
+                    request_hash=await hook.fingerprint.finish(),
+                    status_code=201,
+                    response_headers=[["content-type", "application/json"]],
+                    response_body=b'{"winner":true}',
+                    expires_at=utcnow() + timedelta(hours=24),
+                )
+            )
+        session.add(Project(name="loser"))
+        await session.flush()
+        return {"winner": False}
+
+    async with client_for(app) as client:
+        response = await client.post(f"{BASE}/raced", headers={"Idempotency-Key": new_key()})
+    assert response.status_code == 201
+    assert response.json() == {"winner": True}
+    assert response.headers["idempotent-replayed"] == "true"
+    assert await count_projects(app, "loser") == 0

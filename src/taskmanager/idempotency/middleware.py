@@ -7,12 +7,13 @@ Pure ASGI, innermost. For a keyed POST it:
    as it streams and never buffered, proves to be the same request (else 422
    ``IDEMPOTENCY_KEY_REUSED``) and the caller's credential proves valid *now*
    (``kit.authn.authenticate``; a revoked key or a deactivated user gets 401, not the answer);
-3. otherwise runs the request with a ``kit.transaction`` hook: once the request's write
-   transaction is open the key is locked and checked again (409 / 422 / replay for a
-   request that won a race), and the final answer is inserted in that same transaction just
-   before it commits. A crash at any point leaves either the change *and* its answer, or
-   neither, so a retry never runs twice (the database is the system of record; Redis is not
-   used here, so its outages change nothing);
+3. otherwise runs the request with a ``kit.transaction`` hook: on PostgreSQL the key is
+   locked when the request's write transaction opens (409 for a concurrent request in
+   another process); just before the transaction commits the key is checked again (422, or
+   a replay for a request that lost a race — its change is rolled back) and the final
+   answer is inserted in that same transaction. A crash at any point leaves either the
+   change *and* its answer, or neither, so a retry never runs twice (the database is the
+   system of record; Redis is not used here, so its outages change nothing);
 4. a final answer that did not commit with a transaction (a 404; a route without a request
    session) is stored afterwards in a short transaction of its own: nothing was changed that
    a retry could duplicate.
@@ -201,29 +202,35 @@ class KeyedRequest:
         self.recorded = False
 
     async def begin(self, session: Any) -> None:
-        request_hash = await self.fingerprint.finish()
+        # PostgreSQL: the key's advisory lock, held to the end of the transaction, so a second
+        # request with this key in another process learns at once that this one is running.
+        # (SQLite's one writer already serialises them; taking it here would hold the write
+        # lock through the request's slow parts, such as a password hash.)
         if not await self.store.lock(session, self.key_scope):
             raise Conflict(_IN_PROGRESS, headers={"Retry-After": "1"})
-        record = await self.store.find_in(session, self.key_scope)
-        if record is None:
-            return
-        if record.request_hash != request_hash:
-            raise IdempotencyKeyReused(
-                "This Idempotency-Key was already used with a different request"
-            )
-        raise _Replay(record)
 
     def response_ready(self, response: Response) -> None:
         self.response = response
 
     async def before_commit(self, session: Any) -> None:
+        # Checked again inside the transaction, just before it commits: a request that
+        # committed this key meanwhile (another process, on SQLite) wins, and this one's
+        # change is rolled back and its answer replayed instead.
+        request_hash = await self.fingerprint.finish()
+        record = await self.store.find_in(session, self.key_scope)
+        if record is not None:
+            if record.request_hash != request_hash:
+                raise IdempotencyKeyReused(
+                    "This Idempotency-Key was already used with a different request"
+                )
+            raise _Replay(record)
         response = self.response
         if response is None or isinstance(response, StreamingResponse):
             return
         stored = storable(response.status_code, list(response.raw_headers), bytes(response.body))
         if stored is None:
             return
-        await self.store.insert(session, self.key_scope, await self.fingerprint.finish(), stored)
+        await self.store.insert(session, self.key_scope, request_hash, stored)
         self.recorded = True
 
 

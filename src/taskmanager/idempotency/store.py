@@ -10,7 +10,8 @@ only side transactions) are stored afterwards in a short transaction of their ow
 Concurrency: on PostgreSQL the request takes a transaction-scoped advisory lock on its key
 (``pg_try_advisory_xact_lock``), so a second request with the same key, in any process, sees
 that the first is still running (409); the unique index on (caller, route, key) backs it up.
-On SQLite every write transaction already holds the one write lock (``BEGIN IMMEDIATE``).
+On SQLite every write transaction holds the one write lock (``BEGIN IMMEDIATE``) from its
+first write, so the check made just before the commit cannot race.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ class IdempotencyStore:
         return bool(acquired)
 
     async def find_in(self, session: AsyncSession, scope: KeyScope) -> Record | None:
-        """The live record for this key inside the request's transaction (after ``lock``).
+        """The live record for this key inside the request's transaction (takes SQLite's lock).
 
         An expired record for the key is deleted here, so the key can be used afresh.
         """
