@@ -622,13 +622,13 @@ async def test_no_token_or_key_is_ever_stored(
     assert login.status_code == 200
     created = await client.post(
         "/api/v1/api-keys",
-        json={"name": "ci", "scopes": ["tasks:read"]},
+        json={"name": "ci", "scopes": ["tasks:read"], "current_password": TEST_PASSWORD},
         headers={"Idempotency-Key": new_key(), **user.headers},
     )
     assert created.status_code == 201, created.text
     key_again = await client.post(
         "/api/v1/api-keys",
-        json={"name": "ci", "scopes": ["tasks:read"]},
+        json={"name": "ci", "scopes": ["tasks:read"], "current_password": TEST_PASSWORD},
         headers={"Idempotency-Key": created.request.headers["idempotency-key"], **user.headers},
     )
     # Runs again under the normal rules: a second key, not the first one's secret.

@@ -114,3 +114,44 @@ async def test_0002_security_backfills_existing_rows(scratch_url: str) -> None:
 def _stored(url: str, value: datetime) -> object:
     # SQLite keeps naive UTC text (models.base.UTCDateTime); PostgreSQL a timestamptz.
     return value.replace(tzinfo=None).isoformat(sep=" ") if url.startswith("sqlite") else value
+
+
+async def test_0003_removes_unfinished_claims_and_stored_credentials(scratch_url: str) -> None:
+    """No token or key an earlier version stored stays at rest; other answers are kept."""
+    await migrate.upgrade_async(scratch_url, "0002_security")
+    now = _stored(scratch_url, datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
+    rows = [
+        ("POST /api/v1/auth/token", 200, b'{"access_token":"secret"}'),
+        ("POST /api/v1/auth/refresh", 200, b'{"refresh_token":"secret"}'),
+        ("POST /api/v1/api-keys", 201, b'{"key":"tm_secret"}'),
+        ("POST /api/v1/tasks", None, None),  # a claim whose request never finished
+        ("POST /api/v1/tasks", 201, b'{"id":1}'),
+    ]
+    engine = create_async_engine(scratch_url)
+    try:
+        async with engine.begin() as connection:
+            for index, (route, status, body) in enumerate(rows):
+                await connection.execute(
+                    text(
+                        "INSERT INTO idempotency_records (caller, route, key, request_hash,"
+                        " status_code, response_body, created_at, expires_at)"
+                        " VALUES ('user:1', :route, :key, 'h', :status, :body, :now, :now)"
+                    ),
+                    {
+                        "route": route,
+                        "key": f"k{index}",
+                        "status": status,
+                        "body": body,
+                        "now": now,
+                    },
+                )
+        await migrate.upgrade_async(scratch_url)
+        async with engine.connect() as connection:
+            left = (
+                await connection.execute(
+                    text("SELECT route, response_body FROM idempotency_records")
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert [(route, bytes(body)) for route, body in left] == [("POST /api/v1/tasks", b'{"id":1}')]

@@ -4,8 +4,8 @@ Data only (the table is unchanged): removes the claims the old two-step protocol
 behind (rows without an answer) and every stored answer of a route that hands out
 credentials (logins, refreshes, new API keys), so no token or key stays at rest.
 
-Revision ID: 0002_idempotency_in_tx
-Revises: 0001
+Revision ID: 0003_idempotency_in_tx
+Revises: 0002_security
 Create Date: 2026-11-30 11:00:00
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_idempotency_in_tx"
-down_revision: str | None = "0001"
+revision: str = "0003_idempotency_in_tx"
+down_revision: str | None = "0002_security"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
