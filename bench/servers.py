@@ -255,7 +255,7 @@ def cold_start(spec: ServerSpec) -> float:
     """Seconds from exec to the first 200 from ``/health``."""
     server, started = launch(spec)
     try:
-        server.wait_healthy(poll=0.002)
+        server.wait_healthy(poll=0.005)
         return time.monotonic() - started
     finally:
         server.stop()
