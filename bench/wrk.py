@@ -99,11 +99,13 @@ class WrkResult:
 
 
 def wrk_version() -> str:
+    """E.g. "wrk 4.2.0 [epoll]" (the first line of ``wrk -v`` without the copyright)."""
     path = shutil.which("wrk")
     if path is None:
-        return "not installed"
-    out = subprocess.run([path, "-v"], capture_output=True, text=True, check=False)
-    return (out.stdout or out.stderr).splitlines()[0].strip() if (out.stdout or out.stderr) else ""
+        return "wrk not installed"
+    done = subprocess.run([path, "-v"], capture_output=True, text=True, check=False)
+    lines = (done.stdout or done.stderr).splitlines()
+    return lines[0].split(" Copyright")[0].strip() if lines else "wrk"
 
 
 def _percentiles(raw: Any) -> Percentiles | None:
