@@ -8,7 +8,7 @@ uvicorn as the real app, so a ratio measures our stack, not the server.
 Environment: ``BENCH_DSN`` (``postgresql://...`` for asyncpg or ``sqlite:///path`` for
 aiosqlite), ``BENCH_POOL_SIZE`` (PostgreSQL pool, default 10, like the app's),
 ``BENCH_SQLITE_READERS`` (read connections, default 8, like the app's) and
-``BENCH_SQLITE_SYNCHRONOUS`` (default FULL, as the app), ``BENCH_PASSWORD_HASH`` (the Argon2 hash the
+``BENCH_SQLITE_SYNCHRONOUS`` (default FULL, like the app), ``BENCH_PASSWORD_HASH`` (the hash the
 login route verifies, made with pwdlib's default parameters), ``BENCH_ECHO_REQUEST_ID=1``
 (echo ``X-Request-ID`` so the overload scenario can time each answer).
 """
