@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,11 @@ def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if getattr(app.state, "openapi_finished", False) and app.openapi_schema:
             return app.openapi_schema
-        schema = generate()
+        with warnings.catch_warnings():
+            # Every GET route also takes HEAD (kit.routing), so FastAPI sees each operation
+            # id twice; finish_schema gives the HEAD operations their own ids.
+            warnings.filterwarnings("ignore", message="Duplicate Operation ID")
+            schema = generate()
         finish_schema(schema)
         document_idempotency_key(schema)
         app.openapi_schema = schema
@@ -136,6 +141,35 @@ def _is_problem_or_default(response: dict[str, Any]) -> bool:
     return refs <= _REPLACEABLE_REFS
 
 
+def _document_head(path_item: dict[str, Any]) -> None:
+    """HEAD as what it is: the GET's headers, no body (RFC 9110 §9.3.2), with its own id."""
+    head = path_item.get("head")
+    get = path_item.get("get")
+    if head is None or get is None:
+        return
+    head["operationId"] = f"{get['operationId']}_head"
+    head["summary"] = f"{get.get('summary', '')} (headers only)".strip()
+    for response in head.get("responses", {}).values():
+        # Errors too: their headers are a problem's, their body is not sent.
+        response.pop("content", None)
+
+
+def _parameters_without_null(operation: dict[str, Any]) -> None:
+    """A query, path or header value cannot be null: optional means "may be left out"."""
+    for parameter in operation.get("parameters", []):
+        schema = parameter.get("schema", {})
+        variants = schema.get("anyOf")
+        if isinstance(variants, list) and {"type": "null"} in variants:
+            kept = [v for v in variants if v != {"type": "null"}]
+            del schema["anyOf"]
+            if len(kept) == 1:
+                schema.update(kept[0])
+            else:
+                schema["anyOf"] = kept
+        if schema.get("default", 0) is None:
+            del schema["default"]
+
+
 def finish_schema(schema: dict[str, Any]) -> None:
     components = schema.setdefault("components", {})
     schemas: dict[str, Any] = components.setdefault("schemas", {})
@@ -148,6 +182,7 @@ def finish_schema(schema: dict[str, Any]) -> None:
         for method, operation in item.items():
             if method not in {"get", "put", "post", "patch", "delete", "head", "options"}:
                 continue
+            _parameters_without_null(operation)
             responses: dict[str, Any] = operation.setdefault("responses", {})
             if path.startswith(API_PREFIX):
                 for status, description in _COMMON_ERRORS.items():
@@ -163,6 +198,9 @@ def finish_schema(schema: dict[str, Any]) -> None:
                         response["description"] = "Validation failed"
                     if _is_problem_or_default(response):
                         response["content"] = {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_REF}}
+
+    for item in schema.get("paths", {}).values():
+        _document_head(item)
 
     # FastAPI's default 422 schemas are replaced by Problem everywhere; drop them if unused.
     text = repr(schema.get("paths", {}))

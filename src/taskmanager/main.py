@@ -17,6 +17,7 @@ from taskmanager.kit.config import Settings, load_settings
 from taskmanager.kit.db import Database
 from taskmanager.kit.logging import configure_logging
 from taskmanager.kit.problems import install_exception_handlers
+from taskmanager.kit.routing import CheckedRoute
 from taskmanager.middleware import install_middleware
 from taskmanager.ops.metrics import Metrics
 from taskmanager.ops.router import router as ops_router
@@ -94,6 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         # 415 instead of a confusing 422 when a body comes with the wrong content type.
     )
+    # The app's own routes (docs pages) get the same route class as the domains' (HEAD...).
+    app.router.route_class = CheckedRoute
     app.state.settings = settings
     app.state.metrics = Metrics(app.state)
     install_exception_handlers(app)

@@ -92,7 +92,10 @@ async def test_keys_are_accepted_only_in_the_x_api_key_header(
         401,
         "INVALID_CREDENTIALS",
     )
-    problem(await client.get(ME, params={"api_key": key}), 401, "NOT_AUTHENTICATED")
+    # A key in the URL is refused outright (it would end up in logs and browser history).
+    in_query = problem(await client.get(ME, params={"api_key": key}), 422, "VALIDATION_ERROR")
+    assert in_query["errors"][0]["loc"] == ["query", "api_key"]
+    assert "X-API-Key" in in_query["errors"][0]["msg"]
     problem(await client.get(ME, headers={"X-API-Key": key + "x"}), 401, "INVALID_CREDENTIALS")
     problem(await client.get(ME, headers={"X-API-Key": "tm_nope"}), 401, "INVALID_CREDENTIALS")
 

@@ -51,7 +51,15 @@ async def test_create_list_get_comment(
 
     listed = await client.get(url, headers=users["viewer"].headers)
     assert listed.status_code == 200
-    assert listed.json() == {"items": [comment], "total": 1, "skip": 0, "limit": 20}
+    assert listed.json() == {
+        "items": [comment],
+        "total": 1,
+        "skip": 0,
+        "limit": 20,
+        "next_cursor": None,
+    }
+    assert listed.headers["x-total-count"] == "1"
+    assert "link" not in listed.headers
 
 
 async def test_list_is_ordered_and_paginated(

@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict
 
 from taskmanager.kit.logging import log_formatter
-from taskmanager.kit.routing import BodyCheckedRoute
+from taskmanager.kit.routing import CheckedRoute
 from tests.conftest import AppFactory, problem
 
 
@@ -23,7 +23,7 @@ class Payload(BaseModel):
 
 def _add_routes(app: FastAPI) -> None:
     # Built like the domain routers (same route class), so the 415 check applies.
-    router = APIRouter(route_class=BodyCheckedRoute)
+    router = APIRouter(route_class=CheckedRoute)
 
     @router.post("/api/v1/_test/items", status_code=201)
     async def create_item(payload: Payload) -> Payload:
@@ -145,7 +145,7 @@ async def test_unhandled_exception_is_500_without_internals(
 
 
 def test_every_route_with_a_body_checks_its_content_type(base_app: FastAPI) -> None:
-    """A router that forgets route_class=BodyCheckedRoute would 422 instead of 415."""
+    """A router that forgets route_class=CheckedRoute would 422 instead of 415."""
     from fastapi.routing import APIRoute
 
     def routes(container: Any) -> list[APIRoute]:
@@ -158,5 +158,5 @@ def test_every_route_with_a_body_checks_its_content_type(base_app: FastAPI) -> N
 
     with_body = [route for route in routes(base_app.router) if route.body_field is not None]
     assert with_body, "expected routes with request bodies"
-    unchecked = [route.path for route in with_body if not isinstance(route, BodyCheckedRoute)]
+    unchecked = [route.path for route in with_body if not isinstance(route, CheckedRoute)]
     assert unchecked == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -12,6 +11,7 @@ from taskmanager.api_keys.schemas import ApiKeyCreate
 from taskmanager.kit.db import utcnow
 from taskmanager.kit.errors import Forbidden, NotFound
 from taskmanager.kit.identity import Principal, Scope
+from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume
 from taskmanager.kit.security import digest
 from taskmanager.models.api_keys import ApiKey
 from taskmanager.models.users import UserRole
@@ -19,6 +19,7 @@ from taskmanager.models.users import UserRole
 KEY_PREFIX = "tm_"
 # Enough of the key to tell keys apart in a list, far too little to guess the rest.
 DISPLAY_PREFIX_CHARS = 10
+_CURSOR_CONTEXT = b"taskmanager/api-keys/cursor/v1"
 
 
 def generate_key() -> str:
@@ -44,8 +45,25 @@ async def create(
     return await repository.add(session, key), secret
 
 
-async def list_keys(session: AsyncSession, user_id: int) -> Sequence[ApiKey]:
-    return await repository.list_live_for_user(session, user_id)
+async def list_keys(
+    session: AsyncSession, user_id: int, page: PageRequest, *, signing_key: str
+) -> ListPage[ApiKey]:
+    """A page of the user's unrevoked keys, by id."""
+    query = {"user_id": user_id}  # a cursor of another user's list does not continue this one
+    resumed = resume(page, query, query, key=signing_key, context=_CURSOR_CONTEXT)
+    total = await repository.count_live_for_user(session, user_id)
+    rows = await repository.list_live_for_user(
+        session, user_id, seek=resumed.seek, skip=resumed.skip, limit=resumed.limit + 1
+    )
+    return finish_page(
+        rows,
+        resumed,
+        total,
+        sort_value=lambda key: None,
+        row_id=lambda key: key.id,
+        key=signing_key,
+        context=_CURSOR_CONTEXT,
+    )
 
 
 async def revoke(session: AsyncSession, user_id: int, key_id: int) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Response, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import Form, Response, status
 
 from taskmanager.auth import service
-from taskmanager.auth.schemas import RefreshRequest, TokenPair
+from taskmanager.auth.schemas import LoginForm, RefreshRequest, TokenPair
 from taskmanager.kit.deps import DatabaseDep, SessionDep, SettingsDep
 from taskmanager.kit.errors import (
     DomainError,
@@ -42,7 +41,7 @@ def _responses(invalid: str | None, *errors: type[DomainError]) -> dict[int | st
     responses=_responses("Wrong username or password, or the account is inactive", RateLimited),
 )
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[LoginForm, Form()],
     response: Response,
     database: DatabaseDep,
     session: SessionDep,

@@ -19,13 +19,11 @@ from taskmanager.auth.schemas import TokenPair
 from taskmanager.kit.config import Settings
 from taskmanager.kit.db import Database, utcnow
 from taskmanager.kit.errors import InvalidCredentials
+from taskmanager.kit.fields import normalize_login
 from taskmanager.kit.security import create_access_token, digest, hash_password, verify_password
 
 BAD_LOGIN = "Incorrect username or password"
 BAD_REFRESH = "The refresh token is invalid, expired or revoked"
-# Beyond anything registration accepts: refused without a query or a hash spent on them.
-_MAX_LOGIN_CHARS = 320
-_MAX_PASSWORD_CHARS = 1024
 
 
 async def issue_pair(
@@ -53,11 +51,12 @@ async def login(
 ) -> TokenPair:
     """Check a username-or-email and password; unknown, wrong and inactive look the same."""
     # NUL is refused here because PostgreSQL cannot even compare text containing it.
-    if len(login) > _MAX_LOGIN_CHARS or len(password) > _MAX_PASSWORD_CHARS or "\x00" in login:
+    # (Lengths are bounded by the form, ``auth.schemas.LoginForm``.)
+    if "\x00" in login:
         raise InvalidCredentials(BAD_LOGIN)
     # Looked up on a snapshot so the slow password check holds no write lock (SQLite).
     async with database.snapshot() as reader:
-        user = await repository.find_login_user(reader, login.lower())
+        user = await repository.find_login_user(reader, normalize_login(login))
     # With no such user a dummy hash is verified, so the answer takes as long as a wrong password.
     ok, new_hash = await verify_password(password, user.password_hash if user else None)
     if user is None or not ok or not user.is_active:

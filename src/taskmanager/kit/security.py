@@ -13,6 +13,8 @@ import jwt
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
+from taskmanager.kit.fields import normalize_password
+
 JWT_ALGORITHM = "HS256"
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - a claim value
 _REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "type"]
@@ -23,16 +25,41 @@ _DUMMY_HASH = _password_hash.hash(secrets.token_urlsafe(16))
 
 
 async def hash_password(password: str) -> str:
+    """The Argon2id hash of the password's NFKC form (``kit.fields.normalize_password``)."""
     # Argon2 is deliberately slow and CPU-bound: keep it off the event loop.
-    return await anyio.to_thread.run_sync(_password_hash.hash, password)
+    return await anyio.to_thread.run_sync(_password_hash.hash, normalize_password(password))
+
+
+def _verify(password: str, password_hash: str) -> tuple[bool, str | None]:
+    """(ok, new hash): the NFKC form first; then, for a hash made before passwords were
+    normalised, the password as typed — a match there is re-hashed in NFKC form."""
+    normalized = normalize_password(password)
+    ok, updated = _password_hash.verify_and_update(normalized, password_hash)
+    if ok or normalized == password:
+        return ok, updated
+    if _password_hash.verify(password, password_hash):
+        return True, _password_hash.hash(normalized)
+    return False, None
+
+
+def _verify_dummy(password: str) -> None:
+    # As many verifications as a wrong password for a real account costs, so timing does
+    # not tell whether the account exists.
+    for _ in range(1 if normalize_password(password) == password else 2):
+        _password_hash.verify(password, _DUMMY_HASH)
 
 
 async def verify_password(password: str, password_hash: str | None) -> tuple[bool, str | None]:
-    """Check a password; return (ok, new hash if the stored one should be upgraded)."""
+    """Check a password; return (ok, new hash if the stored one should be replaced).
+
+    A new hash comes back when the hash parameters changed or the password matched only as
+    typed (a hash from before NFKC normalisation). With no hash (no such user) a dummy hash
+    is verified, so the answer takes as long as a wrong password.
+    """
     if password_hash is None:
-        await anyio.to_thread.run_sync(_password_hash.verify, password, _DUMMY_HASH)
+        await anyio.to_thread.run_sync(_verify_dummy, password)
         return False, None
-    return await anyio.to_thread.run_sync(_password_hash.verify_and_update, password, password_hash)
+    return await anyio.to_thread.run_sync(_verify, password, password_hash)
 
 
 def digest(secret: str) -> str:

@@ -98,10 +98,16 @@ class RequestContextMiddleware:
         id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         status = 500
         started = False
+        # HEAD is answered by the GET handler (kit.routing): the headers stay, the body goes
+        # (RFC 9110 §9.3.2), whatever server or test transport carries the response.
+        head = scope["method"] == "HEAD"
 
         async def send_with_context(message: Message) -> None:
             nonlocal status, started
-            if message["type"] == "http.response.start":
+            if head and message["type"] == "http.response.body":
+                if message.get("body"):
+                    message = {**message, "body": b""}
+            elif message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
                 headers = list(message.get("headers", ()))

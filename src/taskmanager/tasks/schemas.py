@@ -2,44 +2,49 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
-from taskmanager.kit.fields import EntityId, UTCTimestamp, storable_text
+from taskmanager.kit.fields import EntityId, Text, UTCTimestamp
 from taskmanager.kit.pagination import CursorPage
 from taskmanager.kit.patch import PatchModel
 from taskmanager.models.tasks import TaskStatus
 
 MAX_TAGS = 20
 
-Title = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(storable_text),
-]
-Description = Annotated[str, StringConstraints(max_length=2000), AfterValidator(storable_text)]
-Tag = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=50),
-    AfterValidator(storable_text),
-]
+TITLE_MAX = 200
+DESCRIPTION_MAX = 2000
+TAG_MAX = 50
+
+Title = Annotated[str, Text(TITLE_MAX)]
+Description = Annotated[str, Text(DESCRIPTION_MAX, min_length=0, strip=False)]
+Tag = Annotated[str, Text(TAG_MAX)]
 Priority = Annotated[StrictInt, Field(ge=1, le=5)]
 DueDate = UTCTimestamp
+
+
+def lower_tag(tag: str) -> str:
+    """A tag as stored and filtered on: lower-case NFC (lower-casing can un-compose)."""
+    return unicodedata.normalize("NFC", tag.lower())
 
 
 def normalize_tags(tags: list[str]) -> list[str]:
     """Lower-case, drop repeats (first one wins) and enforce the distinct-tag limit."""
     seen: dict[str, None] = {}
     for tag in tags:
-        seen.setdefault(tag.lower(), None)
+        lowered = lower_tag(tag)
+        if len(lowered) > TAG_MAX:  # lower-casing can lengthen ("İ" is two code points)
+            raise ValueError(f"tag {lowered!r} is longer than {TAG_MAX} characters in lower case")
+        seen.setdefault(lowered, None)
     if len(seen) > MAX_TAGS:
         raise ValueError(f"at most {MAX_TAGS} distinct tags are allowed")
     return list(seen)
 
 
-Tags = Annotated[list[Tag], AfterValidator(normalize_tags)]
+Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS), AfterValidator(normalize_tags)]
 
 _EXAMPLE_TASK_BODY: dict[str, Any] = {
     "title": "Buy groceries",

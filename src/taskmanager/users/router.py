@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import Response, status
+from fastapi import Request, Response, status
 
 from taskmanager.kit.deps import (
     AdminPrincipal,
@@ -22,8 +22,7 @@ from taskmanager.kit.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from taskmanager.kit.http import Limit, Skip, UserId, domain_router
-from taskmanager.kit.pagination import DEFAULT_LIMIT
+from taskmanager.kit.http import LIST_HEADERS, PageDep, UserId, domain_router, paged
 from taskmanager.kit.problems import problem_responses
 from taskmanager.users import service
 from taskmanager.users.schemas import (
@@ -107,18 +106,28 @@ async def change_password(
     "",
     response_model=UserPage,
     summary="List users (admin)",
-    responses=problem_responses(NotAuthenticated, Forbidden, ValidationFailed),
+    responses={
+        200: {"headers": LIST_HEADERS},
+        **problem_responses(NotAuthenticated, Forbidden, ValidationFailed),
+    },
 )
 async def list_(
     _admin: AdminPrincipal,
+    request: Request,
+    response: Response,
     session: SessionDep,
-    skip: Skip = 0,
-    limit: Limit = DEFAULT_LIMIT,
+    settings: SettingsDep,
+    page: PageDep,
 ) -> UserPage:
     """Every account, ordered by id; administrators only."""
-    items, total = await service.list_users(session, skip=skip, limit=limit)
+    result = await service.list_users(session, page, signing_key=settings.signing_key)
+    paged(response, request, result)
     return UserPage(
-        items=[UserOut.model_validate(u) for u in items], total=total, skip=skip, limit=limit
+        items=[UserOut.model_validate(u) for u in result.rows],
+        total=result.total,
+        skip=result.skip,
+        limit=result.limit,
+        next_cursor=result.next_cursor,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated
 
@@ -10,29 +9,18 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     ValidationInfo,
     field_validator,
 )
 
+from taskmanager.kit import fields
 from taskmanager.kit.pagination import Page
 from taskmanager.kit.patch import PatchModel
 from taskmanager.models.users import UserRole
 
-USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_]{3,50}$")
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
-
-
-def _check_username(value: str) -> str:
-    if not USERNAME_PATTERN.fullmatch(value):
-        raise ValueError("must be 3-50 characters of letters, digits and underscores")
-    return value.lower()
-
-
-def _lower_email(value: str) -> str:
-    return value.lower()
 
 
 def _check_password(value: str) -> str:
@@ -48,13 +36,13 @@ def _check_password(value: str) -> str:
     return value
 
 
-# Stored lower-case, so the plain unique index is case-insensitive uniqueness.
-Username = Annotated[str, AfterValidator(_check_username)]
-Email = Annotated[EmailStr, Field(max_length=320), AfterValidator(_lower_email)]
+# Normalised by the kit (kit.fields), exactly as login and lookups normalise them; stored
+# lower-case, so the plain unique index is case-insensitive uniqueness.
+Username = fields.Username
+Email = fields.Email
+# Checked and held in NFKC, the form that is hashed.
 Password = Annotated[
-    str,
-    Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH),
-    AfterValidator(_check_password),
+    str, fields.Password(PASSWORD_MIN_LENGTH, PASSWORD_MAX_LENGTH), AfterValidator(_check_password)
 ]
 
 
@@ -65,7 +53,7 @@ class UserCreate(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"email": "alice@example.com", "username": "alice", "password": "Str0ng-pass"}
+                {"email": "alice@example.com", "username": "alice", "password": "An-example-0nly"}
             ]
         },
     )
@@ -101,9 +89,9 @@ class PasswordChange(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "current_password": "Str0ng-pass",
-                    "new_password": "N3w-and-longer",
-                    "confirm_password": "N3w-and-longer",
+                    "current_password": "An-example-0nly",
+                    "new_password": "An0ther-example",
+                    "confirm_password": "An0ther-example",
                 }
             ]
         },
@@ -116,7 +104,8 @@ class PasswordChange(BaseModel):
     @field_validator("new_password")
     @classmethod
     def _differs(cls, value: str, info: ValidationInfo) -> str:
-        if value == info.data.get("current_password"):
+        current = info.data.get("current_password")
+        if current is not None and value == fields.normalize_password(current):
             raise ValueError("must differ from current_password")
         return value
 
@@ -125,7 +114,7 @@ class PasswordChange(BaseModel):
     def _matches(cls, value: str, info: ValidationInfo) -> str:
         # Absent from info.data when new_password itself failed: that error is reported already.
         new_password = info.data.get("new_password")
-        if new_password is not None and value != new_password:
+        if new_password is not None and fields.normalize_password(value) != new_password:
             raise ValueError("does not match new_password")
         return value
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.auth import service as auth
 from taskmanager.kit.errors import Conflict, Forbidden, NotFound
+from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume
 from taskmanager.kit.security import hash_password
 from taskmanager.models.users import User, UserRole
 from taskmanager.projects.inbox import create_inbox
 from taskmanager.users import repository
 from taskmanager.users.schemas import PasswordChange, UserAdminUpdate, UserCreate, UserUpdateMe
+
+_USERS_CURSOR = b"taskmanager/users/cursor/v1"
 
 
 async def create_user(session: AsyncSession, data: UserCreate, *, role: UserRole) -> User:
@@ -66,8 +67,23 @@ async def change_password(session: AsyncSession, user_id: int, data: PasswordCha
     await auth.change_password(session, user_id, data.current_password, data.new_password)
 
 
-async def list_users(session: AsyncSession, *, skip: int, limit: int) -> tuple[Sequence[User], int]:
-    return await repository.page(session, skip=skip, limit=limit)
+async def list_users(
+    session: AsyncSession, page: PageRequest, *, signing_key: str
+) -> ListPage[User]:
+    """A page of every account, by id (administrators only; the route checks)."""
+    resumed = resume(page, {}, (), key=signing_key, context=_USERS_CURSOR)
+    rows, total = await repository.page(
+        session, seek=resumed.seek, skip=resumed.skip, limit=resumed.limit + 1
+    )
+    return finish_page(
+        rows,
+        resumed,
+        total,
+        sort_value=lambda user: None,
+        row_id=lambda user: user.id,
+        key=signing_key,
+        context=_USERS_CURSOR,
+    )
 
 
 async def admin_update(session: AsyncSession, user_id: int, data: UserAdminUpdate) -> User:
