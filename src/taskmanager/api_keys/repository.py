@@ -40,6 +40,12 @@ async def list_live_for_user(
     )
 
 
+async def get_live(session: AsyncSession, *, user_id: int, key_id: int) -> ApiKey | None:
+    return (
+        await session.execute(select(ApiKey).where(_live(user_id), ApiKey.id == key_id))
+    ).scalar_one_or_none()
+
+
 async def revoke(session: AsyncSession, *, key_id: int, user_id: int, now: datetime) -> bool:
     """Revoke one of the user's own live keys; False if there is no such key."""
     result: CursorResult[tuple[()]] = await session.execute(  # type: ignore[assignment]

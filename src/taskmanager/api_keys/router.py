@@ -17,7 +17,14 @@ from taskmanager.kit.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from taskmanager.kit.http import LIST_HEADERS, PageDep, domain_router, id_path, paged
+from taskmanager.kit.http import (
+    LIST_HEADERS,
+    LOCATION_HEADER,
+    PageDep,
+    domain_router,
+    id_path,
+    paged,
+)
 from taskmanager.kit.problems import problem_responses
 
 router = domain_router("api-keys", prefix="/api-keys")
@@ -30,9 +37,12 @@ KeyId = Annotated[int, id_path("key")]
     status_code=status.HTTP_201_CREATED,
     response_model=ApiKeyCreated,
     summary="Create an API key",
-    responses=problem_responses(
-        NotAuthenticated, Forbidden, MalformedRequest, UnsupportedMediaType, ValidationFailed
-    ),
+    responses={
+        201: {"headers": LOCATION_HEADER},
+        **problem_responses(
+            NotAuthenticated, Forbidden, MalformedRequest, UnsupportedMediaType, ValidationFailed
+        ),
+    },
 )
 async def create(
     body: ApiKeyCreate, principal: LoginPrincipal, session: SessionDep, response: Response
@@ -69,6 +79,17 @@ async def list_(
     )
     paged(response, request, result)
     return [ApiKeyOut.model_validate(k) for k in result.rows]
+
+
+@router.get(
+    "/{key_id}",
+    response_model=ApiKeyOut,
+    summary="Get an API key",
+    responses=problem_responses(NotAuthenticated, Forbidden, NotFound, ValidationFailed),
+)
+async def get(key_id: KeyId, principal: LoginPrincipal, session: SessionDep) -> ApiKeyOut:
+    """One of the caller's unrevoked keys (never the secret); anyone else's is not found."""
+    return ApiKeyOut.model_validate(await service.get(session, principal.user_id, key_id))
 
 
 @router.delete(

@@ -12,11 +12,11 @@ from taskmanager.kit.db import utcnow
 from taskmanager.kit.errors import Forbidden, NotFound
 from taskmanager.kit.identity import Principal, Scope
 from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume
-from taskmanager.kit.security import digest
+from taskmanager.kit.security import API_KEY_PREFIX, digest
 from taskmanager.models.api_keys import ApiKey
 from taskmanager.models.users import UserRole
 
-KEY_PREFIX = "tm_"
+KEY_PREFIX = API_KEY_PREFIX
 # Enough of the key to tell keys apart in a list, far too little to guess the rest.
 DISPLAY_PREFIX_CHARS = 10
 _CURSOR_CONTEXT = b"taskmanager/api-keys/cursor/v1"
@@ -64,6 +64,14 @@ async def list_keys(
         key=signing_key,
         context=_CURSOR_CONTEXT,
     )
+
+
+async def get(session: AsyncSession, user_id: int, key_id: int) -> ApiKey:
+    """One of the user's unrevoked keys; anyone else's key is simply not found."""
+    key = await repository.get_live(session, user_id=user_id, key_id=key_id)
+    if key is None:
+        raise NotFound(f"API key {key_id} not found")
+    return key
 
 
 async def revoke(session: AsyncSession, user_id: int, key_id: int) -> None:

@@ -21,7 +21,13 @@ from taskmanager.kit.config import Settings
 from taskmanager.kit.db import SAFE_METHODS, Database
 from taskmanager.kit.errors import InvalidCredentials, NotAuthenticated
 from taskmanager.kit.identity import Identity, Principal
-from taskmanager.kit.security import AccessClaims, InvalidToken, decode_access_token, digest
+from taskmanager.kit.security import (
+    API_KEY_PREFIX,
+    AccessClaims,
+    InvalidToken,
+    decode_access_token,
+    digest,
+)
 from taskmanager.models.api_keys import ApiKey
 from taskmanager.models.base import utcnow
 from taskmanager.models.users import User, UserRole
@@ -34,6 +40,7 @@ _CLAIMS_KEY = "access_claims"
 _PRINCIPAL_KEY = "principal"
 INVALID_TOKEN = "The access token is invalid or expired"  # noqa: S105 - a message
 INVALID_KEY = "The API key is invalid, expired or revoked"
+KEY_AS_BEARER = "This is an API key: send API keys in the X-API-Key header, not as a bearer token"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +102,8 @@ def access_claims(scope: ASGIScope, token: str) -> AccessClaims:
     try:
         claims = decode_access_token(token, _settings(scope).signing_key)
     except InvalidToken:
+        if token.startswith(API_KEY_PREFIX):
+            raise InvalidCredentials(KEY_AS_BEARER) from None
         raise InvalidCredentials(INVALID_TOKEN) from None
     state[_CLAIMS_KEY] = claims
     return claims
@@ -163,6 +172,22 @@ def claimed_caller(scope: ASGIScope) -> str | None:
     if credential.kind == "api_key":
         return "key:" + digest(credential.value)[:32]
     return f"user:{access_claims(scope, credential.value).user_id}"
+
+
+def caller_label(scope: ASGIScope) -> tuple[int | None, str | None]:
+    """(user id, caller label) for logs, without a query: the user the request was
+    authenticated as, else the user a validly signed bearer token names; the label is
+    ``claimed_caller``'s. For requests answered before any route ran (429, replays)."""
+    user_id = _state(scope).get("user_id")
+    if isinstance(user_id, int):
+        return user_id, None  # the usual case: authenticated by the route, nothing to add
+    try:
+        label = claimed_caller(scope)
+    except InvalidCredentials:
+        return None, None
+    if label is not None and label.startswith("user:"):
+        return int(label.removeprefix("user:")), label
+    return None, label
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,10 @@
 - **Strict query strings**: a parameter the route does not declare is a 422 naming it
   (``?stauts=completed`` would otherwise silently return everything), and a parameter that
   is not repeatable may be sent only once.
+- **ETag and 304 on every GET**: a route that sets no ``ETag`` gets a strong one from its
+  body's bytes, and a matching ``If-None-Match`` gets 304 (RFC 9110 §13.1.2).
+- **Location on every 201**: a route that names none gets the collection's path plus the
+  new item's ``id``.
 - **415** for a body sent with a content type the route does not take. FastAPI's strict
   content-type mode does not refuse such a body: it hands the raw bytes to validation,
   which answers a confusing 422. The route knows whether it reads JSON (JSON or ``+json``)
@@ -21,6 +25,7 @@ own parameter declarations, so new routes get all of it without a line of their 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import types
 from collections.abc import Callable, Coroutine, Sequence
@@ -28,15 +33,17 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import parse_qsl
 
+import orjson
 from fastapi import Request, params
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from taskmanager.kit.db import SAFE_METHODS
 from taskmanager.kit.errors import UnsupportedMediaType
+from taskmanager.kit.etags import none_match
 
 BodyKind = Literal["none", "json", "form"]
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -238,6 +245,46 @@ def parameter_errors(
     return errors
 
 
+SAFE_READS = frozenset({"GET", "HEAD"})
+# Headers a 304 repeats from the 200 it stands for (RFC 9110 §15.4.5).
+_NOT_MODIFIED_HEADERS = ("etag", "cache-control", "vary", "content-location", "expires")
+
+
+def body_etag(body: bytes) -> str:
+    """A strong ETag from the representation's bytes, for resources without a version."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def conditional(request: Request, response: Response) -> Response:
+    """Give a GET's 200 an ETag (its own, or one from the body) and answer a matching
+    ``If-None-Match`` with 304 (RFC 9110 §13.1.2). Streamed bodies are left alone."""
+    etag = response.headers.get("etag")
+    if etag is None:
+        if isinstance(response, StreamingResponse):
+            return response
+        etag = body_etag(bytes(response.body))
+        response.headers["ETag"] = etag
+    if none_match(request.headers.get("if-none-match"), etag):
+        return Response(
+            status_code=304,
+            headers={k: v for k, v in response.headers.items() if k in _NOT_MODIFIED_HEADERS},
+        )
+    return response
+
+
+def _locate(request: Request, response: Response) -> None:
+    """``Location`` of a created resource that the route did not name: the collection's
+    path plus the new item's ``id`` (``POST /tasks/7/comments`` → ``/tasks/7/comments/12``)."""
+    if isinstance(response, StreamingResponse):
+        return
+    try:
+        created = orjson.loads(bytes(response.body))
+    except orjson.JSONDecodeError:
+        return
+    if isinstance(created, dict) and isinstance(created.get("id"), int):
+        response.headers["Location"] = f"{request.url.path.rstrip('/')}/{created['id']}"
+
+
 class CheckedRoute(APIRoute):
     """An APIRoute that also answers HEAD, and checks integers, query names and content types."""
 
@@ -259,6 +306,11 @@ class CheckedRoute(APIRoute):
             if errors:
                 raise RequestValidationError(errors)
             require_supported_media_type(request, rules.body)
-            return await handler(request)
+            response = await handler(request)
+            if response.status_code == 200 and request.method in SAFE_READS:
+                return conditional(request, response)
+            if response.status_code == 201 and "location" not in response.headers:
+                _locate(request, response)
+            return response
 
         return checked_handler

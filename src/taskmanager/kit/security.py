@@ -16,6 +16,8 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 from taskmanager.kit.fields import normalize_password
 
 JWT_ALGORITHM = "HS256"
+# Every API key starts with this, so a key sent in the wrong header can be recognised.
+API_KEY_PREFIX = "tm_"
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - a claim value
 _REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "type"]
 

@@ -276,10 +276,17 @@ async def members_list(
     status_code=201,
     summary="Add a member",
     dependencies=WRITE,
-    responses=problem_responses(*_AUTH_ERRORS, Conflict, MalformedRequest, ValidationFailed),
+    responses={
+        201: {"headers": LOCATION_HEADER},
+        **problem_responses(*_AUTH_ERRORS, Conflict, MalformedRequest, ValidationFailed),
+    },
 )
 async def members_add(
-    project_id: ProjectId, body: MemberAdd, session: SessionDep, principal: CurrentPrincipal
+    project_id: ProjectId,
+    body: MemberAdd,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    response: Response,
 ) -> MemberOut:
     """Add an active user (by username or user_id) with a role; owners only."""
     member = await service.add_member(
@@ -290,7 +297,21 @@ async def members_add(
         username=body.username,
         role=body.role,
     )
+    response.headers["Location"] = location("projects", project_id, "members", member.user_id)
     return _member_out(member)
+
+
+@router.get(
+    "/projects/{project_id}/members/{user_id}",
+    summary="Get a member",
+    dependencies=READ,
+    responses=problem_responses(*_AUTH_ERRORS, ValidationFailed),
+)
+async def members_get(
+    project_id: ProjectId, user_id: MemberId, session: SessionDep, principal: CurrentPrincipal
+) -> MemberOut:
+    """One member of the project with their role (any member may look)."""
+    return _member_out(await service.get_member(session, principal, project_id, user_id))
 
 
 @router.patch(

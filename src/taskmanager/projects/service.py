@@ -137,6 +137,13 @@ async def list_members(
     )
 
 
+async def get_member(
+    session: AsyncSession, principal: Principal, project_id: int, user_id: int
+) -> MemberRow:
+    await _load(session, principal, project_id, Permission.VIEW)
+    return await _require_member(session, project_id, user_id)
+
+
 async def _load_for_membership_change(
     session: AsyncSession, principal: Principal, project_id: int, permission: Permission
 ) -> Project:

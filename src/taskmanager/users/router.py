@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request, Response, status
 
 from taskmanager.kit.deps import (
@@ -22,15 +24,24 @@ from taskmanager.kit.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from taskmanager.kit.http import LIST_HEADERS, PageDep, UserId, domain_router, paged
+from taskmanager.kit.http import (
+    LIST_HEADERS,
+    LOCATION_HEADER,
+    PageDep,
+    UserId,
+    domain_router,
+    paged,
+)
 from taskmanager.kit.problems import problem_responses
 from taskmanager.users import service
 from taskmanager.users.schemas import (
+    CurrentUserOut,
     PasswordChange,
     UserAdminUpdate,
     UserCreate,
     UserOut,
     UserPage,
+    UserPublic,
     UserUpdateMe,
 )
 
@@ -42,9 +53,17 @@ router = domain_router("users", prefix="/users")
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
     summary="Register a user",
-    responses=problem_responses(
-        Forbidden, Conflict, MalformedRequest, UnsupportedMediaType, ValidationFailed, RateLimited
-    ),
+    responses={
+        201: {"headers": LOCATION_HEADER},
+        **problem_responses(
+            Forbidden,
+            Conflict,
+            MalformedRequest,
+            UnsupportedMediaType,
+            ValidationFailed,
+            RateLimited,
+        ),
+    },
 )
 async def create(body: UserCreate, session: SessionDep, settings: SettingsDep) -> UserOut:
     """Create an account (with its Inbox project); 403 when registration is disabled."""
@@ -54,13 +73,16 @@ async def create(body: UserCreate, session: SessionDep, settings: SettingsDep) -
 
 @router.get(
     "/me",
-    response_model=UserOut,
+    response_model=CurrentUserOut,
     summary="Get the current user",
     responses=problem_responses(NotAuthenticated),
 )
-async def get_me(principal: CurrentPrincipal, session: SessionDep) -> UserOut:
-    """The account the credential belongs to."""
-    return UserOut.model_validate(await service.get(session, principal.user_id))
+async def get_me(principal: CurrentPrincipal, session: SessionDep) -> CurrentUserOut:
+    """The account the credential belongs to, with its Inbox project's id."""
+    user, inbox_id = await service.me(session, principal.user_id)
+    return CurrentUserOut.model_validate(
+        {**UserOut.model_validate(user).model_dump(), "inbox_project_id": inbox_id}
+    )
 
 
 @router.patch(
@@ -150,3 +172,19 @@ async def update(
 ) -> UserOut:
     """Promote, demote, deactivate or reactivate; a deactivated user is locked out at once."""
     return UserOut.model_validate(await service.admin_update(session, user_id, body))
+
+
+@router.get(
+    "/{user_id}",
+    response_model=UserOut | UserPublic,
+    summary="Get a user",
+    responses=problem_responses(NotAuthenticated, NotFound, ValidationFailed),
+)
+async def get(user_id: UserId, principal: CurrentPrincipal, session: SessionDep) -> Any:
+    """``{id, username}`` to users who share a project with that user; the full record to
+    administrators and to the user themselves; 404 for anyone else."""
+    access = await service.profile(session, principal, user_id)
+    user = access.row.User
+    if access.full:
+        return UserOut.model_validate(user)
+    return UserPublic(id=user.id, username=user.username)

@@ -146,5 +146,38 @@ class UserOut(BaseModel):
     created_at: datetime
 
 
+class CurrentUserOut(UserOut):
+    """The caller's own account, with the Inbox where tasks without a project go."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 5,
+                    "email": "alice@example.com",
+                    "username": "alice",
+                    "role": "user",
+                    "is_active": True,
+                    "created_at": "2026-11-22T09:30:00Z",
+                    "inbox_project_id": 12,
+                }
+            ]
+        },
+    )
+
+    inbox_project_id: int | None = Field(
+        description="The caller's Inbox project (null only if it was removed by an operator)"
+    )
+
+
+class UserPublic(BaseModel):
+    """Another user as someone sharing a project with them sees them."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"id": 7, "username": "bob"}]})
+
+    id: int
+    username: str
+
+
 class UserPage(Page[UserOut]):
     pass

@@ -6,10 +6,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.auth import service as auth
 from taskmanager.kit.errors import Conflict, Forbidden, NotFound
+from taskmanager.kit.identity import Principal
 from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume
 from taskmanager.kit.security import hash_password
 from taskmanager.models.users import User, UserRole
-from taskmanager.projects.inbox import create_inbox
+from taskmanager.projects.access import UserAccess, user_access
+from taskmanager.projects.inbox import create_inbox, inbox_id_of
 from taskmanager.users import repository
 from taskmanager.users.schemas import PasswordChange, UserAdminUpdate, UserCreate, UserUpdateMe
 
@@ -47,6 +49,18 @@ async def get(session: AsyncSession, user_id: int) -> User:
     if user is None:
         raise NotFound(f"User {user_id} not found")
     return user
+
+
+async def me(session: AsyncSession, user_id: int) -> tuple[User, int | None]:
+    """The caller's account and the id of their Inbox project."""
+    return await get(session, user_id), await inbox_id_of(session, user_id)
+
+
+async def profile(session: AsyncSession, principal: Principal, user_id: int) -> UserAccess:
+    """Another user as the caller may see them (``projects.access.user_access``): the full
+    record for an admin or the user themselves, ``{id, username}`` for someone sharing a
+    project with them, NotFound for anyone else."""
+    return await user_access(session, principal, user_id, load=[User])
 
 
 async def update_me(session: AsyncSession, user_id: int, data: UserUpdateMe) -> User:
