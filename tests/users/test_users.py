@@ -182,10 +182,18 @@ async def test_get_me(client: httpx.AsyncClient, make_user: UserFactory) -> None
     response = await client.get(ME, headers=user.headers)
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == USER_FIELDS
+    assert set(body) == USER_FIELDS | {"inbox_project_id"}
     assert body["id"] == user.id
     assert body["username"] == "hank"
     assert body["email"] == "hank@example.com"
+    assert body["inbox_project_id"] == user.inbox_id
+    assert response.headers["etag"]
+    again = await client.get(
+        ME, headers={**user.headers, "If-None-Match": response.headers["etag"]}
+    )
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == response.headers["etag"]
 
 
 async def test_get_me_with_an_api_key(client: httpx.AsyncClient, make_user: UserFactory) -> None:
