@@ -26,10 +26,10 @@ from typing import Annotated, Any
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
-    PlainValidator,
     StrictInt,
     WithJsonSchema,
 )
@@ -131,7 +131,7 @@ def _to_utc(value: datetime) -> datetime:
 # The one timestamp type, for bodies and query strings alike (``QueryDateTime`` is its name
 # where it reads better). Serialises as a datetime; its schema is ``format: date-time``.
 UTCTimestamp = Annotated[
-    datetime, PlainValidator(parse_timestamp), WithJsonSchema(TIMESTAMP_JSON_SCHEMA)
+    datetime, BeforeValidator(parse_timestamp), WithJsonSchema(TIMESTAMP_JSON_SCHEMA)
 ]
 QueryDateTime = UTCTimestamp
 
