@@ -53,8 +53,9 @@ class LoginForm(BaseModel):
     stored it (``kit.fields.normalize_login``); ``password`` is verified in NFKC form.
     """
 
-    grant_type: Literal["password"] | None = Field(
-        default=None, description="`password` if sent (RFC 6749 §4.3.2)"
+    # A form has no null: optional fields have defaults instead.
+    grant_type: Literal["password"] = Field(
+        default="password", description="`password` if sent (RFC 6749 §4.3.2)"
     )
     username: str = Field(
         min_length=1, max_length=LOGIN_MAX_LENGTH, description="Username or email address"
@@ -73,5 +74,5 @@ class LoginForm(BaseModel):
         ),
     ]
     scope: str = Field(default="", max_length=1024, description="Ignored: tokens carry no scopes")
-    client_id: str | None = Field(default=None, max_length=255, description="Ignored")
-    client_secret: str | None = Field(default=None, max_length=255, description="Ignored")
+    client_id: str = Field(default="", max_length=255, description="Ignored")
+    client_secret: str = Field(default="", max_length=255, description="Ignored")
