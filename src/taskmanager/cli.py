@@ -110,9 +110,7 @@ def migrate() -> None:
     if applied:
         typer.echo(f"database is now at revision {head_revision()}")
     else:
-        typer.echo(
-            f"database was already at the latest revision ({head_revision()}); nothing to do"
-        )
+        typer.echo(f"database was already current ({head_revision()}); nothing to apply")
 
 
 @app.command("create-admin")
