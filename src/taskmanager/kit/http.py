@@ -47,7 +47,17 @@ IfNoneMatch = Annotated[
 
 # Pages of a list (``kit.pagination``): offset pages, and keyset pages by cursor.
 Skip = Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip (offset pages)")]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")]
+# No default in the schema: a generated client would send it, and with a cursor a sent
+# limit overrides the page size the cursor carries.
+Limit = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=MAX_LIMIT,
+        description=f"Page size, 1-{MAX_LIMIT}: {DEFAULT_LIMIT} when left out; a cursor "
+        "continues with the size of the page it came from",
+    ),
+]
 CursorParam = Annotated[
     str | None,
     Query(
@@ -64,11 +74,14 @@ CursorParam = Annotated[
 
 
 async def page_request(
-    request: Request, skip: Skip = 0, limit: Limit = DEFAULT_LIMIT, cursor: CursorParam = None
+    skip: Skip = 0, limit: Limit = None, cursor: CursorParam = None
 ) -> PageRequest:
     """The paging parameters every list takes (``kit.pagination``)."""
     return PageRequest(
-        skip=skip, limit=limit, cursor=cursor, limit_sent="limit" in request.query_params
+        skip=skip,
+        limit=DEFAULT_LIMIT if limit is None else limit,
+        cursor=cursor,
+        limit_sent=limit is not None,
     )
 
 
