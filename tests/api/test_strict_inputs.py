@@ -155,9 +155,19 @@ async def test_path_ids_are_plain_digits(
         f"{API}/projects/{raw}",
         f"{API}/users/{raw}",
     ):
-        errors = _body_errors(await client.get(url, headers=alice.headers))
-        assert errors[0]["loc"][0] == "path", (url, errors)
-        assert errors[0]["msg"] == "must be an integer in plain decimal digits, e.g. 10"
+        # Not another spelling of task 10 or 5: no such resource at all.
+        body = problem(await client.get(url, headers=alice.headers), 404, "RESOURCE_NOT_FOUND")
+        assert "No route matches" in body["detail"], url
+
+
+async def test_a_word_where_an_id_goes_is_not_that_route(
+    client: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    alice = await make_user("alice")
+    # /tasks/export is its own (GET-only) path, not task "export": PUT there is a 405.
+    response = await client.put(f"{TASKS}/export", json={"title": "x"}, headers=alice.headers)
+    problem(response, 405, "METHOD_NOT_ALLOWED")
+    assert "GET" in response.headers["allow"]
 
 
 @pytest.mark.parametrize("raw", NOT_CANONICAL)

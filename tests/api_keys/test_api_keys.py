@@ -240,12 +240,22 @@ async def test_other_users_keys_are_invisible(
     assert (await client.get(ME, headers={"X-API-Key": key["key"]})).status_code == 200
 
 
-@pytest.mark.parametrize("key_id", ["0", "-3", "abc", str(2**63)])
+@pytest.mark.parametrize("key_id", ["0", str(2**63)])
 async def test_delete_invalid_key_id_is_422(
     client: httpx.AsyncClient, make_user: UserFactory, key_id: str
 ) -> None:
     user = await make_user("alice")
     problem(await client.delete(f"{KEYS}/{key_id}", headers=user.headers), 422, "VALIDATION_ERROR")
+
+
+@pytest.mark.parametrize("key_id", ["-3", "abc"])
+async def test_delete_of_a_key_id_that_is_not_digits_names_nothing(
+    client: httpx.AsyncClient, make_user: UserFactory, key_id: str
+) -> None:
+    user = await make_user("alice")
+    problem(
+        await client.delete(f"{KEYS}/{key_id}", headers=user.headers), 404, "RESOURCE_NOT_FOUND"
+    )
 
 
 async def test_expired_key_is_rejected(

@@ -295,9 +295,17 @@ async def test_comment_of_another_task_is_not_found(
     assert await count_rows(app, Comment, body="elsewhere") == 1
 
 
-@pytest.mark.parametrize("path", ["/tasks/0/comments", "/tasks/x/comments", "/tasks/1/comments/0"])
+@pytest.mark.parametrize("path", ["/tasks/0/comments", "/tasks/1/comments/0"])
 async def test_bad_ids_are_422(
     client: httpx.AsyncClient, make_user: UserFactory, path: str
 ) -> None:
     alice = await make_user("alice")
     problem(await client.get(f"{API}{path}", headers=alice.headers), 422, "VALIDATION_ERROR")
+
+
+async def test_a_comment_path_without_digits_names_nothing(
+    client: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    alice = await make_user("alice")
+    for path in ("/tasks/x/comments", "/tasks/1/comments/y"):
+        problem(await client.get(f"{API}{path}", headers=alice.headers), 404, "RESOURCE_NOT_FOUND")

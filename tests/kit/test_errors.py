@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Path
 from pydantic import BaseModel, ConfigDict
 
 from taskmanager.kit.logging import log_formatter
@@ -30,7 +30,7 @@ def _add_routes(app: FastAPI) -> None:
         return payload
 
     @router.get("/api/v1/_test/items/{item_id}")
-    async def get_item(item_id: int) -> dict[str, int]:
+    async def get_item(item_id: Annotated[int, Path(ge=1)]) -> dict[str, int]:
         return {"id": item_id}
 
     @router.delete("/api/v1/_test/items/{item_id}", status_code=204)
@@ -76,7 +76,7 @@ async def test_validation_error_is_422_with_errors(test_client: httpx.AsyncClien
 
 
 async def test_path_validation_error_is_422(test_client: httpx.AsyncClient) -> None:
-    body = problem(await test_client.get("/api/v1/_test/items/abc"), 422, "VALIDATION_ERROR")
+    body = problem(await test_client.get("/api/v1/_test/items/0"), 422, "VALIDATION_ERROR")
     assert body["errors"][0]["loc"] == ["path", "item_id"]
 
 

@@ -137,8 +137,19 @@ QueryDateTime = UTCTimestamp
 
 # ---- ids ----------------------------------------------------------------------------------------
 
+
+def json_integer(value: Any) -> Any:
+    """A JSON integer as JSON Schema counts them: ``7`` or ``7.0`` (RFC 8259 numbers have no
+    integer type; a zero fraction is an integer), never ``true``, ``"7"`` or ``7.5``."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**63:
+        return int(value)
+    return value
+
+
+# An integer in a JSON body (strict: no strings, no booleans, no fractions).
+JsonInt = Annotated[StrictInt, BeforeValidator(json_integer)]
 # In a JSON body a strict integer; in a path or query (``kit.http``) canonical decimal digits.
-EntityId = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
+EntityId = Annotated[JsonInt, Field(ge=1, le=MAX_ID)]
 QueryId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 # ---- text ---------------------------------------------------------------------------------------
@@ -337,8 +348,12 @@ def normalize_email(value: str) -> str:
     internationalised parts, checked by ``email-validator``), or longer than 254 characters.
     """
     try:
+        # ``.test`` (RFC 6761) is accepted: it is reserved for testing, not unusable.
         parsed = validate_email(
-            unicodedata.normalize("NFC", value), check_deliverability=False, allow_smtputf8=True
+            unicodedata.normalize("NFC", value),
+            check_deliverability=False,
+            allow_smtputf8=True,
+            test_environment=True,
         )
     except EmailNotValidError as exc:
         raise ValueError(f"is not a valid email address: {exc}") from None

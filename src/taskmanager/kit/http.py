@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from taskmanager.kit.etags import none_match
+from taskmanager.kit.etags import ETAG_LIST_PATTERN, none_match
 from taskmanager.kit.fields import MAX_ID
 from taskmanager.kit.pagination import (
     DEFAULT_LIMIT,
@@ -39,10 +39,18 @@ UserId = Annotated[int, id_path("user")]
 # Conditional requests (RFC 9110 §13.1), as the entity-tag lists ``kit.etags`` parses.
 IfMatch = Annotated[
     str | None,
-    Header(description="Apply only if the current ETag is one of these (else 412)"),
+    Header(
+        pattern=ETAG_LIST_PATTERN,
+        description="Apply only if the current ETag is one of these (else 412); `*` or "
+        'entity-tags such as `"17-3"`',
+    ),
 ]
 IfNoneMatch = Annotated[
-    str | None, Header(description="Answer 304 with no body if the current ETag is one of these")
+    str | None,
+    Header(
+        pattern=ETAG_LIST_PATTERN,
+        description="Answer 304 with no body if the current ETag is one of these",
+    ),
 ]
 
 # Pages of a list (``kit.pagination``): offset pages, and keyset pages by cursor.

@@ -30,7 +30,7 @@ import re
 import types
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 from urllib.parse import parse_qsl
 
 import orjson
@@ -39,11 +39,12 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response, StreamingResponse
 
 from taskmanager.kit.db import SAFE_METHODS
 from taskmanager.kit.errors import UnsupportedMediaType
-from taskmanager.kit.etags import none_match
+from taskmanager.kit.etags import is_etag_list, none_match
 
 BodyKind = Literal["none", "json", "form"]
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -250,6 +251,25 @@ SAFE_READS = frozenset({"GET", "HEAD"})
 _NOT_MODIFIED_HEADERS = ("etag", "cache-control", "vary", "content-location", "expires")
 
 
+_CONDITIONAL_HEADERS = {"if-match": "If-Match", "if-none-match": "If-None-Match"}
+
+
+def _conditional_header_errors(request: Request) -> list[dict[str, Any]]:
+    """A malformed ``If-Match`` or ``If-None-Match`` is refused, not read as "no match"."""
+    errors = []
+    for name, label in _CONDITIONAL_HEADERS.items():
+        value = request.headers.get(name)
+        if value is not None and not is_etag_list(value):
+            errors.append(
+                {
+                    "loc": ["header", label],
+                    "msg": 'must be * or a list of entity-tags such as "17-3"',
+                    "type": "string_pattern_mismatch",
+                }
+            )
+    return errors
+
+
 def body_etag(body: bytes) -> str:
     """A strong ETag from the representation's bytes, for resources without a version."""
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
@@ -285,11 +305,49 @@ def _locate(request: Request, response: Response) -> None:
         response.headers["Location"] = f"{request.url.path.rstrip('/')}/{created['id']}"
 
 
+class _CanonicalIntegerConvertor(Convertor[str]):
+    """A path segment that is an integer in plain decimal digits (left as text for pydantic,
+    which checks the range). Anything else does not match the route, so ``/tasks/1_0`` is
+    no task (404) and ``PUT /tasks/export`` is a method ``/tasks/export`` lacks (405)."""
+
+    regex = CANONICAL_INTEGER.pattern
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
+register_url_convertor("canonical_int", _CanonicalIntegerConvertor())
+
+
+def _with_integer_convertors(path: str, endpoint: Callable[..., Any]) -> str:
+    """``/tasks/{task_id}`` → ``/tasks/{task_id:canonical_int}`` where ``task_id`` is an int."""
+    try:
+        hints = get_type_hints(endpoint, include_extras=True)
+    except (NameError, TypeError):
+        return path
+
+    def convert(match: re.Match[str]) -> str:
+        name = match.group(1)
+        hint = hints.get(name)
+        if (
+            hint is not None
+            and _describe(name, hint).integer
+            and not _describe(name, hint).literals
+        ):
+            return f"{{{name}:canonical_int}}"
+        return match.group(0)
+
+    return re.sub(r"{(\w+)}", convert, path)
+
+
 class CheckedRoute(APIRoute):
     """An APIRoute that also answers HEAD, and checks integers, query names and content types."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        super().__init__(path, endpoint, **kwargs)
+        super().__init__(_with_integer_convertors(path, endpoint), endpoint, **kwargs)
         if self.methods and "GET" in self.methods:
             self.methods.add("HEAD")
 
@@ -303,6 +361,7 @@ class CheckedRoute(APIRoute):
         async def checked_handler(request: Request) -> Response:
             query = request.scope.get("query_string", b"") if strict_query else b""
             errors = parameter_errors(rules, request.path_params, query)
+            errors += _conditional_header_errors(request)
             if errors:
                 raise RequestValidationError(errors)
             require_supported_media_type(request, rules.body)
