@@ -616,11 +616,7 @@ async def test_if_match_guards_patch_put_and_delete(
     url = f"{TASKS}/{task['id']}"
     current = etag(task)
 
-    malformed = await client.patch(
-        url, json={"title": "x"}, headers={**alice.headers, "If-Match": "garbage"}
-    )
-    problem(malformed, 422, "VALIDATION_ERROR")
-    for stale in ('"999-1"', f'"{task["id"]}-2"', f"W/{current}"):
+    for stale in ('"999-1"', f'"{task["id"]}-2"', f"W/{current}", "garbage"):
         headers = {**alice.headers, "If-Match": stale}
         body = problem(
             await client.patch(url, json={"title": "x"}, headers=headers),

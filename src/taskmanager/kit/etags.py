@@ -12,18 +12,6 @@ import re
 # nothing rather than reach the driver, where PostgreSQL would reject it (a 500).
 MAX_VERSION = 2**31 - 1
 
-# ``If-Match`` / ``If-None-Match`` as RFC 9110 §13.1 writes them: ``*`` or a comma-separated
-# list of entity-tags (``[W/]"<visible ASCII but '"'>"``), optional white space around.
-_TAG = r'(?:W/)?"[\x21\x23-\x7E]*"'
-ETAG_LIST_PATTERN = rf"^[ \t]*(?:\*|{_TAG}(?:[ \t]*,[ \t]*{_TAG})*)[ \t]*$"
-_ETAG_LIST = re.compile(ETAG_LIST_PATTERN)
-
-
-def is_etag_list(header: str) -> bool:
-    """Whether a conditional header is well-formed (else it is a 422, not a silent miss)."""
-    return _ETAG_LIST.fullmatch(header) is not None
-
-
 # One entity-tag of a list: optional weak prefix, quoted opaque part, then a comma or the end.
 _ENTITY_TAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
 

@@ -30,15 +30,16 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
-    StrictInt,
     WithJsonSchema,
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
-# Ids are BIGINT: a larger one in a path, query or body must be a 422 (or simply match
-# nothing) rather than reach the driver, which would overflow (a 500).
-MAX_ID = 2**63 - 1
+# Ids (and offsets) are at most 2**53 - 1: the integers every JSON reader holds exactly
+# (I-JSON, RFC 7493 §2.2; JavaScript's MAX_SAFE_INTEGER), so a client, a schema validator and
+# the server agree on the boundary (beyond it doubles round, and 2**63 - 1 is not even a
+# double). Well inside BIGINT: a larger value is a 422, never a driver overflow (a 500).
+MAX_ID = 2**53 - 1
 
 # ---- timestamps (RFC 3339 §5.6) ---------------------------------------------------------------
 
@@ -146,10 +147,8 @@ def json_integer(value: Any) -> Any:
     return value
 
 
-# An integer in a JSON body (strict: no strings, no booleans, no fractions).
-JsonInt = Annotated[StrictInt, BeforeValidator(json_integer)]
 # In a JSON body a strict integer; in a path or query (``kit.http``) canonical decimal digits.
-EntityId = Annotated[JsonInt, Field(ge=1, le=MAX_ID)]
+EntityId = Annotated[int, Field(strict=True, ge=1, le=MAX_ID), BeforeValidator(json_integer)]
 QueryId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 # ---- text ---------------------------------------------------------------------------------------

@@ -189,7 +189,9 @@ def resume(
     if page.cursor is None:
         return Resumed(query=query, skip=page.skip, limit=page.limit, seek=None)
     if page.skip:
-        raise ValidationFailed.field(("query", "skip"), "cannot be combined with cursor")
+        raise ValidationFailed.field(
+            ("query", "skip"), "cannot be combined with cursor", "parameter_conflict"
+        )
     try:
         cursor = decode_cursor(page.cursor, key, context=context)
     except InvalidCursor as exc:

@@ -44,7 +44,7 @@ from starlette.responses import Response, StreamingResponse
 
 from taskmanager.kit.db import SAFE_METHODS
 from taskmanager.kit.errors import UnsupportedMediaType
-from taskmanager.kit.etags import is_etag_list, none_match
+from taskmanager.kit.etags import none_match
 
 BodyKind = Literal["none", "json", "form"]
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -251,25 +251,6 @@ SAFE_READS = frozenset({"GET", "HEAD"})
 _NOT_MODIFIED_HEADERS = ("etag", "cache-control", "vary", "content-location", "expires")
 
 
-_CONDITIONAL_HEADERS = {"if-match": "If-Match", "if-none-match": "If-None-Match"}
-
-
-def _conditional_header_errors(request: Request) -> list[dict[str, Any]]:
-    """A malformed ``If-Match`` or ``If-None-Match`` is refused, not read as "no match"."""
-    errors = []
-    for name, label in _CONDITIONAL_HEADERS.items():
-        value = request.headers.get(name)
-        if value is not None and not is_etag_list(value):
-            errors.append(
-                {
-                    "loc": ["header", label],
-                    "msg": 'must be * or a list of entity-tags such as "17-3"',
-                    "type": "string_pattern_mismatch",
-                }
-            )
-    return errors
-
-
 def body_etag(body: bytes) -> str:
     """A strong ETag from the representation's bytes, for resources without a version."""
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
@@ -361,7 +342,6 @@ class CheckedRoute(APIRoute):
         async def checked_handler(request: Request) -> Response:
             query = request.scope.get("query_string", b"") if strict_query else b""
             errors = parameter_errors(rules, request.path_params, query)
-            errors += _conditional_header_errors(request)
             if errors:
                 raise RequestValidationError(errors)
             require_supported_media_type(request, rules.body)

@@ -281,7 +281,10 @@ async def delete(
     "/tasks/{task_id}",
     summary="Methods allowed on a task",
     status_code=204,
-    responses={204: {"headers": _ALLOW_HEADER}},
+    responses={
+        204: {"headers": _ALLOW_HEADER},
+        **problem_responses(NotFound, ValidationFailed),
+    },
 )
 async def item_options(task_id: TaskId) -> Response:
     """An empty answer whose ``Allow`` header lists the methods."""

@@ -6,9 +6,9 @@ import unicodedata
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from taskmanager.kit.fields import EntityId, JsonInt, Text, UTCTimestamp
+from taskmanager.kit.fields import EntityId, Text, UTCTimestamp, json_integer
 from taskmanager.kit.pagination import CursorPage
 from taskmanager.kit.patch import PatchModel
 from taskmanager.models.tasks import TaskStatus
@@ -22,7 +22,7 @@ TAG_MAX = 50
 Title = Annotated[str, Text(TITLE_MAX)]
 Description = Annotated[str, Text(DESCRIPTION_MAX, min_length=0, strip=False)]
 Tag = Annotated[str, Text(TAG_MAX)]
-Priority = Annotated[JsonInt, Field(ge=1, le=5)]
+Priority = Annotated[int, Field(strict=True, ge=1, le=5), BeforeValidator(json_integer)]
 DueDate = UTCTimestamp
 
 

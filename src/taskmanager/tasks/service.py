@@ -49,6 +49,7 @@ async def _require_assignable(session: AsyncSession, project_id: int, assignee_i
         raise ValidationFailed.field(
             ("body", "assignee_id"),
             f"User {assignee_id} is not a member of project {project_id}",
+            "not_a_member",
         )
 
 

@@ -10,6 +10,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationInfo,
     field_validator,
 )
@@ -78,7 +79,7 @@ class UserAdminUpdate(PatchModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"is_active": False}]})
 
     role: UserRole | None = None
-    is_active: bool | None = None
+    is_active: StrictBool | None = None
 
 
 class PasswordChange(BaseModel):
