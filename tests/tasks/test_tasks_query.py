@@ -232,3 +232,60 @@ async def test_every_list_pages_with_total_link_and_cursor(
 
 def orjson_key(item: dict[str, Any]) -> Any:
     return item.get("id", item.get("user_id"))
+
+
+@pytest.mark.postgres_only
+async def test_search_predicate_can_use_a_trigram_index(
+    app: FastAPI, make_user: UserFactory
+) -> None:
+    """The search is a plain LIKE on the folded columns, so a pg_trgm GIN index serves it
+    (the indexes themselves are the performance work's; this proves the predicate fits)."""
+    from sqlalchemy import text
+    from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+
+    from taskmanager.tasks.filters import TaskListQuery
+    from taskmanager.tasks.repository import page_statement
+
+    alice = await make_user("alice")
+    await bulk_tasks(
+        app,
+        [
+            {"project_id": alice.inbox_id, "title": f"Task {i}", "title_folded": f"task {i}"}
+            for i in range(50)
+        ],
+    )
+    statement = page_statement(
+        TaskListQuery(q="\u00c9cole"),
+        viewer_id=alice.id,
+        is_admin=True,
+        dialect="postgresql",
+        seek=None,
+        skip=0,
+        limit=20,
+    )
+    compiled = statement.compile(dialect=asyncpg_dialect(), compile_kwargs={"literal_binds": True})
+    sql = str(compiled)
+    assert "title_folded LIKE '%école%'" in sql  # folded in Python, a bound literal pattern
+    async with app.state.database.side_transaction() as session:
+        await session.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+        await session.execute(
+            text("CREATE INDEX test_title_trgm ON tasks USING gin (title_folded gin_trgm_ops)")
+        )
+        await session.execute(
+            text(
+                "CREATE INDEX test_description_trgm ON tasks "
+                "USING gin (description_folded gin_trgm_ops)"
+            )
+        )
+    try:
+        async with app.state.database.side_transaction() as session:
+            await session.execute(text("ANALYZE tasks"))
+            await session.execute(text("SET LOCAL enable_seqscan = off"))
+            await session.execute(text("SET LOCAL enable_indexscan = off"))  # no order scan
+            plan = "\n".join(row[0] for row in await session.execute(text(f"EXPLAIN {sql}")))
+        assert "test_title_trgm" in plan, plan
+        assert "test_description_trgm" in plan, plan
+    finally:
+        async with app.state.database.side_transaction() as session:
+            await session.execute(text("DROP INDEX test_title_trgm"))
+            await session.execute(text("DROP INDEX test_description_trgm"))
