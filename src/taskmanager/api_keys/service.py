@@ -59,7 +59,6 @@ async def list_keys(
         rows,
         resumed,
         total,
-        sort_value=lambda key: None,
         row_id=lambda key: key.id,
         key=signing_key,
         context=_CURSOR_CONTEXT,

@@ -218,12 +218,15 @@ def finish_page(
     resumed: Resumed,
     total: int,
     *,
-    sort_value: Callable[[RowT], Any],
     row_id: Callable[[RowT], int],
     key: str,
     context: bytes,
+    sort_value: Callable[[RowT], Any] | None = None,
 ) -> ListPage[RowT]:
-    """The page from ``limit + 1`` fetched rows: the extra row says there is a next page."""
+    """The page from ``limit + 1`` fetched rows: the extra row says there is a next page.
+
+    ``sort_value``: the row's value in the list's order; None for lists ordered by id alone.
+    """
     next_cursor = None
     if len(rows) > resumed.limit:
         rows = rows[: resumed.limit]
@@ -232,7 +235,7 @@ def finish_page(
             KeysetCursor(
                 query=resumed.query,
                 limit=resumed.limit,
-                value=json_sort_value(sort_value(last)),
+                value=None if sort_value is None else json_sort_value(sort_value(last)),
                 last_id=row_id(last),
             ),
             key,

@@ -93,7 +93,6 @@ async def list_users(
         rows,
         resumed,
         total,
-        sort_value=lambda user: None,
         row_id=lambda user: user.id,
         key=signing_key,
         context=_USERS_CURSOR,
