@@ -7,7 +7,13 @@ PYTHON ?= python3
 # Use uv from PATH; otherwise install it once into .tools/ (no root, no global changes).
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: run test lint fmt install install-dev migrate openapi bench clean
+# The Kubernetes release the manifests must be valid for (kubernetes-validate ships the
+# schemas of each release, so the check needs no network).
+KUBERNETES_VERSION ?= 1.33.0
+# kustomization.yaml is kustomize's own format, not a Kubernetes resource.
+K8S_MANIFESTS := $(filter-out deploy/kubernetes/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
+
+.PHONY: run test lint lint-deploy fmt install install-dev migrate openapi bench clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -47,6 +53,16 @@ lint: install-dev
 	$(UV) run --frozen ruff format --check src tests bench
 	$(UV) run --frozen mypy
 	$(UV) run --frozen lint-imports
+	@$(MAKE) --no-print-directory lint-deploy
+
+# Container and deployment files, checked without a Docker daemon or a cluster:
+# hadolint on the Dockerfile, the Compose Specification schema (bundled with
+# check-jsonschema) on compose.yaml, the Kubernetes OpenAPI schemas on the manifests.
+lint-deploy: install-dev
+	$(UV) run --frozen hadolint --config .hadolint.yaml Dockerfile
+	$(UV) run --frozen check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
+	$(UV) run --frozen kubernetes-validate --strict --quiet \
+		--kubernetes-version $(KUBERNETES_VERSION) $(K8S_MANIFESTS)
 
 fmt: install-dev
 	$(UV) run --frozen ruff check --fix src tests bench

@@ -276,9 +276,8 @@ async def api_get_task(client: httpx.AsyncClient, user: TestUser, task_id: int) 
 async def api_create_key(
     client: httpx.AsyncClient, headers: dict[str, str], scopes: list[str], **extra: Any
 ) -> dict[str, Any]:
-    response = await client.post(
-        f"{API}/api-keys", json={"name": "script", "scopes": scopes, **extra}, headers=headers
-    )
+    body = {"name": "script", "scopes": scopes, "current_password": TEST_PASSWORD, **extra}
+    response = await client.post(f"{API}/api-keys", json=body, headers=headers)
     return _json(response, 201)
 
 

@@ -53,9 +53,8 @@ def bearer(token: str) -> dict[str, str]:
 async def create_key(
     client: httpx.AsyncClient, headers: dict[str, str], scopes: list[str], **extra: Any
 ) -> dict[str, Any]:
-    response = await client.post(
-        "/api/v1/api-keys", json={"name": "script", "scopes": scopes, **extra}, headers=headers
-    )
+    body = {"name": "script", "scopes": scopes, "current_password": TEST_PASSWORD, **extra}
+    response = await client.post("/api/v1/api-keys", json=body, headers=headers)
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body

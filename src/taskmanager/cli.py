@@ -1,4 +1,4 @@
-"""The ``taskmanager`` command: serve, migrate, create-admin, openapi."""
+"""The ``taskmanager`` command: serve, migrate, create-admin, set-role, openapi, backup."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import shutil
 import signal
 import sys
 import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import orjson
 import typer
 
 from taskmanager.kit.config import Settings, SettingsError, load_settings
+from taskmanager.models.users import UserRole
 
 if TYPE_CHECKING:
     from taskmanager.users.schemas import UserCreate
@@ -82,6 +84,8 @@ def serve(
         log_config=None,
         access_log=False,
         proxy_headers=True,
+        # The app applies the same rule itself (middleware/__init__.py); both must agree.
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         server_header=False,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_seconds),
     )
@@ -113,13 +117,34 @@ def migrate() -> None:
         typer.echo(f"database was already current ({head_revision()}); nothing to apply")
 
 
+def _read_password() -> str:
+    """The password from a hidden prompt (asked twice) on a terminal, else stdin's first line.
+
+    Not as an argument: command lines are visible to other users (``ps``) and kept in shell
+    history.
+    """
+    if sys.stdin.isatty():
+        value: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        return value
+    line = sys.stdin.readline()
+    if not line:
+        _fail("no password: give --password, type it at the prompt or pipe it on stdin", 1)
+    return line.rstrip("\r\n")
+
+
 @app.command("create-admin")
 def create_admin(
     username: Annotated[str, typer.Option(help="3-50 letters, digits or underscores")],
     email: Annotated[str, typer.Option(help="Email address")],
     password: Annotated[
-        str, typer.Option(help="8-128 characters with upper- and lower-case letters and a digit")
-    ],
+        str | None,
+        typer.Option(
+            help=(
+                "8-128 characters with upper- and lower-case letters and a digit, not easy to "
+                "guess. Left out: asked at a hidden prompt, or read from stdin's first line"
+            )
+        ),
+    ] = None,
 ) -> None:
     """Create an administrator account (SQLite databases are migrated first)."""
     import asyncio
@@ -130,6 +155,8 @@ def create_admin(
     from taskmanager.users.schemas import UserCreate
 
     settings = _settings()
+    if password is None:
+        password = _read_password()
     try:
         data = UserCreate(username=username, email=email, password=password)
     except ValidationError as exc:
@@ -166,6 +193,50 @@ async def _create_admin(settings: Settings, data: UserCreate) -> int:
         await database.dispose()
 
 
+@app.command("set-role")
+def set_role(
+    user: Annotated[str, typer.Argument(help="Username or email of the account")],
+    role: Annotated[UserRole, typer.Argument(help="admin or user")],
+) -> None:
+    """Promote an account to administrator, or demote one to user.
+
+    The last active administrator cannot be demoted. The change applies to the account's
+    next request.
+    """
+    import asyncio
+
+    from taskmanager.kit.errors import DomainError
+
+    settings = _settings()
+    if settings.is_sqlite:
+        _migrate(settings)
+    try:
+        user_id = asyncio.run(_set_role(settings, user, role))
+    except DomainError as exc:
+        _fail(exc.detail, 1)
+    except Exception as exc:
+        _fail(f"cannot change the role: {type(exc).__name__}: {_first_line(exc)}", 1)
+    typer.echo(f"{user.lower()!r} (id {user_id}) is now {role.value}")
+
+
+async def _set_role(settings: Settings, login: str, role: UserRole) -> int:
+    from taskmanager.kit.db import Database
+    from taskmanager.kit.errors import NotFound
+    from taskmanager.users import service
+    from taskmanager.users.schemas import UserAdminUpdate
+
+    database = Database(settings)
+    try:
+        async with database.side_transaction() as session:
+            user_id = await service.find_id(session, login)
+            if user_id is None:
+                raise NotFound(f"no account has the username or email {login!r}")
+            await service.admin_update(session, user_id, UserAdminUpdate(role=role))
+        return user_id
+    finally:
+        await database.dispose()
+
+
 @app.command()
 def openapi(
     indent: Annotated[bool, typer.Option(help="Pretty-print")] = True,
@@ -176,6 +247,36 @@ def openapi(
     schema = create_app(_settings()).openapi()
     option = orjson.OPT_INDENT_2 if indent else 0
     sys.stdout.write(orjson.dumps(schema, option=option | orjson.OPT_SORT_KEYS).decode() + "\n")
+
+
+@app.command()
+def backup(
+    path: Annotated[
+        Path, typer.Argument(help="File to write: an SQLite copy or a pg_dump custom archive")
+    ],
+    force: Annotated[bool, typer.Option(help="Overwrite PATH if it exists")] = False,
+) -> None:
+    """Write a consistent copy of the database to PATH; safe while the server is serving."""
+    from taskmanager.backup import BackupError, backup_database
+
+    settings = _settings()
+
+    def _interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signum)
+
+    # SIGTERM unwinds like Ctrl-C, so the partial file is removed before the exit.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = backup_database(settings, path, force=force)
+    except BackupError as exc:
+        _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        _fail(f"backup interrupted; {path} was not written", 130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    typer.echo(
+        f"backed up the {result.label} database to {result.path} ({result.size_bytes} bytes)"
+    )
 
 
 def main() -> None:

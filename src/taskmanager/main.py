@@ -7,18 +7,23 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import structlog
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from starlette.routing import Mount, Route
 
 from taskmanager import __version__
 from taskmanager.docs import install_docs, install_openapi
-from taskmanager.kit.config import Settings, load_settings
+from taskmanager.kit.config import Environment, Settings, load_settings
 from taskmanager.kit.db import Database
 from taskmanager.kit.logging import configure_logging
+from taskmanager.kit.mail import Mailer
 from taskmanager.kit.problems import install_exception_handlers
 from taskmanager.kit.routing import CheckedRoute
+from taskmanager.kit.security import configure_password_hashing
+from taskmanager.kit.throttle import Counters
 from taskmanager.middleware import install_middleware
+from taskmanager.middleware.context import API_CSP
 from taskmanager.ops.metrics import Metrics
 from taskmanager.ops.router import router as ops_router
 from taskmanager.registry import include_domains, openapi_tags
@@ -34,11 +39,18 @@ Requests under `/api/v1` are rate limited; see the `RateLimit-*` response header
 
 _POOL_SAMPLE_SECONDS = 5.0
 
+log = structlog.get_logger("taskmanager.main")
+
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
+    if settings.env is Environment.PRODUCTION and not settings.metrics_token:
+        log.warning(
+            "metrics_open",
+            detail="/metrics is public: set TASKMANAGER_METRICS_TOKEN to require a bearer token",
+        )
     database = Database(settings)
     app.state.database = database
     # Shared by rate limits, idempotency records and readiness; None means in-process.
@@ -54,8 +66,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             yield
             tasks.cancel_scope.cancel()
     finally:
-        if app.state.rate_limiter is not None:
-            await app.state.rate_limiter.aclose()
+        await app.state.counters.aclose()
         if app.state.redis is not None:
             await app.state.redis.aclose()
         await database.dispose()
@@ -93,16 +104,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
         # 415 instead of a confusing 422 when a body comes with the wrong content type.
     )
     # The app's own routes (docs pages) get the same route class as the domains' (HEAD...).
     app.router.route_class = CheckedRoute
     app.state.settings = settings
     app.state.metrics = Metrics(app.state)
+    app.state.counters = Counters(settings.redis_url)
+    app.state.mailer = Mailer(settings)
+    configure_password_hashing(
+        concurrency=settings.password_hash_concurrency,
+        wait_seconds=settings.password_hash_wait_seconds,
+    )
     install_exception_handlers(app)
     app.include_router(ops_router)
     include_domains(app)
-    docs_csp = install_docs(app)
+    # TASKMANAGER_DOCS_ENABLED=false: no /docs, /redoc or /openapi.json (404, like any path).
+    docs_csp = install_docs(app) if settings.docs_enabled else API_CSP
     install_openapi(app)
     templates = _endpoint_templates(app)
     install_middleware(app, settings, docs_csp=docs_csp, endpoint_templates=templates)

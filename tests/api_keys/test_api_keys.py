@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from taskmanager.kit.db import utcnow
 from taskmanager.kit.security import digest
 from taskmanager.models.api_keys import ApiKey
-from tests.conftest import UserFactory, problem
+from tests.conftest import TEST_PASSWORD, UserFactory, problem
 from tests.identity_support import create_key, db_update
 
 KEYS = "/api/v1/api-keys"
@@ -41,6 +41,7 @@ async def test_create_key_shows_the_secret_once_and_stores_a_digest(
             "name": "  ci bot ",
             "scopes": ["tasks:read", "tasks:read", "projects:read"],
             "expires_at": expires,
+            "current_password": TEST_PASSWORD,
         },
         headers=user.headers,
     )
@@ -126,7 +127,13 @@ async def test_admin_scope_is_refused_to_non_admins(
 ) -> None:
     user = await make_user("alice")
     response = await client.post(
-        KEYS, json={"name": "sneaky", "scopes": ["tasks:read", "admin"]}, headers=user.headers
+        KEYS,
+        json={
+            "name": "sneaky",
+            "scopes": ["tasks:read", "admin"],
+            "current_password": TEST_PASSWORD,
+        },
+        headers=user.headers,
     )
     problem(response, 403, "FORBIDDEN")
     assert await _stored_keys(app) == []

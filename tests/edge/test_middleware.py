@@ -124,8 +124,22 @@ async def test_cors_denied_origin(edge: tuple[FastAPI, httpx.AsyncClient]) -> No
         "/api/v1/tasks",
         headers={"Origin": "https://evil.example.net", "Access-Control-Request-Method": "POST"},
     )
-    assert preflight.status_code == 400
+    # Refused like every other error: problem+json 403 (API.md §2), never plain text.
+    body = problem(preflight, 403, "FORBIDDEN")
+    assert "origin" in body["detail"]
     assert "access-control-allow-origin" not in preflight.headers
+    assert "Origin" in preflight.headers["vary"]
+    for refused, headers in (
+        ("method", {"Access-Control-Request-Method": "TRACE"}),
+        (
+            "headers",
+            {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "X-Evil"},
+        ),
+    ):
+        response = await client.options(
+            "/api/v1/tasks", headers={"Origin": "https://app.example.com", **headers}
+        )
+        assert refused in problem(response, 403, "FORBIDDEN")["detail"]
 
 
 async def test_cors_preflight(edge: tuple[FastAPI, httpx.AsyncClient]) -> None:

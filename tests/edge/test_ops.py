@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import httpx
+import logging
 
-from tests.conftest import AppFactory, redis_url_or_skip
+import httpx
+import pytest
+
+from tests.conftest import AppFactory, problem, redis_url_or_skip
 
 
 async def test_health(client: httpx.AsyncClient) -> None:
@@ -110,3 +113,64 @@ async def test_each_app_has_its_own_registry(make_app: AppFactory) -> None:
         await first_client.get("/health")
     text = (await second_client.get("/metrics")).text
     assert _sample(text, "taskmanager_http_requests_total", route="/health") is None
+
+
+async def test_metrics_need_the_bearer_token_when_one_is_set(make_app: AppFactory) -> None:
+    _, client = await make_app(metrics_token="m3trics-t0ken-for-prometheus")
+    body = problem(await client.get("/metrics"), 401, "NOT_AUTHENTICATED")
+    assert "Bearer" in body["detail"]
+    for wrong in ("Bearer wrong", "Basic bTNOcmljcw==", "Bearer m3trics-t0ken-for-prometheu"):
+        response = await client.get("/metrics", headers={"Authorization": wrong})
+        problem(response, 401, "INVALID_CREDENTIALS")
+        assert response.headers["www-authenticate"] == "Bearer"
+    ok = await client.get(
+        "/metrics", headers={"Authorization": "Bearer m3trics-t0ken-for-prometheus"}
+    )
+    assert ok.status_code == 200
+    assert "# TYPE" in ok.text
+    assert ok.headers["cache-control"] == "private, no-cache"
+
+
+async def test_metrics_are_open_without_a_token(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/metrics")).status_code == 200
+
+
+async def test_docs_can_be_switched_off(make_app: AppFactory) -> None:
+    _, client = await make_app(docs_enabled=False)
+    for path in ("/docs", "/redoc", "/openapi.json", "/docs/static/swagger-ui.css"):
+        problem(await client.get(path), 404, "RESOURCE_NOT_FOUND")
+    assert (await client.get("/health")).status_code == 200
+
+
+async def test_production_warns_when_metrics_are_open(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    from taskmanager.kit.config import Environment
+
+    caplog.set_level(logging.WARNING)
+    app, _ = await make_app()
+    # Production settings on this test database (which production would refuse as a temp
+    # file): the warning comes from the lifespan, so run it with production settings.
+    settings = app.state.settings.model_copy(update={"env": Environment.PRODUCTION})
+    from asgi_lifespan import LifespanManager
+
+    from taskmanager.main import create_app
+
+    production = create_app(settings)
+    async with LifespanManager(production):
+        pass
+    warned = [
+        r.msg
+        for r in caplog.records
+        if isinstance(r.msg, dict) and r.msg.get("event") == "metrics_open"
+    ]
+    assert len(warned) == 1
+    caplog.clear()
+    guarded = create_app(settings.model_copy(update={"metrics_token": "t" * 32}))
+    async with LifespanManager(guarded):
+        pass
+    assert not [
+        r
+        for r in caplog.records
+        if isinstance(r.msg, dict) and r.msg.get("event") == "metrics_open"
+    ]

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import update
 
-from tests.conftest import AppFactory, UserFactory, problem, redis_url_or_skip
+from taskmanager.kit.db import utcnow
+from taskmanager.models.api_keys import ApiKey
+from tests.conftest import TEST_PASSWORD, AppFactory, UserFactory, problem, redis_url_or_skip
+from tests.factories import api_login, create_api_key, db_execute
 
 
 def _add_ping(app: FastAPI) -> None:
@@ -79,16 +84,6 @@ async def test_limits_are_per_user(make_app: AppFactory, make_user: UserFactory)
     assert (await client.get("/api/v1/_test/ping")).status_code == 200
 
 
-async def test_limits_are_per_api_key(make_app: AppFactory) -> None:
-    app, client = await make_app(rate_limit_enabled=True, rate_limit_default="1/minute")
-    _add_ping(app)
-    first = {"X-API-Key": "tm_first_key_0123456789"}
-    second = {"X-API-Key": "tm_second_key_0123456789"}
-    assert (await client.get("/api/v1/_test/ping", headers=first)).status_code == 200
-    problem(await client.get("/api/v1/_test/ping", headers=first), 429, "RATE_LIMITED")
-    assert (await client.get("/api/v1/_test/ping", headers=second)).status_code == 200
-
-
 async def test_bad_token_is_counted_per_ip(make_app: AppFactory) -> None:
     app, client = await make_app(rate_limit_enabled=True, rate_limit_default="1/minute")
     _add_ping(app)
@@ -149,20 +144,23 @@ async def test_limits_shared_across_apps_through_redis(make_app: AppFactory) -> 
         problem(await second.get("/api/v1/_test/ping"), 429, "RATE_LIMITED")
 
 
-async def test_redis_down_fails_open_and_ready_reports_it(
+async def test_redis_down_degrades_to_in_process_limits_and_ready_reports_it(
     make_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
     app, client = await make_app(
         rate_limit_enabled=True,
-        rate_limit_default="1/minute",
+        rate_limit_default="2/minute",
         redis_url="redis://127.0.0.1:1/0",  # nothing listens there
     )
     _add_ping(app)
-    for _ in range(3):
+    statuses = []
+    for _ in range(4):
         response = await client.get("/api/v1/_test/ping")
-        assert response.status_code == 200
-        assert "ratelimit-limit" not in response.headers
+        statuses.append(response.status_code)
+        assert response.headers["ratelimit-limit"] == "2"
+    # Still limited — by this process alone — rather than open or failing.
+    assert statuses == [200, 200, 429, 429]
     warnings = [
         r
         for r in caplog.records
@@ -175,3 +173,282 @@ async def test_redis_down_fails_open_and_ready_reports_it(
         "status": "not_ready",
         "checks": {"database": "healthy", "redis": "unhealthy"},
     }
+
+
+# ---- identity only from verified credentials (finding 2) -----------------------------------
+
+
+async def test_random_api_keys_are_counted_per_address(make_app: AppFactory) -> None:
+    app, _ = await make_app(
+        rate_limit_enabled=True, rate_limit_default="3/minute", rate_limit_auth="100/minute"
+    )
+    _add_ping(app)
+    async with _client(app, _random_ip()) as client:
+        statuses = []
+        for _ in range(5):
+            key = {"X-API-Key": f"tm_{secrets.token_urlsafe(24)}"}  # a fresh made-up key
+            statuses.append((await client.get("/api/v1/_test/ping", headers=key)).status_code)
+        assert statuses == [200, 200, 200, 429, 429]
+        # The address's anonymous quota is the one spent.
+        problem(await client.get("/api/v1/_test/ping"), 429, "RATE_LIMITED")
+        # Made-up keys on a real route are 401 first, then 429 the same way.
+        response = await client.get(
+            "/api/v1/tasks", headers={"X-API-Key": f"tm_{secrets.token_urlsafe(24)}"}
+        )
+        problem(response, 429, "RATE_LIMITED")
+
+
+async def test_every_credential_of_a_user_shares_one_bucket(
+    make_app: AppFactory, make_user: UserFactory
+) -> None:
+    app, _ = await make_app(rate_limit_enabled=True, rate_limit_default="4/minute")
+    alice = await make_user("alice")
+    first = await create_api_key(app, alice, ["tasks:read"])
+    second = await create_api_key(app, alice, ["tasks:read"])
+    async with _client(app, _random_ip()) as client:
+        remaining = []
+        for headers in (first, second, alice.headers, first):
+            response = await client.get("/api/v1/tasks", headers=headers)
+            assert response.status_code == 200, response.text
+            remaining.append(int(response.headers["ratelimit-remaining"]))
+        assert remaining == [3, 2, 1, 0]
+        for headers in (second, alice.headers):
+            problem(await client.get("/api/v1/tasks", headers=headers), 429, "RATE_LIMITED")
+    # Another address, same user: still the user's bucket.
+    async with _client(app, _random_ip()) as elsewhere:
+        problem(await elsewhere.get("/api/v1/tasks", headers=first), 429, "RATE_LIMITED")
+
+
+async def test_a_revoked_key_is_not_served_from_the_limiters_cache(
+    make_app: AppFactory, make_user: UserFactory
+) -> None:
+    app, client = await make_app(rate_limit_enabled=True, rate_limit_default="100/minute")
+    alice = await make_user("alice")
+    key = await create_api_key(app, alice, ["tasks:read"])
+    assert (await client.get("/api/v1/tasks", headers=key)).status_code == 200
+    await db_execute(app, update(ApiKey).values(revoked_at=utcnow()))
+    problem(await client.get("/api/v1/tasks", headers=key), 401, "INVALID_CREDENTIALS")
+
+
+async def test_failed_authentications_count_toward_the_auth_limit(
+    make_app: AppFactory, make_user: UserFactory
+) -> None:
+    app, _ = await make_app(
+        rate_limit_enabled=True, rate_limit_default="100/minute", rate_limit_auth="3/minute"
+    )
+    alice = await make_user("alice")
+    address = _random_ip()
+    async with _client(app, address) as client:
+        # A bad signature, a token ended by "log out everywhere", a made-up key.
+        problem(
+            await client.get("/api/v1/tasks", headers={"Authorization": "Bearer x.y.z"}),
+            401,
+            "INVALID_CREDENTIALS",
+        )
+        response = await client.post("/api/v1/auth/logout-all", headers=alice.headers)
+        assert response.status_code == 204
+        problem(
+            await client.get("/api/v1/tasks", headers=alice.headers), 401, "INVALID_CREDENTIALS"
+        )
+        problem(
+            await client.get("/api/v1/tasks", headers={"X-API-Key": "tm_made_up"}),
+            401,
+            "INVALID_CREDENTIALS",
+        )
+        # The address has failed three times: more bad credentials get 429 at once.
+        problem(
+            await client.get("/api/v1/tasks", headers={"X-API-Key": "tm_made_up_too"}),
+            429,
+            "RATE_LIMITED",
+        )
+    # A good credential from the same address is still served.
+    async with _client(app, "127.0.0.1") as elsewhere:
+        fresh = await api_login(elsewhere, "alice")
+    async with _client(app, address) as client:
+        response = await client.get(
+            "/api/v1/tasks", headers={"Authorization": f"Bearer {fresh['access_token']}"}
+        )
+        assert response.status_code == 200, response.text
+
+
+# ---- logins per account, proxy trust, step-up routes (finding 3) ---------------------------
+
+
+def _forwarded(address: str) -> dict[str, str]:
+    return {"X-Forwarded-For": address}
+
+
+async def test_login_is_limited_per_account_across_rotating_forwarded_addresses(
+    make_app: AppFactory, make_user: UserFactory
+) -> None:
+    app, _ = await make_app(
+        rate_limit_enabled=True,
+        rate_limit_auth="1000/minute",
+        rate_limit_login_address="5/minute",
+        rate_limit_login_account="3/minute",
+        forwarded_allow_ips="127.0.0.1",
+    )
+    await make_user("alice")
+    await make_user("bob")
+    async with _client(app, "127.0.0.1") as proxy:  # a trusted reverse proxy
+        # Alice logs in from home once: that address is known to her account from now on.
+        home = _forwarded("198.51.100.7")
+        ok = await proxy.post(
+            "/api/v1/auth/token", data=_form("alice", TEST_PASSWORD), headers=home
+        )
+        assert ok.status_code == 200, ok.text
+        # An attacker guesses from a new address each time (a botnet, rotating proxies): with
+        # the home login (not yet known when it came), the account's ceiling of 3 is reached.
+        statuses = []
+        for n in range(5):
+            response = await proxy.post(
+                "/api/v1/auth/token",
+                data=_form("alice", f"Guess-{n}-Pass"),
+                headers=_forwarded(f"203.0.113.{n + 1}"),
+            )
+            statuses.append(response.status_code)
+        assert statuses == [401, 401, 429, 429, 429]
+        limited = problem(response, 429, "RATE_LIMITED")
+        assert "account" in limited["detail"]
+        assert 1 <= int(response.headers["retry-after"]) <= 60
+        # Even the right password from a new address waits...
+        response = await proxy.post(
+            "/api/v1/auth/token",
+            data=_form("alice", TEST_PASSWORD),
+            headers=_forwarded("203.0.113.99"),
+        )
+        problem(response, 429, "RATE_LIMITED")
+        # ...but the real user, from an address she logged in from before, is not locked out.
+        ok = await proxy.post(
+            "/api/v1/auth/token", data=_form("alice", TEST_PASSWORD), headers=home
+        )
+        assert ok.status_code == 200, ok.text
+        # Other accounts are unaffected; an unknown account is throttled like a real one.
+        response = await proxy.post(
+            "/api/v1/auth/token",
+            data=_form("bob", TEST_PASSWORD),
+            headers=_forwarded("203.0.113.1"),
+        )
+        assert response.status_code == 200
+        ghosts = [
+            (
+                await proxy.post(
+                    "/api/v1/auth/token",
+                    data=_form("ghost", "Guess-Pass-1"),
+                    headers=_forwarded(f"192.0.2.{n + 1}"),
+                )
+            ).status_code
+            for n in range(5)
+        ]
+        assert ghosts == [401, 401, 401, 429, 429]
+
+
+async def test_login_is_limited_per_account_and_address(
+    make_app: AppFactory, make_user: UserFactory
+) -> None:
+    app, _ = await make_app(
+        rate_limit_enabled=True,
+        rate_limit_auth="1000/minute",
+        rate_limit_login_address="2/minute",
+        rate_limit_login_account="100/minute",
+    )
+    await make_user("alice")
+    async with _client(app, _random_ip()) as attacker, _client(app, _random_ip()) as owner:
+        for _ in range(2):
+            response = await attacker.post("/api/v1/auth/token", data=_form("alice", "Wr0ng-pass"))
+            assert response.status_code == 401
+        problem(
+            await attacker.post("/api/v1/auth/token", data=_form("alice", TEST_PASSWORD)),
+            429,
+            "RATE_LIMITED",
+        )
+        # The owner, elsewhere, is untouched by the attacker's failures.
+        ok = await owner.post("/api/v1/auth/token", data=_form("alice", TEST_PASSWORD))
+        assert ok.status_code == 200
+
+
+async def test_forwarded_for_is_ignored_from_untrusted_peers(make_app: AppFactory) -> None:
+    app, _ = await make_app(
+        rate_limit_enabled=True, rate_limit_auth="2/minute", forwarded_allow_ips="127.0.0.1"
+    )
+    async with _client(app, _random_ip()) as direct:  # not a trusted proxy
+        statuses = [
+            (
+                await direct.post(
+                    "/api/v1/auth/token",
+                    data=_form("nobody", "Wr0ng-pass"),
+                    headers=_forwarded(f"203.0.113.{n + 1}"),
+                )
+            ).status_code
+            for n in range(3)
+        ]
+    # Spoofed addresses buy nothing: all three count against the real peer.
+    assert statuses == [401, 401, 429]
+
+
+async def test_forwarded_for_is_believed_from_a_configured_proxy_network(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    app, _ = await make_app(
+        rate_limit_enabled=True,
+        rate_limit_auth="1/minute",
+        forwarded_allow_ips="10.20.0.0/16",
+        log_level="INFO",
+    )
+    async with _client(app, "10.20.3.4") as proxy:
+        for n in range(3):
+            response = await proxy.post(
+                "/api/v1/auth/token",
+                data=_form("nobody", "Wr0ng-pass"),
+                headers=_forwarded(f"203.0.113.{n + 1}"),
+            )
+            assert response.status_code == 401  # three clients, one attempt each
+    clients = {
+        r.msg["client"]
+        for r in caplog.records
+        if isinstance(r.msg, dict) and r.msg.get("event") == "request"
+    }
+    assert clients == {"203.0.113.1", "203.0.113.2", "203.0.113.3"}
+
+
+async def test_password_checks_of_signed_in_users_count_under_the_auth_limit(
+    make_app: AppFactory, make_user: UserFactory
+) -> None:
+    app, _ = await make_app(
+        rate_limit_enabled=True, rate_limit_default="100/minute", rate_limit_auth="2/minute"
+    )
+    wrong = "Wr0ng-pass"
+    attempts: list[tuple[str, str, dict[str, Any]]] = [
+        (
+            "POST",
+            "/api/v1/users/me/password",
+            {
+                "current_password": wrong,
+                "new_password": "Violet-Tractor-88",
+                "confirm_password": "Violet-Tractor-88",
+            },
+        ),
+        (
+            "POST",
+            "/api/v1/api-keys",
+            {"name": "k", "scopes": ["tasks:read"], "current_password": wrong},
+        ),
+        ("PATCH", "/api/v1/users/me", {"username": "eve", "current_password": wrong}),
+        ("DELETE", "/api/v1/users/me", {"current_password": wrong}),
+    ]
+    for method, path, body in attempts:
+        user = await make_user()
+        for _ in range(2):
+            # Each guess from a new address: the count is the user's, not the address's.
+            async with _client(app, _random_ip()) as client:
+                response = await client.request(method, path, json=body, headers=user.headers)
+            assert response.status_code == 401, (path, response.text)
+            assert response.headers["ratelimit-limit"] == "2"
+        async with _client(app, _random_ip()) as client:
+            response = await client.request(method, path, json=body, headers=user.headers)
+        problem(response, 429, "RATE_LIMITED")
+
+
+def _form(username: str, password: str) -> dict[str, str]:
+    return {"username": username, "password": password}

@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from taskmanager import migrate
+from taskmanager.models.auth import RefreshToken
+from taskmanager.models.users import User
 from tests.conftest import (
     PG_HOST,
     PG_PORT,
@@ -68,3 +71,46 @@ async def _to_thread_downgrade(url: str) -> None:
     import asyncio
 
     await asyncio.to_thread(migrate.downgrade, url, "base")
+
+
+async def test_0002_security_backfills_existing_rows(scratch_url: str) -> None:
+    """Users and refresh tokens written before 0002 keep working after it."""
+    await migrate.upgrade_async(scratch_url, "0001")
+    created = datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    engine = create_async_engine(scratch_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO users (email, username, password_hash, role, is_active,"
+                    " created_at, updated_at) VALUES ('a@example.com', 'a', 'x', 'user', :t,"
+                    " :created, :created)"
+                ),
+                {"t": True, "created": _stored(scratch_url, created)},
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO refresh_tokens (user_id, family_id, token_hash, expires_at,"
+                    " created_at) VALUES (1, 'f', 'h', :expires, :created)"
+                ),
+                {
+                    "expires": _stored(scratch_url, created + timedelta(days=14)),
+                    "created": _stored(scratch_url, created),
+                },
+            )
+        await migrate.upgrade_async(scratch_url)
+        async with engine.connect() as connection:
+            generation = (await connection.execute(select(User.session_generation))).scalar_one()
+            family_end = (
+                await connection.execute(select(RefreshToken.family_expires_at))
+            ).scalar_one()
+    finally:
+        await engine.dispose()
+    assert generation == 0
+    assert family_end == created + timedelta(days=90)
+    assert await migrate.schema_drift(scratch_url) == []
+
+
+def _stored(url: str, value: datetime) -> object:
+    # SQLite keeps naive UTC text (models.base.UTCDateTime); PostgreSQL a timestamptz.
+    return value.replace(tzinfo=None).isoformat(sep=" ") if url.startswith("sqlite") else value

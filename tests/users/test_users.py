@@ -207,17 +207,29 @@ async def test_get_me_with_an_api_key(client: httpx.AsyncClient, make_user: User
 async def test_patch_me(client: httpx.AsyncClient, make_user: UserFactory) -> None:
     user = await make_user("ivy")
     response = await client.patch(
-        ME, json={"username": "Ivy_New", "email": "IVY@New.Example.com"}, headers=user.headers
+        ME,
+        json={
+            "username": "Ivy_New",
+            "email": "IVY@New.Example.com",
+            "current_password": TEST_PASSWORD,
+        },
+        headers=user.headers,
     )
     assert response.status_code == 200, response.text
     assert response.json()["username"] == "ivy_new"
     assert response.json()["email"] == "ivy@new.example.com"
-    response = await client.patch(ME, json={"email": "ivy2@example.com"}, headers=user.headers)
+    response = await client.patch(
+        ME,
+        json={"email": "ivy2@example.com", "current_password": TEST_PASSWORD},
+        headers=user.headers,
+    )
     assert response.json()["username"] == "ivy_new"
     assert response.json()["email"] == "ivy2@example.com"
     await login(client, "ivy_new")
     # Setting one's own current values again is not a conflict with oneself.
-    response = await client.patch(ME, json={"username": "IVY_NEW"}, headers=user.headers)
+    response = await client.patch(
+        ME, json={"username": "IVY_NEW", "current_password": TEST_PASSWORD}, headers=user.headers
+    )
     assert response.status_code == 200
 
 
@@ -225,6 +237,7 @@ async def test_patch_me_taken_is_409(client: httpx.AsyncClient, make_user: UserF
     user = await make_user("jack")
     await make_user("jill")
     for body in ({"username": "JILL"}, {"email": "jill@example.com"}):
+        body["current_password"] = TEST_PASSWORD
         problem(await client.patch(ME, json=body, headers=user.headers), 409, "CONFLICT")
     me = (await client.get(ME, headers=user.headers)).json()
     assert (me["username"], me["email"]) == ("jack", "jack@example.com")

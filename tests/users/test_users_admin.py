@@ -211,8 +211,10 @@ async def test_deactivation_locks_out_every_credential_at_once(
         f"{USERS}/{user.id}", json={"is_active": True}, headers=admin.headers
     )
     assert response.json()["is_active"] is True
-    # Access tokens and keys work again; the refresh tokens revoked on deactivation do not.
-    assert (await client.get(ME, headers=access)).status_code == 200
+    # Keys work again; access tokens issued before the reactivation and the refresh tokens
+    # revoked on deactivation do not (API.md §3).
+    problem(await client.get(ME, headers=access), 401, "INVALID_CREDENTIALS")
+    problem(await client.get(ME, headers=user.headers), 401, "INVALID_CREDENTIALS")
     assert (await client.get(ME, headers=api_key)).status_code == 200
     problem(
         await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}),

@@ -11,9 +11,11 @@ from taskmanager.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 from taskmanager.kit.deps import LoginPrincipal, SessionDep, SettingsDep
 from taskmanager.kit.errors import (
     Forbidden,
+    InvalidCredentials,
     MalformedRequest,
     NotAuthenticated,
     NotFound,
+    ServiceUnavailable,
     UnsupportedMediaType,
     ValidationFailed,
 )
@@ -40,14 +42,24 @@ KeyId = Annotated[int, id_path("key")]
     responses={
         201: {"headers": LOCATION_HEADER},
         **problem_responses(
-            NotAuthenticated, Forbidden, MalformedRequest, UnsupportedMediaType, ValidationFailed
+            NotAuthenticated,
+            Forbidden,
+            MalformedRequest,
+            UnsupportedMediaType,
+            ValidationFailed,
+            ServiceUnavailable,
         ),
+        401: problem_responses(InvalidCredentials)[401]
+        | {"description": "Not authenticated, or the current password is wrong"},
     },
 )
 async def create(
     body: ApiKeyCreate, principal: LoginPrincipal, session: SessionDep, response: Response
 ) -> ApiKeyCreated:
-    """Mint a scoped key; the full key is in this response only, so store it now."""
+    """Mint a scoped key; the full key is in this response only, so store it now.
+
+    ``current_password`` is required (401 if wrong): a key outlives every session.
+    """
     key, secret = await service.create(session, principal, body)
     response.headers["Cache-Control"] = "no-store"
     return ApiKeyCreated.model_validate(

@@ -10,10 +10,12 @@ from pydantic_core import PydanticCustomError
 
 from taskmanager.kit.fields import Text, UTCTimestamp
 from taskmanager.kit.identity import Scope
+from taskmanager.kit.passwords import CurrentPassword
 
 
 class ApiKeyCreate(BaseModel):
-    """A new key: a name to recognise it by, its scopes, and an optional expiry."""
+    """A new key: a name to recognise it by, its scopes, an optional expiry, and the caller's
+    current password (a key outlives sessions, so minting one needs the password again)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -23,11 +25,13 @@ class ApiKeyCreate(BaseModel):
                     "name": "nightly report",
                     "scopes": ["tasks:read", "projects:read"],
                     "expires_at": "2027-01-01T00:00:00Z",
+                    "current_password": "An-example-0nly",
                 }
             ]
         },
     )
 
+    current_password: CurrentPassword
     name: Annotated[str, Text(100, single_line=True)]
     scopes: list[Scope] = Field(min_length=1, max_length=20)
     expires_at: UTCTimestamp | None = Field(

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.api_keys import repository
 from taskmanager.api_keys.schemas import ApiKeyCreate
+from taskmanager.auth.service import verify_current_password
 from taskmanager.kit.db import utcnow
 from taskmanager.kit.errors import Forbidden, NotFound
 from taskmanager.kit.identity import Principal, Scope
@@ -30,7 +31,12 @@ def generate_key() -> str:
 async def create(
     session: AsyncSession, principal: Principal, data: ApiKeyCreate
 ) -> tuple[ApiKey, str]:
-    """Mint a key; return it with its secret, which is not stored and cannot be shown again."""
+    """Mint a key; return it with its secret, which is not stored and cannot be shown again.
+
+    Raises InvalidCredentials when ``current_password`` is wrong (step-up), Forbidden for
+    the admin scope without the admin role.
+    """
+    await verify_current_password(session, principal.user_id, data.current_password)
     if Scope.ADMIN in data.scopes and principal.role is not UserRole.ADMIN:
         raise Forbidden("Only administrators may create keys with the 'admin' scope")
     secret = generate_key()

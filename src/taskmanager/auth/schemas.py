@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+
+from taskmanager.kit.passwords import Password, PasswordInput, matches_new_password
 
 _EXAMPLE_REFRESH = "mF3x0Wq9nY8d2c4b6a1e7f5g3h9j0k2l4m6n8p0q2r4s6t8u0v2w4x6y8z0"
 
@@ -76,3 +78,37 @@ class LoginForm(BaseModel):
     scope: str = Field(default="", max_length=1024, description="Ignored: tokens carry no scopes")
     client_id: str = Field(default="", max_length=255, description="Ignored")
     client_secret: str = Field(default="", max_length=255, description="Ignored")
+
+
+class PasswordResetRequest(BaseModel):
+    """Ask for a password-reset link by email (always answered 202: no account oracle)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"email": "alice@example.com"}]}
+    )
+
+    # Not validated as an address: any string gets the same 202, and a lookup finds nothing.
+    email: str = Field(min_length=1, max_length=320)
+
+
+class PasswordResetConfirm(BaseModel):
+    """Set a new password with the token from the reset mail."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "token": "q3Jx0Wq9nY8d2c4b6a1e7f5g3h9j0k2l4m6n8p0q2r4",
+                    "new_password": "N3w-and-longer",
+                    "confirm_password": "N3w-and-longer",
+                }
+            ]
+        },
+    )
+
+    token: str = Field(min_length=1, max_length=512, description="The token from the reset mail")
+    new_password: Password
+    confirm_password: PasswordInput
+
+    _matches = field_validator("confirm_password")(matches_new_password)

@@ -1,13 +1,19 @@
 """Authentication: the one place that turns a request's credential into who is calling.
 
 Every entry point — route dependencies, the fast task read, middleware, WebSockets — goes
-through ``identify`` (what the credential proves) or ``authenticate`` (that, verified
-against the database). Results are cached in the ASGI scope's state, so a request verifies
-its token's signature and looks up its API key once however many layers ask.
+through ``identify`` (what the credential proves), ``authenticate`` (that, verified
+against the database) or ``verified_user_id`` (whose credential it is, for rate limits).
+Results are cached in the ASGI scope's state, so a request verifies its token's signature
+and looks up its API key once however many layers ask.
+
+An access token is good only while its ``gen`` claim equals the user's
+``session_generation``: every query that authenticates compares them, so a password change,
+"log out everywhere", a deactivation or a reactivation ends earlier tokens at once.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -99,8 +105,13 @@ def access_claims(scope: ASGIScope, token: str) -> AccessClaims:
     cached = state.get(_CLAIMS_KEY)
     if isinstance(cached, AccessClaims):
         return cached
+    settings = _settings(scope)
     try:
-        claims = decode_access_token(token, _settings(scope).signing_key)
+        claims = decode_access_token(
+            token,
+            settings.signing_key,
+            timedelta(minutes=settings.access_token_expire_minutes),
+        )
     except InvalidToken:
         if token.startswith(API_KEY_PREFIX):
             raise InvalidCredentials(KEY_AS_BEARER) from None
@@ -119,9 +130,10 @@ def _require_credential(scope: ASGIScope) -> Credential:
 async def identify(scope: ASGIScope, *, session: AsyncSession | None = None) -> Identity:
     """What the request's credential proves, with as little database work as possible.
 
-    A bearer token needs no query: only its signature and expiry are checked, so the user may
-    since have been deactivated — act on the result only in a query that re-checks the user
-    (the fast task read does). An API key is looked up, which also proves its owner active.
+    A bearer token needs no query: only its signature and claims are checked, so the user may
+    since have been deactivated or signed out everywhere — act on the result only in a query
+    that re-checks the user, active and at ``identity.generation`` (the fast task read does).
+    An API key is looked up, which also proves its owner active.
     ``session`` is the request's session when there is one (else a snapshot is used).
     Raises NotAuthenticated (no credential) or InvalidCredentials.
     """
@@ -130,11 +142,12 @@ async def identify(scope: ASGIScope, *, session: AsyncSession | None = None) -> 
         return (await _api_key_principal(scope, credential.value, session)).identity
     claims = access_claims(scope, credential.value)
     remember_user(scope, claims.user_id)
-    return Identity(user_id=claims.user_id)
+    return Identity(user_id=claims.user_id, generation=claims.generation)
 
 
 async def authenticate(scope: ASGIScope, *, session: AsyncSession | None = None) -> Principal:
-    """The verified caller: the credential is good and its user exists and is active.
+    """The verified caller: the credential is good and its user exists and is active (and, for
+    an access token, has not ended its sessions since the token was issued).
 
     One query at most (the user row, or the API key joined to its user); cached for the rest
     of the request. Raises NotAuthenticated (no credential) or InvalidCredentials.
@@ -147,7 +160,11 @@ async def authenticate(scope: ASGIScope, *, session: AsyncSession | None = None)
     if credential.kind == "api_key":
         return await _api_key_principal(scope, credential.value, session)
     identity = await identify(scope)
-    statement = select(User.role).where(User.id == identity.user_id, User.is_active.is_(True))
+    statement = select(User.role).where(
+        User.id == identity.user_id,
+        User.is_active.is_(True),
+        User.session_generation == identity.generation,
+    )
     if session is None:
         async with _database(scope).snapshot() as snapshot:
             role = (await snapshot.execute(statement)).scalar_one_or_none()
@@ -174,10 +191,44 @@ def claimed_caller(scope: ASGIScope) -> str | None:
     return f"user:{access_claims(scope, credential.value).user_id}"
 
 
+# API keys recently verified in this process, by digest: owner id and when to look again.
+# Only rate limiting reads this (to pick the owner's bucket without a query); authorization
+# always looks the key up, so a revoked key stops at once.
+_KEY_OWNERS: dict[str, tuple[int, float]] = {}
+_KEY_OWNERS_MAX = 10_000
+KEY_OWNER_TTL_SECONDS = 30.0
+
+
+async def verified_user_id(scope: ASGIScope) -> int | None:
+    """The user a request's credential verifiably belongs to; None without a credential.
+
+    A bearer token counts as verified by its signature (no query); an API key by a lookup,
+    remembered per process for ``KEY_OWNER_TTL_SECONDS`` — and when it is looked up here, the
+    route reuses that lookup (scope state) instead of repeating it.
+    Raises InvalidCredentials for a bad token, key or header.
+    """
+    credential = read_credential(scope)
+    if credential is None:
+        return None
+    if credential.kind == "bearer":
+        return access_claims(scope, credential.value).user_id
+    key_hash = digest(credential.value)
+    now = time.monotonic()
+    known = _KEY_OWNERS.get(key_hash)
+    if known is not None and known[1] > now:
+        return known[0]
+    principal = await _api_key_principal(scope, credential.value, None)
+    if len(_KEY_OWNERS) >= _KEY_OWNERS_MAX:
+        del _KEY_OWNERS[next(iter(_KEY_OWNERS))]
+    _KEY_OWNERS[key_hash] = (principal.user_id, now + KEY_OWNER_TTL_SECONDS)
+    return principal.user_id
+
+
 def caller_label(scope: ASGIScope) -> tuple[int | None, str | None]:
     """(user id, caller label) for logs, without a query: the user the request was
-    authenticated as, else the user a validly signed bearer token names; the label is
-    ``claimed_caller``'s. For requests answered before any route ran (429, replays)."""
+    authenticated as, else the user a validly signed bearer token names, or the owner of an
+    API key this process verified lately; the label is ``claimed_caller``'s. For requests
+    answered before any route ran (429, replays)."""
     user_id = _state(scope).get("user_id")
     if isinstance(user_id, int):
         return user_id, None  # the usual case: authenticated by the route, nothing to add
@@ -187,6 +238,12 @@ def caller_label(scope: ASGIScope) -> tuple[int | None, str | None]:
         return None, None
     if label is not None and label.startswith("user:"):
         return int(label.removeprefix("user:")), label
+    credential = read_credential(scope)
+    if credential is not None and credential.kind == "api_key":
+        # The owner, if this process verified the key lately (the rate limit does): no query.
+        known = _KEY_OWNERS.get(digest(credential.value))
+        if known is not None:
+            return known[0], label
     return None, label
 
 
@@ -197,13 +254,21 @@ class _LiveKey:
     user_role: str
     scopes: frozenset[str]
     last_used_at: datetime | None
+    generation: int
 
 
 async def _live_key(session: AsyncSession, key_hash: str, now: datetime) -> _LiveKey | None:
     """The key with this hash if it is unrevoked, unexpired and its owner is active."""
     row = (
         await session.execute(
-            select(ApiKey.id, ApiKey.user_id, User.role, ApiKey.scopes, ApiKey.last_used_at)
+            select(
+                ApiKey.id,
+                ApiKey.user_id,
+                User.role,
+                ApiKey.scopes,
+                ApiKey.last_used_at,
+                User.session_generation,
+            )
             .join(User, User.id == ApiKey.user_id)
             .where(
                 ApiKey.key_hash == key_hash,
@@ -215,7 +280,7 @@ async def _live_key(session: AsyncSession, key_hash: str, now: datetime) -> _Liv
     ).one_or_none()
     if row is None:
         return None
-    return _LiveKey(row[0], row[1], row[2], frozenset(row[3] or ()), row[4])
+    return _LiveKey(row[0], row[1], row[2], frozenset(row[3] or ()), row[4], row[5])
 
 
 def _touch(key_id: int, now: datetime) -> Update:
@@ -251,6 +316,8 @@ async def _api_key_principal(scope: ASGIScope, key: str, session: AsyncSession |
         role=UserRole(live.user_role),
         api_key_id=live.key_id,
         scopes=live.scopes,
+        # API keys survive the end of sessions; the fast read compares this value.
+        generation=live.generation,
     )
     state[_PRINCIPAL_KEY] = principal
     return principal

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import secrets
 import tempfile
 from collections.abc import Iterable
+from email.utils import parseaddr
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from limits import parse as parse_rate_limit
+from limits import parse_many
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -47,12 +51,34 @@ class Settings(BaseSettings):
 
     access_token_expire_minutes: int = Field(default=30, ge=1, le=24 * 60)
     refresh_token_expire_days: int = Field(default=14, ge=1, le=365)
+    # Absolute lifetime of one login's refresh-token family, however often it is rotated.
+    session_max_days: int = Field(default=90, ge=1, le=3650)
     allow_registration: bool = True
     allowed_origins: Annotated[list[str], NoDecode] = ["http://localhost:3000"]
 
     rate_limit_enabled: bool = True
     rate_limit_default: str = "300/minute"
     rate_limit_auth: str = "10/minute"
+    # Failed logins for one account from one address, and (with back-off tiers) for one
+    # account from addresses that have not logged in to it before.
+    rate_limit_login_address: str = "5/minute;20/hour"
+    rate_limit_login_account: str = "20/minute;100/hour;300/day"
+    # Who may set X-Forwarded-For/-Proto: IPs or networks, comma-separated, or "*".
+    forwarded_allow_ips: str = "127.0.0.1"
+
+    # Argon2 hashes one worker computes at once (each holds ~19 MiB); the rest wait briefly.
+    password_hash_concurrency: int = Field(default=2, ge=1, le=64)
+    password_hash_wait_seconds: float = Field(default=2.0, gt=0, le=60)
+
+    metrics_token: str = Field(default="", repr=False)
+    docs_enabled: bool = True
+
+    # Outgoing mail (password reset): smtp://user:pass@host:port or smtps://...
+    smtp_url: str = Field(default="", repr=False)
+    mail_from: str = ""
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Where the reset mail links to; "{token}" is replaced by the single-use token.
+    password_reset_url: str = "http://localhost:3000/reset-password?token={token}"  # noqa: S105
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
@@ -109,6 +135,61 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"{value!r} is not a rate such as '300/minute'") from exc
         return value
+
+    @field_validator("rate_limit_login_address", "rate_limit_login_account")
+    @classmethod
+    def _check_rates(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a rate list such as '5/minute;20/hour'") from exc
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_forwarded(cls, value: str) -> str:
+        for item in (part.strip() for part in value.split(",")):
+            if item == "*" or item.startswith("unix:"):
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _check_smtp(cls, value: str) -> str:
+        if not value:
+            return value
+        url = urlsplit(value)
+        if url.scheme not in ("smtp", "smtps") or not url.hostname:
+            raise ValueError("must be smtp://host[:port] or smtps://host[:port]")
+        try:
+            _ = url.port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _check_mail_from(cls, value: str) -> str:
+        if value and "@" not in parseaddr(value)[1]:
+            raise ValueError("must be an address such as 'Taskmanager <noreply@example.com>'")
+        return value
+
+    @field_validator("password_reset_url")
+    @classmethod
+    def _check_reset_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or "{token}" not in value:
+            raise ValueError("must be an http(s) URL containing {token}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_mail(self) -> Settings:
+        if self.smtp_url and not self.mail_from:
+            raise ValueError("TASKMANAGER_MAIL_FROM must be set with TASKMANAGER_SMTP_URL")
+        return self
 
     @field_validator("database_url")
     @classmethod
@@ -210,9 +291,24 @@ def describe_validation_error(exc: ValidationError) -> str:
     return message if message.startswith(ENV_PREFIX) else f"invalid settings: {message}"
 
 
+# Settings the contract names (API.md §9) for parts still being built elsewhere: accepted so
+# a deployment written against the contract (compose.yaml, the Kubernetes ConfigMap) starts.
+# Each becomes a field of ``Settings`` when its part lands; then its line here can go.
+CONTRACT_ONLY_VARIABLES = frozenset(
+    {
+        "TASKMANAGER_DRAIN_SECONDS",
+        "TASKMANAGER_MAX_HEADER_BYTES",
+        "TASKMANAGER_MAX_CONCURRENCY",
+        "TASKMANAGER_STORAGE_URL",
+        "TASKMANAGER_EVENT_RETENTION_DAYS",
+    }
+)
+
+
 def known_variables() -> list[str]:
-    """Every ``TASKMANAGER_*`` name a setting is read from."""
-    return sorted(ENV_PREFIX + name.upper() for name in Settings.model_fields)
+    """Every ``TASKMANAGER_*`` name a setting is read from (or the contract reserves)."""
+    fields = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    return sorted(fields | CONTRACT_ONLY_VARIABLES)
 
 
 def _env_file_names() -> list[str]:

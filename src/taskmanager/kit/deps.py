@@ -19,6 +19,8 @@ from taskmanager.kit.db import SAFE_METHODS, Database
 from taskmanager.kit.errors import Forbidden
 from taskmanager.kit.http import API_PREFIX
 from taskmanager.kit.identity import Identity, Principal, Scope
+from taskmanager.kit.mail import Mailer
+from taskmanager.kit.throttle import Counters
 
 # Declared for OpenAPI (Swagger's Authorize button); the headers are read by kit.authn.
 # OAuth2PasswordBearer, so Swagger's Authorize button can log in with a username and password.
@@ -60,7 +62,25 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             await session.commit()
 
 
+async def get_mailer(request: Request) -> Mailer:
+    mailer: Mailer = request.app.state.mailer
+    return mailer
+
+
+async def get_counters(request: Request) -> Counters:
+    counters: Counters = request.app.state.counters
+    return counters
+
+
+async def get_client_address(request: Request) -> str:
+    """The client's address, as the proxy rule (TASKMANAGER_FORWARDED_ALLOW_IPS) resolved it."""
+    return request.client.host if request.client else "unknown"
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+MailerDep = Annotated[Mailer, Depends(get_mailer)]
+CountersDep = Annotated[Counters, Depends(get_counters)]
+ClientAddress = Annotated[str, Depends(get_client_address)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 

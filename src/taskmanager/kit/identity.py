@@ -32,13 +32,18 @@ class Identity:
     user_id: int
     api_key_id: int | None = None
     scopes: frozenset[str] | None = None  # None: a login token, with all of the user's rights
+    # The user's session generation the credential was issued under (``models.users``):
+    # a query that re-checks the user must also find this generation still current.
+    generation: int = 0
 
     def has_scope(self, scope: Scope) -> bool:
         return self.scopes is None or scope.value in self.scopes
 
     def verified(self, role: UserRole | str) -> Principal:
         """The principal this identity is, once a query has found the user active."""
-        return Principal(self.user_id, UserRole(role), self.api_key_id, self.scopes)
+        return Principal(
+            self.user_id, UserRole(role), self.api_key_id, self.scopes, self.generation
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +54,11 @@ class Principal:
     role: UserRole
     api_key_id: int | None = None
     scopes: frozenset[str] | None = None
+    generation: int = 0
 
     @property
     def identity(self) -> Identity:
-        return Identity(self.user_id, self.api_key_id, self.scopes)
+        return Identity(self.user_id, self.api_key_id, self.scopes, self.generation)
 
     def has_scope(self, scope: Scope) -> bool:
         return self.scopes is None or scope.value in self.scopes

@@ -2,16 +2,25 @@
 
 Every line passes through ``redact_secrets``, so a password, token, key or credential
 header given to a logger by mistake is masked before it is rendered.
+
+Query strings are logged by allow-list (``redact_query``): only the parameters the matched
+route declares are shown in clear, and not even those when their name looks like a
+credential; every other value is ``[REDACTED]``, and a name that does not look like a
+parameter name (it may be a secret pasted in the wrong place) is redacted too. Cursors carry
+the filters and sort keys of a page (task titles among them), so they are logged as a short
+digest, enough to tell two apart.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote
 
 import orjson
 import structlog
@@ -41,12 +50,43 @@ _SENSITIVE_KEYS = frozenset(
         "cookie",
         "set-cookie",
         "signature",
+        "sig",
+        "auth",
+        "bearer",
+        "jwt",
+        "pwd",
+        "passwd",
+        "pass",
+        "credential",
+        "credentials",
+        "session",
+        "session_id",
+        "sessionid",
     }
 )
 # Query parameters additionally masked (an OAuth authorization code is a credential).
-_SENSITIVE_QUERY_KEYS = _SENSITIVE_KEYS | {"code", "session"}
+_SENSITIVE_QUERY_KEYS = _SENSITIVE_KEYS | {"code"}
 # Substrings that mark a field as sensitive whatever its exact name.
-_SENSITIVE_PARTS = ("password", "secret", "token", "api_key", "apikey", "authorization", "cookie")
+_SENSITIVE_PARTS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "api-key",
+    "authorization",
+    "cookie",
+    "jwt",
+    "bearer",
+    "credential",
+)
+# Parameter names shown even when undeclared (their value never is); anything else that
+# arrives as a name is masked too: a key or token can be sent as a bare "?tm_...".
+_PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z_-]{0,31}")
+CURSOR_PARAMS = frozenset({"cursor"})
+_NESTED = re.compile(r"[=;&]")
+_MAX_LOGGED_PARAMS = 50
 
 # Our handler carries this attribute so reconfiguring replaces it and nothing else
 # (pytest's log capture, an operator's extra handler).
@@ -64,16 +104,30 @@ def _is_sensitive_param(name: str) -> bool:
     return name.lower() in _SENSITIVE_QUERY_KEYS or is_sensitive(name)
 
 
-def redact_query(query: str) -> str:
-    """A query string with the values of credential-like parameters replaced."""
+def cursor_digest(value: str) -> str:
+    """A short, stable stand-in for a cursor in logs (it carries row values)."""
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+def redact_query(query: str, declared: frozenset[str] = frozenset()) -> str:
+    """A query string fit for a log line: only ``declared`` parameters keep their values.
+
+    Declared names that look like credentials are masked anyway; cursors become a digest.
+    """
     if not query:
         return ""
     pairs = parse_qsl(query, keep_blank_values=True)
-    if not any(_is_sensitive_param(name) for name, _ in pairs):
-        return query
-    return urlencode(
-        [(name, REDACTED if _is_sensitive_param(name) else value) for name, value in pairs]
-    )
+    parts = []
+    for name, value in pairs[:_MAX_LOGGED_PARAMS]:
+        # "status=x;token=..." : a value that holds more pairs is not shown either.
+        if name in declared and not _is_sensitive_param(name) and not _NESTED.search(value):
+            shown = cursor_digest(value) if name in CURSOR_PARAMS else quote(value, safe="")
+        else:
+            shown = REDACTED
+        parts.append(f"{name if _PLAIN_NAME.fullmatch(name) else REDACTED}={shown}")
+    if len(pairs) > _MAX_LOGGED_PARAMS:
+        parts.append(f"[{len(pairs) - _MAX_LOGGED_PARAMS} more]")
+    return "&".join(parts)
 
 
 def redact_secrets(

@@ -3,6 +3,10 @@
 Starlette wraps in reverse order of ``add_middleware``: the last added is the outermost.
 From the network inwards:
 
+0. uvicorn's ``ProxyHeadersMiddleware`` — the client address and scheme from
+   ``X-Forwarded-For``/``-Proto``, believed only from ``TASKMANAGER_FORWARDED_ALLOW_IPS``
+   (the same rule ``taskmanager serve`` gives uvicorn; applying it twice changes nothing).
+   Outermost, so the access log, rate limits and login throttling all see one address.
 1. ``RequestContextMiddleware`` — request id, X-Process-Time, security headers, access log,
    metrics. Outermost so that every response, including CORS preflights and the errors
    below, carries them and is logged and counted once.
@@ -22,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from taskmanager.idempotency.middleware import IdempotencyMiddleware
 from taskmanager.kit.config import Settings
@@ -66,7 +71,7 @@ def install_middleware(
     app.add_middleware(IdempotencyMiddleware)
 
     # ---- limits: rate, body size, time budget; 500 of last resort ----
-    limiter = RateLimiter(settings) if settings.rate_limit_enabled else None
+    limiter = RateLimiter(settings, app.state.counters) if settings.rate_limit_enabled else None
     app.state.rate_limiter = limiter
     app.add_middleware(RequestGuardMiddleware, settings=settings, limiter=limiter)
 
@@ -89,3 +94,6 @@ def install_middleware(
         docs_csp=docs_csp,
         endpoint_templates=endpoint_templates,
     )
+
+    # ---- (outermost of all) who the client is, behind trusted proxies only ----
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)

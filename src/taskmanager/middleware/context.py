@@ -1,7 +1,14 @@
-"""The outermost layer: request id, timing, security headers, access log and metrics.
+"""The outermost layer: request id, timing, security and caching headers, access log, metrics.
 
 One pure-ASGI middleware does all of it, so the hot path pays for one extra coroutine
 frame and one ``send`` wrapper, not one per concern. Headers are precomputed byte pairs.
+
+Caching (RFC 9111): a response to a request that carried a credential is
+``Cache-Control: private, no-cache`` unless the route chose otherwise (responses that carry
+a credential say ``no-store``), and every API response varies on ``Authorization`` and
+``X-API-Key`` (plus ``Origin``, from CORS), so no shared cache serves one caller's answer to
+another. The access log shows only the query parameters the matched route declares
+(``kit.logging.redact_query``).
 """
 
 from __future__ import annotations
@@ -12,10 +19,14 @@ import uuid
 from typing import Any
 
 import structlog
+from fastapi.dependencies.utils import get_flat_params
+from fastapi.params import Cookie, Header, Path
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskmanager.kit.authn import caller_label
 from taskmanager.kit.errors import InternalError
+from taskmanager.kit.http import API_PREFIX
 from taskmanager.kit.logging import redact_query
 from taskmanager.kit.problems import problem_response
 from taskmanager.ops.metrics import UNMATCHED_ROUTE, Metrics
@@ -31,6 +42,11 @@ _COMMON_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 _HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 DOCS_PREFIXES = ("/docs", "/redoc")
+_CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key"})
+_CACHE_CONTROL = b"cache-control"
+_PRIVATE = (_CACHE_CONTROL, b"private, no-cache")
+_VARY = b"vary"
+_VARY_CREDENTIALS = b"Authorization, X-API-Key"
 
 access_log_name = "taskmanager.access"
 log = structlog.get_logger("taskmanager.request")
@@ -44,6 +60,58 @@ def request_id_from(scope: Scope) -> str:
                 return str(value.decode("ascii"))
             break
     return uuid.uuid4().hex
+
+
+def _read_headers(scope: Scope) -> tuple[str, bool]:
+    """(request id, whether a credential header was sent), in one pass over the headers."""
+    request_id: str | None = None
+    credential = False
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER and request_id is None:
+            request_id = value.decode("ascii") if _REQUEST_ID_RE.fullmatch(value) else ""
+        elif name in _CREDENTIAL_HEADERS:
+            credential = True
+    return request_id or uuid.uuid4().hex, credential
+
+
+def _with_caching_headers(headers: list[tuple[bytes, bytes]], credential: bool) -> None:
+    """Add ``Vary: Authorization, X-API-Key`` and, for a credentialed request,
+    ``Cache-Control: private, no-cache`` unless the response has its own."""
+    vary_at: int | None = None
+    has_cache_control = False
+    for index, (name, _) in enumerate(headers):
+        lowered = name.lower()
+        if lowered == _VARY:
+            vary_at = index
+        elif lowered == _CACHE_CONTROL:
+            has_cache_control = True
+    if vary_at is None:
+        headers.append((_VARY, _VARY_CREDENTIALS))
+    else:
+        name, value = headers[vary_at]
+        headers[vary_at] = (name, value + b", " + _VARY_CREDENTIALS)
+    if credential and not has_cache_control:
+        headers.append(_PRIVATE)
+
+
+# Query parameter names each route declares, by route (routes live as long as the app).
+_DECLARED: dict[int, frozenset[str]] = {}
+
+
+def declared_query_names(scope: Scope) -> frozenset[str]:
+    """The query parameters the matched route declares (none when nothing matched)."""
+    route = scope.get("route")
+    if not isinstance(route, APIRoute):
+        return frozenset()
+    names = _DECLARED.get(id(route))
+    if names is None:
+        names = frozenset(
+            field.alias
+            for field in get_flat_params(route.dependant)
+            if not isinstance(field.field_info, Path | Header | Cookie)
+        )
+        _DECLARED[id(route)] = names
+    return names
 
 
 class RouteTable:
@@ -123,12 +191,13 @@ class RequestContextMiddleware:
             return
 
         start = time.perf_counter()
-        request_id = request_id_from(scope)
+        request_id, credential = _read_headers(scope)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         path: str = scope["path"]
         security = self.docs_headers if path.startswith(DOCS_PREFIXES) else self.api_headers
+        varies = credential or path.startswith(API_PREFIX)
         if scope.get("scheme") == "https":
             security = (*security, _HSTS)
         id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
@@ -150,6 +219,8 @@ class RequestContextMiddleware:
                 headers.append(id_header)
                 headers.append((b"x-process-time", b"%.4f" % (time.perf_counter() - start)))
                 headers.extend(security)
+                if varies:
+                    _with_caching_headers(headers, credential)
                 message["headers"] = headers
             await send(message)
 
@@ -180,7 +251,11 @@ class RequestContextMiddleware:
                 "request",
                 method=method,
                 path=path,
-                query=redact_query(query.decode("latin-1")) if query else None,
+                query=(
+                    redact_query(query.decode("latin-1"), declared_query_names(scope))
+                    if query
+                    else None
+                ),
                 route=route,
                 status=status,
                 duration_ms=round(duration * 1000, 2),

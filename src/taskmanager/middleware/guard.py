@@ -111,11 +111,13 @@ class RequestGuardMiddleware:
                 return message
 
         started = False
+        status = 0
 
         async def guarded_send(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
                 if rate_headers:
                     message["headers"] = [*message.get("headers", ()), *rate_headers]
             await send(message)
@@ -150,6 +152,8 @@ class RequestGuardMiddleware:
             failure = RequestTimedOut(f"The request took longer than {self.timeout:g} s")
         if failure is not None:
             await self._problem(scope, receive, send, failure, rate_headers)
+        elif self.limiter is not None and status == 401:
+            await self.limiter.after_response(scope, status)
 
     async def _problem(
         self,

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, CheckConstraint, String, true
+from sqlalchemy import Boolean, CheckConstraint, Integer, String, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from taskmanager.models.base import Base, BigIntId, UTCDateTime, utcnow
@@ -30,5 +30,10 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="user", server_default="user")
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Carried by every access token (claim "gen") and compared on every authenticated
+    # request: raising it ends every access token issued before (password change or reset,
+    # log out everywhere, deactivation, reactivation). A counter, not a timestamp, so the
+    # cut is exact whatever the clocks of the processes that issue and check tokens say.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

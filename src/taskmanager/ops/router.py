@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any, Literal
 
 import anyio
@@ -10,6 +11,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import JSONResponse, Response
 
+from taskmanager.kit.errors import InvalidCredentials, NotAuthenticated
 from taskmanager.kit.http import operation_id
 from taskmanager.kit.routing import CheckedRoute
 
@@ -76,8 +78,25 @@ async def ready(request: Request) -> Response:
     )
 
 
+def _check_metrics_token(request: Request) -> None:
+    """With TASKMANAGER_METRICS_TOKEN set, /metrics needs ``Authorization: Bearer <it>``."""
+    expected: str = request.app.state.settings.metrics_token
+    if not expected:
+        return
+    authorization = request.headers.get("authorization")
+    if not authorization:
+        raise NotAuthenticated("/metrics needs Authorization: Bearer <metrics token>")
+    scheme, _, token = authorization.partition(" ")
+    # Constant time: the comparison must not tell how much of a guess was right.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode(), expected.encode()
+    ):
+        raise InvalidCredentials("The metrics token is wrong")
+
+
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     """Request counts and latencies by route template, requests in flight, pool use."""
+    _check_metrics_token(request)
     body, content_type = request.app.state.metrics.render()
     return Response(body, media_type=content_type)

@@ -208,3 +208,51 @@ async def remove_member(session: AsyncSession, project_id: int, user_id: int) ->
         .where(ProjectMember.project_id == project_id, ProjectMember.user_id == user_id)
         .execution_options(synchronize_session=False)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """One of a user's memberships, with its project's head counts."""
+
+    project_id: int
+    role: str
+    members: int
+    owners: int
+
+
+async def lock_memberships_of(session: AsyncSession, user_id: int) -> list[Membership]:
+    """The user's memberships with head counts, their projects locked (in id order) first,
+    so no membership change on them can interleave (see ``lock``)."""
+    mine = select(ProjectMember.project_id).where(ProjectMember.user_id == user_id)
+    await session.execute(
+        select(Project.id).where(Project.id.in_(mine)).order_by(Project.id).with_for_update()
+    )
+    others = ProjectMember.__table__.alias("others")
+    members = (
+        select(func.count())
+        .where(others.c.project_id == ProjectMember.project_id)
+        .scalar_subquery()
+    )
+    owners = (
+        select(func.count())
+        .where(others.c.project_id == ProjectMember.project_id, others.c.role == "owner")
+        .scalar_subquery()
+    )
+    rows = (
+        await session.execute(
+            select(ProjectMember.project_id, ProjectMember.role, members, owners)
+            .where(ProjectMember.user_id == user_id)
+            .order_by(ProjectMember.project_id)
+        )
+    ).all()
+    return [Membership(row[0], row[1], row[2], row[3]) for row in rows]
+
+
+async def delete_projects(session: AsyncSession, project_ids: Collection[int]) -> None:
+    """Delete projects with their tasks, comments and memberships (FK cascades)."""
+    if project_ids:
+        await session.execute(
+            delete(Project)
+            .where(Project.id.in_(project_ids))
+            .execution_options(synchronize_session=False)
+        )

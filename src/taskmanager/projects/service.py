@@ -218,3 +218,32 @@ async def remove_member(
     await _ensure_owner_remains(session, project_id, member)
     await repository.remove_member(session, project_id, user_id)
     await repository.touch(session, project_id)
+
+
+# --- a member's account ends ---------------------------------------------------------------
+
+
+async def release_member(session: AsyncSession, user_id: int) -> None:
+    """Before a user's account is deleted: delete the projects only they belong to (their
+    Inbox among them) and mark the shared ones changed; their memberships go with the user
+    row (FK cascade).
+
+    Raises Conflict while they are the last owner of a project that has other members:
+    ownership must be handed over first (API.md §3).
+    """
+    memberships = await repository.lock_memberships_of(session, user_id)
+    stranded = [
+        m.project_id
+        for m in memberships
+        if m.role == ProjectRole.OWNER and m.owners <= 1 and m.members > 1
+    ]
+    if stranded:
+        listed = ", ".join(str(project_id) for project_id in stranded)
+        raise Conflict(
+            f"You are the last owner of project(s) {listed}, which have other members: "
+            "make someone else an owner, or remove the other members, first"
+        )
+    await repository.delete_projects(session, [m.project_id for m in memberships if m.members == 1])
+    for membership in memberships:
+        if membership.members > 1:
+            await repository.touch(session, membership.project_id)

@@ -9,7 +9,9 @@ exception to "one way to build a resource" — nothing else should copy its idio
   its signature check is cached) and the ``tasks:read`` scope is checked inline, with the
   same function the ``RequireScope`` dependency uses.
 - **One round trip.** One statement answers three questions: is the caller still an active
-  user (a row or none), does the task exist, and what is the caller's role in its project.
+  user whose sessions have not ended since the token was issued (a row or none — the user's
+  ``session_generation`` must equal the token's), does the task exist, and what is the
+  caller's role in its project.
   It starts from ``users`` so that "no row" means exactly "the caller is gone", and it takes
   the role from the access gate's own membership subquery (``projects.access.member_role``);
   the verdict is the gate's policy (``projects.policy.decide``), so the admin rule and the
@@ -41,7 +43,7 @@ from taskmanager.kit.deps import require_scope
 from taskmanager.kit.errors import InvalidCredentials, ServiceUnavailable
 from taskmanager.kit.etags import strong_etag
 from taskmanager.kit.http import not_modified
-from taskmanager.kit.identity import Scope
+from taskmanager.kit.identity import Identity, Scope
 from taskmanager.models.tasks import Task
 from taskmanager.models.users import User
 from taskmanager.projects.access import member_role, task_not_found
@@ -59,7 +61,11 @@ _STATEMENT = (
         *TASK_COLUMNS,
     )
     .select_from(_USERS.outerjoin(_TASKS, _TASKS.c.id == bindparam("task_id")))
-    .where(_USERS.c.id == bindparam("user_id"), _USERS.c.is_active.is_(True))
+    .where(
+        _USERS.c.id == bindparam("user_id"),
+        _USERS.c.is_active.is_(True),
+        _USERS.c.session_generation == bindparam("generation"),
+    )
 )
 
 # asyncpg failures that mean the connection or the server is gone, not a bad query.
@@ -99,9 +105,13 @@ async def _fetch_asyncpg(engine: AsyncEngine, params: dict[str, int]) -> Any:
     return record
 
 
-async def _fetch(database: Database, user_id: int, task_id: int) -> Any:
+async def _fetch(database: Database, identity: Identity, task_id: int) -> Any:
     """The row (user_role, member_role, *task columns), or None if the caller is gone."""
-    params = {"task_id": task_id, "user_id": user_id}
+    params = {
+        "task_id": task_id,
+        "user_id": identity.user_id,
+        "generation": identity.generation,
+    }
     if database.dialect == "postgresql":
         return await _fetch_asyncpg(database.read_engine, params)
     async with database.snapshot() as session:
@@ -125,7 +135,7 @@ async def read_task(request: Request, task_id: int, if_none_match: str | None) -
     identity = await authn.identify(request.scope)
     require_scope(identity, Scope.TASKS_READ)
     database: Database = request.app.state.database
-    row = await _fetch(database, identity.user_id, task_id)
+    row = await _fetch(database, identity, task_id)
     if row is None:
         raise InvalidCredentials("The credentials are invalid or the account is inactive")
     values = tuple(row)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +23,14 @@ async def get_for_update(session: AsyncSession, user_id: int) -> User | None:
     # FOR UPDATE is a no-op on SQLite, whose write transactions are serialized anyway.
     return (
         await session.execute(select(User).where(User.id == user_id).with_for_update())
+    ).scalar_one_or_none()
+
+
+async def id_by_login(session: AsyncSession, login: str) -> int | None:
+    return (
+        await session.execute(
+            select(User.id).where(or_(User.username == login, User.email == login)).limit(1)
+        )
     ).scalar_one_or_none()
 
 
@@ -73,3 +81,11 @@ async def lock_active_admin_ids(session: AsyncSession) -> list[int]:
         .with_for_update()
     )
     return list(rows.scalars().all())
+
+
+async def delete_user(session: AsyncSession, user_id: int) -> None:
+    """Delete the user row; keys, tokens and memberships go with it (FK cascades), and what
+    they created or were assigned in shared projects stays, unattributed (SET NULL)."""
+    await session.execute(
+        delete(User).where(User.id == user_id).execution_options(synchronize_session=False)
+    )

@@ -21,6 +21,7 @@ from taskmanager.kit.errors import (
     NotAuthenticated,
     NotFound,
     RateLimited,
+    ServiceUnavailable,
     UnsupportedMediaType,
     ValidationFailed,
 )
@@ -35,6 +36,7 @@ from taskmanager.kit.http import (
 from taskmanager.kit.problems import problem_responses
 from taskmanager.users import service
 from taskmanager.users.schemas import (
+    AccountDeletion,
     CurrentUserOut,
     PasswordChange,
     UserAdminUpdate,
@@ -46,6 +48,25 @@ from taskmanager.users.schemas import (
 )
 
 router = domain_router("users", prefix="/users")
+
+# Step-up routes: a 401 also means the current password was wrong.
+_WRONG_CURRENT_PASSWORD: dict[int | str, dict[str, Any]] = {
+    401: problem_responses(InvalidCredentials)[401]
+    | {"description": "Not authenticated, or the current password is wrong"}
+}
+# Changing or deleting one's own account (step-up; 409 for a taken name or a last owner).
+_ACCOUNT_CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **problem_responses(
+        NotAuthenticated,
+        Forbidden,
+        Conflict,
+        MalformedRequest,
+        UnsupportedMediaType,
+        ValidationFailed,
+        ServiceUnavailable,
+    ),
+    **_WRONG_CURRENT_PASSWORD,
+}
 
 
 @router.post(
@@ -62,6 +83,7 @@ router = domain_router("users", prefix="/users")
             UnsupportedMediaType,
             ValidationFailed,
             RateLimited,
+            ServiceUnavailable,
         ),
     },
 )
@@ -89,18 +111,30 @@ async def get_me(principal: CurrentPrincipal, session: SessionDep) -> CurrentUse
     "/me",
     response_model=UserOut,
     summary="Update the current user",
-    responses=problem_responses(
-        NotAuthenticated,
-        Forbidden,
-        Conflict,
-        MalformedRequest,
-        UnsupportedMediaType,
-        ValidationFailed,
-    ),
+    responses=_ACCOUNT_CHANGE_RESPONSES,
 )
 async def update_me(body: UserUpdateMe, principal: LoginPrincipal, session: SessionDep) -> UserOut:
-    """Change the caller's email or username (login identifiers: not with an API key)."""
+    """Change the caller's email or username; ``current_password`` is required (401 if wrong).
+
+    Login identifiers: not with an API key.
+    """
     return UserOut.model_validate(await service.update_me(session, principal.user_id, body))
+
+
+@router.delete(
+    "/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete the current user's account",
+    responses=_ACCOUNT_CHANGE_RESPONSES,
+)
+async def delete_me(
+    body: AccountDeletion, principal: LoginPrincipal, session: SessionDep
+) -> Response:
+    """Delete the account (``current_password`` required, 401 if wrong) with its Inbox and the
+    projects only it belongs to; 409 while it is the last owner of a project with others."""
+    await service.delete_me(session, principal.user_id, body.current_password)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(
@@ -110,16 +144,21 @@ async def update_me(body: UserUpdateMe, principal: LoginPrincipal, session: Sess
     summary="Change the current user's password",
     responses={
         **problem_responses(
-            NotAuthenticated, Forbidden, MalformedRequest, UnsupportedMediaType, ValidationFailed
+            NotAuthenticated,
+            Forbidden,
+            MalformedRequest,
+            UnsupportedMediaType,
+            ValidationFailed,
+            ServiceUnavailable,
         ),
-        401: problem_responses(InvalidCredentials)[401]
-        | {"description": "Not authenticated, or the current password is wrong"},
+        **_WRONG_CURRENT_PASSWORD,
     },
 )
 async def change_password(
     body: PasswordChange, principal: LoginPrincipal, session: SessionDep
 ) -> Response:
-    """Replace the password; every refresh token of the account is revoked."""
+    """Replace the password; every session of the account ends (refresh tokens revoked,
+    access tokens issued before stop working). API keys keep working."""
     await service.change_password(session, principal.user_id, body)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -3,48 +3,35 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Any
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     StrictBool,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from taskmanager.kit import fields
+from taskmanager.kit.errors import MalformedRequest
 from taskmanager.kit.pagination import Page
-from taskmanager.kit.patch import PatchModel
+from taskmanager.kit.passwords import (
+    CurrentPassword,
+    Password,
+    PasswordInput,
+    identifier_problem,
+    matches_new_password,
+)
+from taskmanager.kit.patch import EMPTY_PATCH, PatchModel
 from taskmanager.models.users import UserRole
-
-PASSWORD_MIN_LENGTH = 8
-PASSWORD_MAX_LENGTH = 128
-
-
-def _check_password(value: str) -> str:
-    problems = []
-    if not any(c.isupper() for c in value):
-        problems.append("an upper-case letter")
-    if not any(c.islower() for c in value):
-        problems.append("a lower-case letter")
-    if not any(c.isdigit() for c in value):
-        problems.append("a digit")
-    if problems:
-        raise ValueError("must contain at least " + ", ".join(problems))
-    return value
-
 
 # Normalised by the kit (kit.fields), exactly as login and lookups normalise them; stored
 # lower-case, so the plain unique index is case-insensitive uniqueness.
 Username = fields.Username
 Email = fields.Email
-# Checked and held in NFKC, the form that is hashed.
-Password = Annotated[
-    str, fields.Password(PASSWORD_MIN_LENGTH, PASSWORD_MAX_LENGTH), AfterValidator(_check_password)
-]
 
 
 class UserCreate(BaseModel):
@@ -63,14 +50,48 @@ class UserCreate(BaseModel):
     username: Username
     password: Password
 
+    @field_validator("password")
+    @classmethod
+    def _not_the_identifiers(cls, value: str, info: ValidationInfo) -> str:
+        # email and username are declared first, so info.data has them when they are valid.
+        problem = identifier_problem(value, info.data.get("username"), info.data.get("email"))
+        if problem:
+            raise ValueError(problem)
+        return value
+
 
 class UserUpdateMe(PatchModel):
-    """A user's own profile change; send only the fields to change."""
+    """A user's own profile change: the fields to change, and the current password."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "alice@work.example.com"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"email": "alice@work.example.com", "current_password": "An-example-0nly"}]
+        }
+    )
 
     email: Email | None = None
     username: Username | None = None
+    current_password: CurrentPassword
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> UserUpdateMe:
+        if not self.changes():
+            raise MalformedRequest(EMPTY_PATCH)
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The identifiers sent (the step-up password is not a change)."""
+        return {k: v for k, v in super().changes().items() if k != "current_password"}
+
+
+class AccountDeletion(BaseModel):
+    """Delete the caller's account: the current password, asked again."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"current_password": "An-example-0nly"}]}
+    )
+
+    current_password: CurrentPassword
 
 
 class UserAdminUpdate(PatchModel):
@@ -98,26 +119,20 @@ class PasswordChange(BaseModel):
         },
     )
 
-    current_password: str = Field(min_length=1, max_length=1024)
+    current_password: CurrentPassword
     new_password: Password
-    confirm_password: str = Field(max_length=PASSWORD_MAX_LENGTH)
+    confirm_password: PasswordInput
 
     @field_validator("new_password")
     @classmethod
     def _differs(cls, value: str, info: ValidationInfo) -> str:
         current = info.data.get("current_password")
-        if current is not None and value == fields.normalize_password(current):
+        normalize = fields.normalize_password
+        if current is not None and normalize(value) == normalize(current):
             raise ValueError("must differ from current_password")
         return value
 
-    @field_validator("confirm_password")
-    @classmethod
-    def _matches(cls, value: str, info: ValidationInfo) -> str:
-        # Absent from info.data when new_password itself failed: that error is reported already.
-        new_password = info.data.get("new_password")
-        if new_password is not None and fields.normalize_password(value) != new_password:
-            raise ValueError("does not match new_password")
-        return value
+    _matches = field_validator("confirm_password")(matches_new_password)
 
 
 class UserOut(BaseModel):

@@ -1,4 +1,8 @@
-"""Accounts: registration, profile and password changes, and administration."""
+"""Accounts: registration, profile and password changes, deletion, and administration.
+
+Changing the login identifiers and deleting the account need the current password again
+(step-up), so a stolen access token alone cannot take the account over or destroy it.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.auth import service as auth
 from taskmanager.kit.errors import Conflict, Forbidden, NotFound
+from taskmanager.kit.fields import normalize_login
 from taskmanager.kit.identity import Principal
 from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume
 from taskmanager.kit.security import hash_password
 from taskmanager.models.users import User, UserRole
+from taskmanager.projects import service as projects
 from taskmanager.projects.access import UserAccess, user_access
 from taskmanager.projects.inbox import create_inbox, inbox_id_of
 from taskmanager.users import repository
 from taskmanager.users.schemas import PasswordChange, UserAdminUpdate, UserCreate, UserUpdateMe
 
+LAST_ADMIN = "The last active administrator cannot be demoted, deactivated or deleted"
 _USERS_CURSOR = b"taskmanager/users/cursor/v1"
 
 
@@ -64,6 +71,12 @@ async def profile(session: AsyncSession, principal: Principal, user_id: int) -> 
 
 
 async def update_me(session: AsyncSession, user_id: int, data: UserUpdateMe) -> User:
+    """Change the caller's email or username after checking ``current_password``.
+
+    Raises InvalidCredentials (wrong password) before anything else is looked at, so the
+    answer says nothing about which addresses are taken to a caller without the password.
+    """
+    await auth.verify_current_password(session, user_id, data.current_password)
     changes = data.changes()
     user = await get(session, user_id)
     if await repository.taken(
@@ -77,7 +90,7 @@ async def update_me(session: AsyncSession, user_id: int, data: UserUpdateMe) -> 
 
 
 async def change_password(session: AsyncSession, user_id: int, data: PasswordChange) -> None:
-    """Replace the password and sign out every session (all refresh tokens revoked)."""
+    """Replace the password and end every session (refresh and access tokens; not API keys)."""
     await auth.change_password(session, user_id, data.current_password, data.new_password)
 
 
@@ -99,6 +112,29 @@ async def list_users(
     )
 
 
+async def delete_me(session: AsyncSession, user_id: int, current_password: str) -> None:
+    """Delete the caller's account after checking ``current_password``.
+
+    Their Inbox and the projects only they belong to are deleted with it. Raises
+    InvalidCredentials (wrong password), Conflict while they are the last owner of a project
+    with other members, or the last active administrator.
+    """
+    await auth.verify_current_password(session, user_id, current_password)
+    user = await get(session, user_id)
+    if user.role == UserRole.ADMIN.value:
+        admin_ids = await repository.lock_active_admin_ids(session)
+        if admin_ids == [user_id]:
+            raise Conflict(LAST_ADMIN)
+    await projects.release_member(session, user_id)
+    await repository.delete_user(session, user_id)
+
+
+async def find_id(session: AsyncSession, login: str) -> int | None:
+    """The id of the account whose username or email is ``login``, normalised as login
+    normalises it (``kit.fields.normalize_login``)."""
+    return await repository.id_by_login(session, normalize_login(login))
+
+
 async def admin_update(session: AsyncSession, user_id: int, data: UserAdminUpdate) -> User:
     """Change a user's role or activity; the last active administrator is kept."""
     # Admin rows are locked before the target, always in id order, so concurrent changes
@@ -111,10 +147,12 @@ async def admin_update(session: AsyncSession, user_id: int, data: UserAdminUpdat
     is_active = data.is_active if data.is_active is not None else user.is_active
     loses_admin = user.id in admin_ids and (role is not UserRole.ADMIN or not is_active)
     if loses_admin and len(admin_ids) <= 1:
-        raise Conflict("The last active administrator cannot be demoted or deactivated")
-    if user.is_active and not is_active:
-        # Access tokens and API keys stop at once because every request re-checks is_active;
-        # refresh tokens are revoked so reactivation does not revive old sessions.
+        raise Conflict(LAST_ADMIN)
+    if user.is_active != is_active:
+        # Deactivation: API keys stop at once because every request re-checks is_active;
+        # sessions end, so neither refresh tokens nor access tokens issued before a later
+        # reactivation come back to life with it. Reactivation ends them again, for tokens
+        # that might have been minted in between.
         await auth.end_sessions(session, user.id)
     user.role = role.value
     user.is_active = is_active
