@@ -114,12 +114,12 @@ async def test_a_generated_client_runs_the_whole_flow(sqlite_app: FastAPI, gener
     # Register and log in (the OAuth2 form is a generated model too).
     registered = await g.api("users.users_create").asyncio_detailed(
         client=anonymous,
-        body=m.UserCreate(email="gen@example.com", username="gen_user", password="Gener8ted-pw"),
+        body=m.UserCreate(email="client@example.com", username="gen_user", password="Gener8ted-pw"),
     )
     assert registered.status_code == 201, registered.content
     assert registered.headers["location"] == f"/api/v1/users/{registered.parsed.id}"
     tokens = await g.api("auth.auth_token").asyncio(
-        client=anonymous, body=m.LoginForm(username="GEN@example.com", password="Gener8ted-pw")
+        client=anonymous, body=m.LoginForm(username="CLIENT@example.com", password="Gener8ted-pw")
     )
     assert isinstance(tokens, m.TokenPair), tokens
     user = g.client(sqlite_app, token=tokens.access_token)
@@ -205,7 +205,10 @@ async def test_a_generated_client_runs_the_whole_flow(sqlite_app: FastAPI, gener
 
     # An API key, used through the client's header settings.
     key = await g.api("api_keys.api_keys_create").asyncio(
-        client=user, body=m.ApiKeyCreate(name="generated", scopes=[m.Scope.TASKSREAD])
+        client=user,
+        body=m.ApiKeyCreate(
+            name="generated", scopes=[m.Scope.TASKSREAD], current_password="Gener8ted-pw"
+        ),
     )
     assert isinstance(key, m.ApiKeyCreated), key
     scripted = g.client(sqlite_app, token=key.key, prefix="", auth_header_name="X-API-Key")

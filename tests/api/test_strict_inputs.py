@@ -14,8 +14,11 @@ from fastapi import FastAPI
 
 from taskmanager.models.api_keys import ApiKey
 from taskmanager.models.tasks import Task
-from tests.conftest import UserFactory, problem
+from tests.conftest import TEST_PASSWORD, UserFactory, problem
 from tests.factories import API, TASKS, count_rows
+
+# API-key creation asks for the caller's password again (step-up).
+STEP_UP = {"current_password": TEST_PASSWORD}
 
 # Number-like and partial forms that must never be read as a time.
 NOT_TIMESTAMPS: list[Any] = [
@@ -73,7 +76,7 @@ async def test_api_key_expiry_takes_only_rfc3339(
     client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI, value: Any
 ) -> None:
     alice = await make_user("alice")
-    body = {"name": "k", "scopes": ["tasks:read"], "expires_at": value}
+    body = {"name": "k", "scopes": ["tasks:read"], "expires_at": value, **STEP_UP}
     errors = _body_errors(await client.post(f"{API}/api-keys", json=body, headers=alice.headers))
     assert errors[0]["loc"] == ["body", "expires_at"]
     assert await count_rows(app, ApiKey) == 0
@@ -250,7 +253,7 @@ async def test_blank_text_is_blank_however_it_is_spelled(
         ("POST", TASKS, {"title": "x", "tags": [blank]}, "tags"),
         ("POST", f"{API}/projects", {"name": blank}, "name"),
         ("POST", f"{TASKS}/{task['id']}/comments", {"body": blank}, "body"),
-        ("POST", f"{API}/api-keys", {"name": blank, "scopes": ["tasks:read"]}, "name"),
+        ("POST", f"{API}/api-keys", {"name": blank, "scopes": ["tasks:read"], **STEP_UP}, "name"),
     ):
         errors = _body_errors(await client.request(method, url, json=body, headers=alice.headers))
         assert errors[0]["loc"][:2] == ["body", field], (url, errors)
@@ -294,7 +297,9 @@ async def test_api_key_sent_as_a_bearer_says_where_it_belongs(
 ) -> None:
     alice = await make_user("alice")
     key = await client.post(
-        f"{API}/api-keys", json={"name": "k", "scopes": ["tasks:read"]}, headers=alice.headers
+        f"{API}/api-keys",
+        json={"name": "k", "scopes": ["tasks:read"], **STEP_UP},
+        headers=alice.headers,
     )
     response = await client.get(TASKS, headers={"Authorization": f"Bearer {key.json()['key']}"})
     body = problem(response, 401, "INVALID_CREDENTIALS")

@@ -64,7 +64,11 @@ async def test_email_is_normalised_alike_at_registration_login_and_update(
     other = await api_register(client, "someone_else", email=logins[-1])
     problem(other, 409, "CONFLICT")
     # ...and an update to another spelling of one's own address changes nothing.
-    patched = await client.patch(f"{API}/users/me", json={"email": logins[-1]}, headers=headers)
+    patched = await client.patch(
+        f"{API}/users/me",
+        json={"email": logins[-1], "current_password": STRONG_PASSWORD},
+        headers=headers,
+    )
     assert patched.status_code == 200, patched.text
     assert patched.json()["email"] == stored
 

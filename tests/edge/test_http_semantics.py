@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from tests.conftest import UserFactory
+from tests.conftest import TEST_PASSWORD, UserFactory
 from tests.factories import API, TASKS
 
 # Headers that differ between any two responses, whatever the method.
@@ -48,7 +48,9 @@ async def _world(client: httpx.AsyncClient, make_user: UserFactory) -> tuple[Any
         f"{TASKS}/{task.json()['id']}/comments", json={"body": "hi"}, headers=owner.headers
     )
     key = await client.post(
-        f"{API}/api-keys", json={"name": "k", "scopes": ["tasks:read"]}, headers=owner.headers
+        f"{API}/api-keys",
+        json={"name": "k", "scopes": ["tasks:read"], "current_password": TEST_PASSWORD},
+        headers=owner.headers,
     )
     ids = {
         "project_id": project_id,
@@ -150,7 +152,11 @@ async def test_every_201_has_a_location_that_resolves(
             "username": "new_user",
             "password": "Sup3r-secret",
         },
-        f"{API}/api-keys": {"name": "k2", "scopes": ["tasks:read"]},
+        f"{API}/api-keys": {
+            "name": "k2",
+            "scopes": ["tasks:read"],
+            "current_password": TEST_PASSWORD,
+        },
         f"{API}/projects": {"name": "p2"},
         f"{API}/projects/{{project_id}}/members": {"user_id": newcomer.id, "role": "viewer"},
         f"{API}/tasks": {"title": "t2"},

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.conftest import UserFactory, problem
+from tests.conftest import TEST_PASSWORD, UserFactory, problem
 from tests.factories import API, TASKS, api_create_task, bulk_tasks
 
 SISYPHUS = "\u03c3\u03af\u03c3\u03c5\u03c6\u03bf\u03c2"  # with a final sigma
@@ -195,7 +195,7 @@ async def test_every_list_pages_with_total_link_and_cursor(
         await client.post(f"{API}/projects", json={"name": f"p{i}"}, headers=admin.headers)
         await client.post(
             f"{API}/api-keys",
-            json={"name": f"k{i}", "scopes": ["tasks:read"]},
+            json={"name": f"k{i}", "scopes": ["tasks:read"], "current_password": TEST_PASSWORD},
             headers=admin.headers,
         )
     lists = {
