@@ -9,8 +9,8 @@ does not list answered 405, no operation that ignores authentication.
 
 "Schema-valid request rejected" is checked by ``accepts_schema_valid_requests``: the built-in
 check, except for the few refusals that depend on state no schema can describe — a cursor or
-an ``Idempotency-Key`` the server did not issue for this request, an assignee who is not a
-member, an expiry already past, a password the strength rules refuse, or ``If-Match`` with an
+an ``Idempotency-Key`` the server did not issue for this request, a password-reset token it
+did not issue, an assignee who is not a member, an expiry already past, a password the strength rules refuse, or ``If-Match`` with an
 ETag that is not current (412, like the 409 the built-in check already allows). Each is
 recognised by its documented problem ``code`` or error ``type``, never by a loose status.
 
@@ -54,7 +54,9 @@ from tests.conftest import TEST_PASSWORD, TestDatabase, make_settings
 # Refusals of schema-valid requests that depend on state the schema cannot describe (see the
 # module docstring), by the problem ``code`` or by every error's ``type``.
 STATE_CODES = frozenset({"IDEMPOTENCY_KEY_REUSED", "PRECONDITION_FAILED"})
-STATE_ERROR_TYPES = frozenset({"invalid_cursor", "parameter_conflict", "not_a_member"})
+STATE_ERROR_TYPES = frozenset(
+    {"invalid_cursor", "parameter_conflict", "not_a_member", "invalid_token"}
+)
 # Field-level rules a schema cannot state: an expiry in the future, password strength.
 STATE_FIELD_RULES = frozenset(
     {

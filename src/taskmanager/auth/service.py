@@ -275,9 +275,9 @@ async def confirm_password_reset(session: AsyncSession, token: str, new_password
     row = await repository.live_reset_token(session, digest(token), now)
     account = await repository.account(session, row.user_id) if row is not None else None
     if row is None or account is None or not account.is_active:
-        raise ValidationFailed.field(("body", "token"), BAD_RESET_TOKEN)
+        raise ValidationFailed.field(("body", "token"), BAD_RESET_TOKEN, "invalid_token")
     user_id, token_id = row.user_id, row.id
     if not await repository.spend_reset_tokens(session, user_id, token_id, now):
-        raise ValidationFailed.field(("body", "token"), BAD_RESET_TOKEN)
+        raise ValidationFailed.field(("body", "token"), BAD_RESET_TOKEN, "invalid_token")
     # A refusal below rolls the request back, so the token is not spent after all.
     await _set_password(session, user_id, new_password)
