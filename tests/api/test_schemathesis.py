@@ -8,11 +8,12 @@ status, content type, body and header as documented, schema-invalid requests ref
 does not list answered 405, no operation that ignores authentication.
 
 "Schema-valid request rejected" is checked by ``accepts_schema_valid_requests``: the built-in
-check, except for the few refusals that depend on state no schema can describe — a cursor or
-an ``Idempotency-Key`` the server did not issue for this request, a password-reset token it
-did not issue, an assignee who is not a member, an expiry already past, a password the strength rules refuse, or ``If-Match`` with an
-ETag that is not current (412, like the 409 the built-in check already allows). Each is
-recognised by its documented problem ``code`` or error ``type``, never by a loose status.
+check, except for the few refusals that depend on state no schema can describe — a cursor,
+an ``Idempotency-Key`` or a password-reset token the server did not issue for this request,
+an assignee who is not a member, an expiry already past, a password the strength rules
+refuse, or ``If-Match`` with an ETag that is not current (412, like the 409 the built-in
+check already allows). Each is recognised by its documented problem ``code`` or error
+``type``, never by a loose status.
 
 Runs on SQLite only: the HTTP contract does not depend on the backend (the backend-specific
 behaviour is covered by the SQLite+PostgreSQL suites), and the three runs are the suite's
