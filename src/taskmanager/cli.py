@@ -63,6 +63,8 @@ def serve(
     """Serve the API (SQLite databases are migrated first)."""
     import uvicorn
 
+    from taskmanager import serving
+
     settings = _settings()
     if settings.is_sqlite:
         _migrate(settings)
@@ -74,7 +76,7 @@ def serve(
     # process "killed by signal"; the shutdown was clean, so let that re-raise end in exit 0.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda *_: None)
-    uvicorn.run(
+    config = uvicorn.Config(
         "taskmanager.main:create_app",
         factory=True,
         host=host,
@@ -89,6 +91,23 @@ def serve(
         server_header=False,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_seconds),
     )
+    serving.configure(
+        config, max_header_bytes=settings.max_header_bytes, drain_seconds=settings.drain_seconds
+    )
+    if reload:
+        # Development: uvicorn's reloader restarts the server; drain does not apply.
+        uvicorn.run(
+            config.app,
+            factory=True,
+            host=host,
+            port=port,
+            reload=True,
+            log_config=None,
+            access_log=False,
+            http=serving.HeaderLimitedProtocol,
+        )
+        return
+    serving.serve(config)
 
 
 def _prepare_multiprocess_metrics() -> None:

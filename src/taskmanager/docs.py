@@ -40,7 +40,11 @@ _REDOC_CDN_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
 REDOC_JS_URL = f"{STATIC_URL}/redoc.offline.js"
 
 # Responses every /api/v1 operation can give, documented once here rather than per route.
-_COMMON_ERRORS: dict[str, str] = {"429": "Rate limited; see Retry-After"}
+_COMMON_ERRORS: dict[str, str] = {
+    "429": "Rate limited; see Retry-After",
+    "431": "The request header section is over the size limit",
+    "503": "A dependency is unavailable or the server is at capacity; see Retry-After",
+}
 _BODY_ERRORS: dict[str, str] = {
     "400": "Malformed request (the body is not valid JSON)",
     "413": "The request body is over the size limit",

@@ -10,10 +10,14 @@ import anyio
 import structlog
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from starlette.routing import Mount, Route
 
 from taskmanager import __version__
 from taskmanager.docs import install_docs, install_openapi
+from taskmanager.idempotency.store import purge_legacy_redis_records
+from taskmanager.kit.availability import Breaker
 from taskmanager.kit.config import Environment, Settings, load_settings
 from taskmanager.kit.db import Database
 from taskmanager.kit.logging import configure_logging
@@ -53,12 +57,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
     database = Database(settings)
     app.state.database = database
-    # Shared by rate limits, idempotency records and readiness; None means in-process.
-    app.state.redis = (
-        Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-        if settings.redis_url
-        else None
-    )
+    # Shared Redis (events, readiness); None means in-process. Callers check the breaker
+    # first and report failures to it, so a frozen Redis costs one timeout, not one each.
+    app.state.redis_breaker = Breaker("redis", backoff_seconds=settings.outage_backoff_seconds)
+    app.state.redis = redis_client(settings) if settings.redis_url else None
+    if app.state.redis is not None:
+        await _purge_legacy_idempotency_records(app.state.redis)
     try:
         async with anyio.create_task_group() as tasks:
             if metrics.multiprocess:
@@ -71,6 +75,33 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await app.state.redis.aclose()
         await database.dispose()
         metrics.mark_process_dead()
+
+
+async def _purge_legacy_idempotency_records(redis: Redis) -> None:
+    """Best effort: an unreachable Redis must not stop the start (its records expire anyway)."""
+    try:
+        with anyio.fail_after(5):
+            removed = await purge_legacy_redis_records(redis)
+    except Exception as exc:
+        log.warning("legacy_idempotency_purge_failed", error=f"{type(exc).__name__}: {exc}"[:200])
+        return
+    if removed:
+        log.info("legacy_idempotency_records_purged", count=removed)
+
+
+def redis_client(settings: Settings) -> Redis:
+    """A client whose every wait is bounded: connect and socket timeouts, no retries.
+
+    redis-py retries failed commands three times with back-off by default, which turns one
+    timeout into four; the breaker (``kit.availability``) is the retry policy instead.
+    """
+    return Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
 
 
 async def _sample_pools(metrics: Metrics) -> None:

@@ -34,7 +34,7 @@ def test_migrate_says_what_it_applied_then_that_it_was_current(tmp_path: Path) -
     assert first.returncode == 0, first.stderr
     lines = first.stdout.splitlines()
     assert lines[0].startswith("applied 0001: Initial schema")
-    assert any(line.startswith("applied 0003_inputs: ") for line in lines)
+    assert any(line.startswith("applied 0004_inputs: ") for line in lines)
     assert lines[-1].startswith("database is now at revision ")
     second = _migrate(tmp_path)
     assert second.returncode == 0, second.stderr

@@ -1,8 +1,9 @@
-"""Idempotency-Key on POST, on the database store (SQLite and PostgreSQL) and on Redis.
+"""Idempotency-Key on POST (SQLite and PostgreSQL): replays, scoping, credentials, expiry.
 
 The behaviour is exercised through test-only routes added to a fresh app: one creates a
 real row (a project) so "created nothing twice" is counted in the database, and can be held
-open on an event so two first requests overlap deterministically.
+open on an event so two first requests overlap deterministically. Crashes between commit
+and reply, and Redis outages, are in tests/faults/.
 """
 
 from __future__ import annotations
@@ -16,20 +17,24 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select, update
 
-from taskmanager.idempotency.middleware import get_store
+from taskmanager.idempotency.middleware import KeyedRequest, get_store
 from taskmanager.idempotency.openapi import document_idempotency_key
-from taskmanager.idempotency.store import REDIS_PREFIX, DatabaseStore, KeyScope, RedisStore
+from taskmanager.idempotency.store import IdempotencyStore
+from taskmanager.kit import transaction
 from taskmanager.kit.db import utcnow
 from taskmanager.kit.deps import CurrentPrincipal, SessionDep
 from taskmanager.kit.errors import NotFound
+from taskmanager.kit.routing import CheckedRoute
+from taskmanager.models.api_keys import ApiKey
 from taskmanager.models.idempotency import IdempotencyRecord
 from taskmanager.models.projects import Project
 from taskmanager.models.tasks import Task
-from tests.conftest import AppFactory, UserFactory, problem, redis_url_or_skip
+from tests.conftest import TEST_PASSWORD, AppFactory, UserFactory, problem
+from tests.factories import api_login, create_api_key, deactivate
 
 BASE = "/api/v1/_idem"
 
@@ -51,6 +56,9 @@ class Probe:
 
 def add_test_routes(app: FastAPI) -> Probe:
     probe = Probe()
+    # As every domain router does (kit.http.domain_router): it hands the response to the
+    # request's transaction, where the Idempotency-Key record commits with the change.
+    app.router.route_class = CheckedRoute
 
     @app.post(f"{BASE}/things", status_code=201)
     async def create_thing(body: ThingIn, session: SessionDep, response: Response) -> Any:
@@ -108,17 +116,13 @@ async def count_records(app: FastAPI) -> int:
 
 
 def new_key() -> str:
-    # Unique per test: the Redis database outlives a test, unlike the SQL tables.
     return f"key-{uuid.uuid4().hex}"
 
 
-@pytest.fixture(params=["database", "redis"])
-async def idem(request: pytest.FixtureRequest, make_app: AppFactory) -> tuple[FastAPI, Probe]:
-    """A fresh app with the test routes, on the database store and on the Redis store."""
-    overrides: dict[str, Any] = {}
-    if request.param == "redis":
-        overrides["redis_url"] = redis_url_or_skip()
-    app, _ = await make_app(**overrides)
+@pytest.fixture
+async def idem(make_app: AppFactory) -> tuple[FastAPI, Probe]:
+    """A fresh app with the test routes."""
+    app, _ = await make_app()
     return app, add_test_routes(app)
 
 
@@ -307,13 +311,8 @@ async def test_keys_are_scoped_to_the_caller(
     app, probe = idem
     key = new_key()
     alice, bob = await make_user(), await make_user()
-    callers: list[dict[str, str]] = [
-        alice.headers,
-        bob.headers,
-        {"X-API-Key": "tm_one"},
-        {"X-API-Key": "tm_two"},
-        {},
-    ]
+    alice_key = await create_api_key(app, alice, ["projects:write"])
+    callers: list[dict[str, str]] = [alice.headers, bob.headers, alice_key, {}]
     async with client_for(app) as client:
         firsts = [
             await client.post(
@@ -407,18 +406,6 @@ async def test_without_a_key_every_post_runs(idem: tuple[FastAPI, Probe]) -> Non
     assert await count_projects(app, "plain") == 2
 
 
-async def test_body_over_the_upload_limit_is_refused(make_app: AppFactory) -> None:
-    app, client = await make_app(max_upload_bytes=1024)
-    probe = add_test_routes(app)
-    response = await client.post(
-        f"{BASE}/things",
-        content=b'{"name": "' + b"x" * 2000 + b'"}',
-        headers={"Idempotency-Key": new_key(), "Content-Type": "application/json"},
-    )
-    problem(response, 413, "PAYLOAD_TOO_LARGE")
-    assert probe.calls == 0
-
-
 # --- database store specifics --------------------------------------------------------
 
 
@@ -448,11 +435,33 @@ async def test_expired_record_frees_the_key(make_app: AppFactory) -> None:
     assert await count_records(app) == 1
 
 
-async def test_abandoned_claim_expires_with_its_lease(make_app: AppFactory) -> None:
-    """A claim left behind by a crashed process stops blocking once its lease runs out."""
+async def test_nothing_is_recorded_until_the_change_commits(make_app: AppFactory) -> None:
+    """No claim row: the record appears with the change, in the same transaction."""
     app, client = await make_app()
     probe = add_test_routes(app)
+    probe.gate = asyncio.Event()
     key = new_key()
+    task = asyncio.create_task(
+        client.post(f"{BASE}/things", json={"name": "tx"}, headers={"Idempotency-Key": key})
+    )
+    await asyncio.wait_for(probe.entered.wait(), timeout=10)
+    assert await count_records(app) == 0
+    probe.gate.set()
+    assert (await task).status_code == 201
+    async with app.state.database.snapshot() as session:
+        stored = (await session.execute(select(IdempotencyRecord))).scalar_one()
+    assert stored.status_code == 201
+    assert stored.expires_at > utcnow() + timedelta(hours=23)
+    assert await count_projects(app, "tx") == 1
+
+
+async def test_a_failed_commit_leaves_neither_change_nor_record(make_app: AppFactory) -> None:
+    """The record is part of the request's transaction: an error there undoes both."""
+    app, client = await make_app()
+    add_test_routes(app)
+    key = new_key()
+    # A row without an answer (what an earlier version's unfinished claim left behind) makes
+    # the record's insert fail at commit; the project the request added must go with it.
     async with app.state.database.side_transaction() as session:
         session.add(
             IdempotencyRecord(
@@ -460,43 +469,15 @@ async def test_abandoned_claim_expires_with_its_lease(make_app: AppFactory) -> N
                 route=f"POST {BASE}/things",
                 key=key,
                 request_hash="0" * 64,
-                expires_at=utcnow() + timedelta(minutes=5),
+                status_code=None,
+                expires_at=utcnow() + timedelta(hours=1),
             )
         )
-        await session.commit()
-    body = {"name": "lease"}
-    blocked = await client.post(f"{BASE}/things", json=body, headers={"Idempotency-Key": key})
-    # A different body: the key's holder wins the argument, whatever state it is in.
-    problem(blocked, 422, "IDEMPOTENCY_KEY_REUSED")
-    async with app.state.database.side_transaction() as session:
-        await session.execute(
-            update(IdempotencyRecord).values(expires_at=utcnow() - timedelta(seconds=1))
-        )
-        await session.commit()
-    freed = await client.post(f"{BASE}/things", json=body, headers={"Idempotency-Key": key})
-    assert freed.status_code == 201
-    assert probe.calls == 1
-
-
-async def test_claim_lease_is_short_and_answer_lasts_a_day(make_app: AppFactory) -> None:
-    app, client = await make_app(request_timeout_seconds=10)
-    probe = add_test_routes(app)
-    probe.gate = asyncio.Event()
-    key = new_key()
-    task = asyncio.create_task(
-        client.post(f"{BASE}/things", json={"name": "ttl"}, headers={"Idempotency-Key": key})
+    response = await client.post(
+        f"{BASE}/things", json={"name": "undone"}, headers={"Idempotency-Key": key}
     )
-    await asyncio.wait_for(probe.entered.wait(), timeout=10)
-    async with app.state.database.snapshot() as session:
-        claim = (await session.execute(select(IdempotencyRecord))).scalar_one()
-    assert claim.status_code is None
-    assert claim.expires_at < utcnow() + timedelta(minutes=2)
-    probe.gate.set()
-    assert (await task).status_code == 201
-    async with app.state.database.snapshot() as session:
-        stored = (await session.execute(select(IdempotencyRecord))).scalar_one()
-    assert stored.status_code == 201
-    assert stored.expires_at > utcnow() + timedelta(hours=23)
+    problem(response, 409, "CONFLICT")
+    assert await count_projects(app, "undone") == 0
 
 
 async def test_expired_records_are_purged(make_app: AppFactory) -> None:
@@ -519,7 +500,7 @@ async def test_expired_records_are_purged(make_app: AppFactory) -> None:
             )
         await session.commit()
     store = get_store(app)
-    assert isinstance(store, DatabaseStore)
+    assert isinstance(store, IdempotencyStore)
     response = await client.post(
         f"{BASE}/things", json={"name": "purge"}, headers={"Idempotency-Key": new_key()}
     )
@@ -543,46 +524,6 @@ async def test_expired_records_are_purged(make_app: AppFactory) -> None:
     )
     assert await count_records(app) == 3
     assert await store.purge_expired() == 1
-
-
-# --- Redis store specifics -----------------------------------------------------------
-
-
-async def test_redis_store_keeps_records_in_redis(make_app: AppFactory) -> None:
-    app, client = await make_app(redis_url=redis_url_or_skip())
-    add_test_routes(app)
-    key = new_key()
-    response = await client.post(
-        f"{BASE}/things", json={"name": "r"}, headers={"Idempotency-Key": key}
-    )
-    assert response.status_code == 201
-    store = get_store(app)
-    assert isinstance(store, RedisStore)
-    redis_key = RedisStore.redis_key(KeyScope("ip:127.0.0.1", f"POST {BASE}/things", key))
-    assert redis_key.startswith(REDIS_PREFIX)
-    ttl = await app.state.redis.ttl(redis_key)
-    assert 23 * 3600 < ttl <= 24 * 3600
-    assert await count_records(app) == 0
-    # Expiry is Redis's: once the key is gone the idempotency key is usable again.
-    await app.state.redis.delete(redis_key)
-    again = await client.post(
-        f"{BASE}/things", json={"name": "r"}, headers={"Idempotency-Key": key}
-    )
-    assert "idempotent-replayed" not in again.headers
-    assert await count_projects(app, "r") == 2
-
-
-async def test_redis_down_fails_open(make_app: AppFactory) -> None:
-    # Port 1: nothing listens there, so every Redis call fails at once.
-    app, client = await make_app(redis_url="redis://127.0.0.1:1/0")
-    probe = add_test_routes(app)
-    key = new_key()
-    for _ in range(2):
-        response = await client.post(
-            f"{BASE}/things", json={"name": "open"}, headers={"Idempotency-Key": key}
-        )
-        assert response.status_code == 201
-    assert probe.calls == 2
 
 
 # --- a real route ----------------------------------------------------------------------
@@ -634,3 +575,189 @@ async def test_openapi_helper_documents_the_header(app: FastAPI) -> None:
     # Applying it twice changes nothing.
     once = copy.deepcopy(schema)
     assert document_idempotency_key(schema) == once
+
+
+# --- credentials are never stored; replays need a credential valid now ---------------------
+
+
+async def _all_record_bytes(app: FastAPI) -> bytes:
+    async with app.state.database.snapshot() as session:
+        rows = (await session.execute(select(IdempotencyRecord))).scalars().all()
+    return b"".join(
+        (r.response_body or b"") + repr(r.response_headers).encode() + r.key.encode() for r in rows
+    )
+
+
+async def test_refresh_with_a_key_is_not_replayed_and_reuse_revokes_the_family(
+    client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI
+) -> None:
+    user = await make_user()
+    login = await api_login(client, user.username)
+    key = new_key()
+    body = {"refresh_token": login["refresh_token"]}
+    first = await client.post("/api/v1/auth/refresh", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == 200, first.text
+    assert first.headers["cache-control"].startswith("no-store")
+    again = await client.post("/api/v1/auth/refresh", json=body, headers={"Idempotency-Key": key})
+    # Not a replay of the live pair: the spent token is re-use, refused...
+    problem(again, 401, "INVALID_CREDENTIALS")
+    assert "idempotent-replayed" not in again.headers
+    # ...and the whole family is revoked, including the pair the first call handed out.
+    newest = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": first.json()["refresh_token"]}
+    )
+    problem(newest, 401, "INVALID_CREDENTIALS")
+    assert await count_records(app) == 0
+
+
+async def test_no_token_or_key_is_ever_stored(
+    client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI
+) -> None:
+    user = await make_user()
+    login = await client.post(
+        "/api/v1/auth/token",
+        data={"username": user.username, "password": TEST_PASSWORD},
+        headers={"Idempotency-Key": new_key()},
+    )
+    assert login.status_code == 200
+    created = await client.post(
+        "/api/v1/api-keys",
+        json={"name": "ci", "scopes": ["tasks:read"], "current_password": TEST_PASSWORD},
+        headers={"Idempotency-Key": new_key(), **user.headers},
+    )
+    assert created.status_code == 201, created.text
+    key_again = await client.post(
+        "/api/v1/api-keys",
+        json={"name": "ci", "scopes": ["tasks:read"], "current_password": TEST_PASSWORD},
+        headers={"Idempotency-Key": created.request.headers["idempotency-key"], **user.headers},
+    )
+    # Runs again under the normal rules: a second key, not the first one's secret.
+    assert key_again.status_code == 201
+    assert "idempotent-replayed" not in key_again.headers
+    assert key_again.json()["key"] != created.json()["key"]
+    stored = await _all_record_bytes(app)
+    for secret in (
+        login.json()["access_token"],
+        login.json()["refresh_token"],
+        created.json()["key"],
+        key_again.json()["key"],
+    ):
+        assert secret.encode() not in stored
+    assert await count_records(app) == 0
+
+
+async def test_replay_keeps_location_etag_and_caching_headers(
+    idem: tuple[FastAPI, Probe],
+) -> None:
+    app, _ = idem
+
+    @app.post(f"{BASE}/cached", status_code=201)
+    async def cached(session: SessionDep, response: Response) -> Any:
+        project = Project(name="cached")
+        session.add(project)
+        await session.flush()
+        response.headers["Location"] = f"{BASE}/things/{project.id}"
+        response.headers["ETag"] = '"7"'
+        response.headers["Cache-Control"] = "private, max-age=60"
+        response.headers["Vary"] = "Authorization"
+        return {"id": project.id}
+
+    key = new_key()
+    async with client_for(app) as client:
+        first = await client.post(f"{BASE}/cached", headers={"Idempotency-Key": key})
+        again = await client.post(f"{BASE}/cached", headers={"Idempotency-Key": key})
+    assert first.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    for name in ("location", "etag", "cache-control"):
+        assert again.headers[name] == first.headers[name]
+    assert "Authorization" in again.headers["vary"]
+    assert await count_projects(app, "cached") == 1
+
+
+async def test_replay_is_refused_to_a_credential_no_longer_valid(
+    idem: tuple[FastAPI, Probe], make_user: UserFactory
+) -> None:
+    app, probe = idem
+    owner, other = await make_user(), await make_user()
+    key_headers = await create_api_key(app, owner, ["projects:write"])
+    key = new_key()
+    async with client_for(app) as client:
+        by_key = await client.post(
+            f"{BASE}/private", headers={"Idempotency-Key": key, **key_headers}
+        )
+        by_token = await client.post(
+            f"{BASE}/private", headers={"Idempotency-Key": key, **other.headers}
+        )
+        assert by_key.status_code == 201
+        assert by_token.status_code == 201
+        async with app.state.database.side_transaction() as session:
+            await session.execute(update(ApiKey).values(revoked_at=utcnow()))
+        await deactivate(app, other)
+        revoked = await client.post(
+            f"{BASE}/private", headers={"Idempotency-Key": key, **key_headers}
+        )
+        deactivated = await client.post(
+            f"{BASE}/private", headers={"Idempotency-Key": key, **other.headers}
+        )
+    problem(revoked, 401, "INVALID_CREDENTIALS")
+    problem(deactivated, 401, "INVALID_CREDENTIALS")
+    assert "idempotent-replayed" not in revoked.headers
+    assert probe.calls == 2
+
+
+async def test_keyed_upload_is_hashed_as_it_streams(idem: tuple[FastAPI, Probe]) -> None:
+    """A chunked body is fingerprinted chunk by chunk; a different last chunk is a new body."""
+    app, _ = idem
+    key = new_key()
+
+    async def chunks(last: bytes) -> Any:
+        yield b'{"name": "'
+        for _ in range(50):
+            yield b"x"
+        yield last + b'"}'
+
+    headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
+    async with client_for(app) as client:
+        first = await client.post(f"{BASE}/things", content=chunks(b"a"), headers=headers)
+        same = await client.post(f"{BASE}/things", content=chunks(b"a"), headers=headers)
+        other = await client.post(f"{BASE}/things", content=chunks(b"b"), headers=headers)
+    assert first.status_code == 201, first.text
+    assert same.headers["idempotent-replayed"] == "true"
+    problem(other, 422, "IDEMPOTENCY_KEY_REUSED")
+
+
+async def test_a_request_that_loses_the_race_is_rolled_back_and_replays(
+    idem: tuple[FastAPI, Probe],
+) -> None:
+    """Another process commits the same key while this request runs (as a second server on
+    SQLite can, its retry waiting for the one writer): the check made just before the commit
+    rolls this request's change back and replays the winner's answer."""
+    app, _ = idem
+
+    @app.post(f"{BASE}/raced", status_code=201)
+    async def raced(request: Request, session: SessionDep) -> Any:
+        hook = transaction.hook_of(request.scope)
+        assert isinstance(hook, KeyedRequest)
+        async with app.state.database.side_transaction() as other:  # the winner commits
+            other.add(
+                IdempotencyRecord(
+                    caller=hook.key_scope.caller,
+                    route=hook.key_scope.route,
+                    key=hook.key_scope.key,
+                    request_hash=await hook.fingerprint.finish(),
+                    status_code=201,
+                    response_headers=[["content-type", "application/json"]],
+                    response_body=b'{"winner":true}',
+                    expires_at=utcnow() + timedelta(hours=24),
+                )
+            )
+        session.add(Project(name="loser"))
+        await session.flush()
+        return {"winner": False}
+
+    async with client_for(app) as client:
+        response = await client.post(f"{BASE}/raced", headers={"Idempotency-Key": new_key()})
+    assert response.status_code == 201
+    assert response.json() == {"winner": True}
+    assert response.headers["idempotent-replayed"] == "true"
+    assert await count_projects(app, "loser") == 0

@@ -101,6 +101,7 @@ def test_production_accepts_safe_settings(tmp_path: Path) -> None:
         ({"database_url": "sqlite+aiosqlite:///:memory:"}, "TASKMANAGER_DATABASE_URL"),
         ({"webhook_allow_private_targets": True}, "TASKMANAGER_WEBHOOK_ALLOW_PRIVATE_TARGETS"),
         ({"allowed_origins": ["*"]}, "TASKMANAGER_ALLOWED_ORIGINS"),
+        ({"fault_injection": True}, "TASKMANAGER_FAULT_INJECTION"),
     ],
 )
 def test_production_refuses_unsafe_defaults(
@@ -178,3 +179,17 @@ def test_serve_with_a_misspelt_variable_exits_with_one_line(tmp_path: Path) -> N
         "error: TASKMANAGER_DATABSE_URL: unknown setting; did you mean TASKMANAGER_DATABASE_URL?"
     ], result.stderr
     assert not (tmp_path / "data" / "taskmanager.db").exists()  # no silent SQLite fallback
+
+
+def test_resilience_defaults_bound_every_wait(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data")
+    # Each bound keeps an outage's 503 within the contract's 3 s (API.md §1).
+    assert settings.db_connect_timeout_seconds < 3
+    assert settings.db_statement_timeout_seconds + 0.5 < 3
+    assert settings.db_pool_timeout_seconds < 3
+    assert settings.sqlite_busy_timeout_ms < 3000
+    assert settings.sqlite_synchronous == "FULL"
+    assert settings.max_header_bytes == 16384
+    assert settings.drain_seconds == 5
+    assert settings.effective_max_concurrency >= 64
+    assert load_settings(data_dir=tmp_path / "d", max_concurrency=7).effective_max_concurrency == 7

@@ -1,47 +1,57 @@
-"""``Idempotency-Key`` on POST: the first final answer is stored and replayed to retries.
+"""``Idempotency-Key`` on POST (API.md §6): a retry gets the first answer, and runs nothing.
 
-Pure ASGI. It runs innermost (inside request id, rate and body limits), buffers the request
-body to fingerprint it, claims the key in its own short transaction, runs the request, and
-stores the response *before* passing it on, so a client that saw an answer always gets the
-same answer on retry.
+Pure ASGI, innermost. For a keyed POST it:
+
+1. answers 409 at once if a request with the same key is running in this process;
+2. looks the key up (a snapshot read). A stored answer is replayed — after the body, hashed
+   as it streams and never buffered, proves to be the same request (else 422
+   ``IDEMPOTENCY_KEY_REUSED``) and the caller's credential proves valid *now*
+   (``kit.authn.authenticate``; a revoked key or a deactivated user gets 401, not the answer);
+3. otherwise runs the request with a ``kit.transaction`` hook: on PostgreSQL the key is
+   locked when the request's write transaction opens (409 for a concurrent request in
+   another process); just before the transaction commits the key is checked again (422, or
+   a replay for a request that lost a race — its change is rolled back) and the final
+   answer is inserted in that same transaction. A crash at any point leaves either the
+   change *and* its answer, or neither, so a retry never runs twice (the database is the
+   system of record; Redis is not used here, so its outages change nothing);
+4. a final answer that did not commit with a transaction (a 404; a route without a request
+   session) is stored afterwards in a short transaction of its own: nothing was changed that
+   a retry could duplicate.
+
+Never stored: answers carrying a credential (``Cache-Control: no-store``, or a token, key or
+secret field), so no secret sits in the table and a keyed retry of a login or refresh runs
+again under the normal rules (a spent refresh token is re-use, and revokes its family);
+non-final answers (400/401/403/409/413/415/422/429, 5xx: the key stays free for a corrected
+retry); streamed answers and answers over 1 MiB. If the store cannot be reached the request
+is refused with 503 rather than run unguarded (fail closed).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import anyio
+import orjson
 import structlog
 from starlette.datastructures import Headers
+from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from taskmanager.idempotency.store import (
-    Claimed,
-    DatabaseStore,
-    IdempotencyStore,
-    InProgress,
-    KeyScope,
-    Mismatch,
-    RedisStore,
-    Replay,
-    StoredResponse,
-    StoreUnavailable,
-)
+from taskmanager.idempotency.store import IdempotencyStore, KeyScope, Record, StoredResponse
+from taskmanager.kit import authn, transaction
 from taskmanager.kit.authn import claimed_caller
-from taskmanager.kit.config import Settings
 from taskmanager.kit.errors import (
     Conflict,
+    DomainError,
     IdempotencyKeyReused,
     InvalidCredentials,
-    PayloadTooLarge,
-    ServiceUnavailable,
     ValidationFailed,
 )
 from taskmanager.kit.http import API_PREFIX
-from taskmanager.kit.problems import scope_problem
+from taskmanager.kit.problems import dependency_problem, scope_problem
 from taskmanager.kit.security import digest
 
 HEADER = "idempotency-key"
@@ -49,15 +59,22 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
 # The route column's width; longer paths are stored by digest.
 _MAX_ROUTE_LENGTH = 300
-# Headers that are part of the answer itself; per-request ones (request id, timing, rate
-# limits) are added afresh by the outer middleware on every replay.
-_STORED_HEADERS = frozenset({"content-type", "location", "etag", "last-modified"})
-# Answers that say "this request, as sent, could not run now": not final, so not stored,
-# and the claim is dropped so a corrected or later retry runs for real.
+# The answer's own headers, replayed with it (API.md §6: Location, ETag and the caching
+# headers). Per-request ones (request id, timing, rate limits) are added afresh outside.
+_STORED_HEADERS = frozenset(
+    {"content-type", "location", "etag", "last-modified", "cache-control", "expires", "vary"}
+)
+# Answers that say "this request, as sent, could not run now": not final, so not stored.
 _NOT_FINAL = frozenset({400, 401, 403, 409, 413, 415, 422, 429})
 # Responses bigger than this are passed through unstored (POST answers are small JSON).
 _MAX_STORED_RESPONSE = 1024 * 1024
+# Top-level fields that hold a credential in this API's answers (tokens, API keys, webhook
+# secrets). Belt and braces: those answers also carry Cache-Control: no-store.
+_CREDENTIAL_FIELDS = frozenset(
+    {"access_token", "refresh_token", "id_token", "token", "key", "secret", "client_secret"}
+)
 PURGE_INTERVAL = timedelta(minutes=10)
+_IN_PROGRESS = "A request with this Idempotency-Key is still being processed"
 
 log = structlog.get_logger("taskmanager.idempotency")
 
@@ -72,23 +89,43 @@ def valid_key(value: str) -> bool:
     return 0 < len(value) <= MAX_KEY_LENGTH and all("!" <= ch <= "~" for ch in value)
 
 
+def carries_credential(headers: list[tuple[str, str]], body: bytes) -> bool:
+    """Whether an answer must never be stored: ``no-store``, or a credential in its body."""
+    for name, value in headers:
+        if name == "cache-control" and "no-store" in value.lower():
+            return True
+    if not body.startswith(b"{"):
+        return False
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(parsed, dict) and not _CREDENTIAL_FIELDS.isdisjoint(parsed)
+
+
+def storable(
+    status: int, raw_headers: list[tuple[bytes, bytes]], body: bytes
+) -> StoredResponse | None:
+    """The answer as it would be stored, or None when it must not be."""
+    if not is_final(status) or len(body) > _MAX_STORED_RESPONSE:
+        return None
+    headers = [
+        (name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in raw_headers
+    ]
+    kept = [(name, value) for name, value in headers if name in _STORED_HEADERS]
+    if carries_credential(kept, body):
+        return None
+    return StoredResponse(status, kept, body)
+
+
 def get_store(app: Any) -> IdempotencyStore:
-    """The app's store, built on first use from what the lifespan set up."""
+    """The app's store, built on first use from the app's database."""
     state = app.state
     store: IdempotencyStore | None = getattr(state, "idempotency_store", None)
     if store is None:
-        redis = getattr(state, "redis", None)
-        if redis is not None:
-            store = RedisStore(redis)
-        else:
-            store = DatabaseStore(state.database, purge_interval=PURGE_INTERVAL)
+        store = IdempotencyStore(state.database, purge_interval=PURGE_INTERVAL)
         state.idempotency_store = store
     return store
-
-
-def claim_lease(settings: Settings) -> timedelta:
-    # Outlives any request the time budget lets run, yet frees the key soon after a crash.
-    return timedelta(seconds=settings.request_timeout_seconds * 2 + 30)
 
 
 def caller_of(scope: Scope) -> str | None:
@@ -113,68 +150,104 @@ def route_of(scope: Scope) -> str:
     return route
 
 
-def request_fingerprint(scope: Scope, body: bytes) -> str:
-    """What makes two requests "the same": content type, query string and body bytes."""
-    headers = Headers(scope=scope)
-    fingerprint = hashlib.sha256()
-    for part in (headers.get("content-type", "").encode(), scope.get("query_string", b"")):
-        fingerprint.update(len(part).to_bytes(8, "big"))
-        fingerprint.update(part)
-    fingerprint.update(body)
-    return fingerprint.hexdigest()
+class Fingerprint:
+    """What makes two requests "the same": content type, query string and body bytes.
+
+    The body is hashed as it streams through ``receive`` — uploads are never buffered.
+    """
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self._receive = receive
+        self._hasher = hashlib.sha256()
+        content_type = Headers(scope=scope).get("content-type", "").encode()
+        for part in (content_type, scope.get("query_string", b"")):
+            self._hasher.update(len(part).to_bytes(8, "big"))
+            self._hasher.update(part)
+        self.complete = False
+        self.disconnected = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self._hasher.update(message.get("body", b""))
+            if not message.get("more_body", False):
+                self.complete = True
+        elif message["type"] == "http.disconnect":
+            self.disconnected = True
+        return message
+
+    async def finish(self) -> str:
+        """The request's hash, reading (and discarding) whatever the route left unread."""
+        while not self.complete and not self.disconnected:
+            await self.receive()
+        return self._hasher.hexdigest()
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _Replay(Exception):
+    """Raised from the request's transaction when another request already answered."""
+
+    def __init__(self, record: Record) -> None:
+        super().__init__("replay")
+        self.record = record
 
 
-class _ClientGone(Exception):
-    pass
+class KeyedRequest:
+    """The ``kit.transaction`` hook of one keyed request: lock, re-check, record."""
 
+    def __init__(self, store: IdempotencyStore, key_scope: KeyScope, fingerprint: Fingerprint):
+        self.store = store
+        self.key_scope = key_scope
+        self.fingerprint = fingerprint
+        self.response: Response | None = None
+        self.recorded = False
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGone
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    async def begin(self, session: Any) -> None:
+        # PostgreSQL: the key's advisory lock, held to the end of the transaction, so a second
+        # request with this key in another process learns at once that this one is running.
+        # (SQLite's one writer already serialises them; taking it here would hold the write
+        # lock through the request's slow parts, such as a password hash.)
+        if not await self.store.lock(session, self.key_scope):
+            raise Conflict(_IN_PROGRESS, headers={"Retry-After": "1"})
 
+    def response_ready(self, response: Response) -> None:
+        self.response = response
 
-def _replaying_receive(body: bytes, receive: Receive) -> Receive:
-    delivered = False
-
-    async def replay() -> Message:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # waits for the disconnect, as the server's would
-
-    return replay
+    async def before_commit(self, session: Any) -> None:
+        # Checked again inside the transaction, just before it commits: a request that
+        # committed this key meanwhile (another process, on SQLite) wins, and this one's
+        # change is rolled back and its answer replayed instead.
+        request_hash = await self.fingerprint.finish()
+        record = await self.store.find_in(session, self.key_scope)
+        if record is not None:
+            if record.request_hash != request_hash:
+                raise IdempotencyKeyReused(
+                    "This Idempotency-Key was already used with a different request"
+                )
+            raise _Replay(record)
+        response = self.response
+        if response is None or isinstance(response, StreamingResponse):
+            return
+        stored = storable(response.status_code, list(response.raw_headers), bytes(response.body))
+        if stored is None:
+            return
+        await self.store.insert(session, self.key_scope, request_hash, stored)
+        self.recorded = True
 
 
 @dataclass
 class _Capture:
-    """The downstream response, held back until it is complete (or too big to keep)."""
+    """A final answer that did not commit with a transaction, held until it is stored."""
 
     start: Message | None = None
-    chunks: list[bytes] | None = None
+    chunks: list[bytes] = field(default_factory=list)
     size: int = 0
     passed_through: bool = False
-    finished: bool = False
 
 
 class IdempotencyMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._running: set[KeyScope] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -191,53 +264,43 @@ class IdempotencyMiddleware:
         if len(keys) > 1 or not valid_key(keys[0]):
             await self._invalid_key(scope, receive, send)
             return
-        app = scope["app"]
-        settings: Settings = app.state.settings
         caller = caller_of(scope)
         if caller is None:
             await self.app(scope, receive, send)
             return
-        try:
-            body = await _read_body(receive, settings.max_upload_bytes)
-        except _ClientGone:
-            return
-        except _BodyTooLarge:
-            response = scope_problem(
-                scope,
-                PayloadTooLarge(f"Request body is larger than {settings.max_upload_bytes} bytes"),
-            )
-            await response(scope, receive, send)
-            return
-        receive = _replaying_receive(body, receive)
         key_scope = KeyScope(caller, route_of(scope), keys[0])
-        store = get_store(app)
+        if key_scope in self._running:
+            conflict = Conflict(_IN_PROGRESS, headers={"Retry-After": "1"})
+            await scope_problem(scope, conflict)(scope, receive, send)
+            return
+        store = get_store(scope["app"])
+        fingerprint = Fingerprint(scope, receive)
+        self._running.add(key_scope)
         try:
-            outcome = await store.claim(
-                key_scope, request_fingerprint(scope, body), claim_lease(settings)
-            )
-        except StoreUnavailable as exc:
-            # Redis is an optimisation here; losing it must not take the API down with it.
-            log.warning("idempotency_store_unavailable", error=str(exc)[:200])
-            await self.app(scope, receive, send)
-            return
-        except Exception:
-            log.exception("idempotency_claim_failed")
-            response = scope_problem(
-                scope,
-                ServiceUnavailable(
-                    "The idempotency store is unavailable; try again shortly",
-                    headers={"Retry-After": "5"},
-                ),
-            )
-            await response(scope, receive, send)
-            return
-        if isinstance(outcome, Claimed):
             try:
-                await self._run(scope, receive, send, store, key_scope, outcome.token)
-            finally:
-                await self._maintain(store)
-            return
-        await self._answer_without_running(outcome, scope, receive, send)
+                record = await store.find(key_scope)
+            except DomainError as exc:  # the database is known to be down
+                await scope_problem(scope, exc)(scope, receive, send)
+                return
+            except Exception as exc:
+                # Fail closed: running unguarded could run a retry twice.
+                unavailable = dependency_problem(scope, exc)
+                if unavailable is None:
+                    raise
+                await unavailable(scope, receive, send)
+                return
+            if record is not None:
+                await self._answer(record, await fingerprint.finish(), scope, receive, send)
+                return
+            keyed = KeyedRequest(store, key_scope, fingerprint)
+            transaction.attach(scope, keyed)
+            try:
+                await self._run(scope, send, keyed)
+            except _Replay as replay:
+                await self._answer(replay.record, await fingerprint.finish(), scope, receive, send)
+        finally:
+            self._running.discard(key_scope)
+            await self._maintain(store)
 
     async def _invalid_key(self, scope: Scope, receive: Receive, send: Send) -> None:
         msg = (
@@ -246,132 +309,104 @@ class IdempotencyMiddleware:
         response = scope_problem(scope, ValidationFailed.field(("header", "Idempotency-Key"), msg))
         await response(scope, receive, send)
 
-    async def _answer_without_running(
-        self, outcome: InProgress | Mismatch | Replay, scope: Scope, receive: Receive, send: Send
+    async def _answer(
+        self, record: Record, request_hash: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        if isinstance(outcome, Replay):
-            stored = outcome.response
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": stored.status_code,
-                    "headers": [
-                        *((n.encode("latin-1"), v.encode("latin-1")) for n, v in stored.headers),
-                        (b"content-length", str(len(stored.body)).encode()),
-                        (REPLAYED_HEADER.lower().encode(), b"true"),
-                    ],
-                }
+        """Replay a stored answer to the same request from a caller valid now; else refuse."""
+        if record.request_hash != request_hash:
+            reused = IdempotencyKeyReused(
+                "This Idempotency-Key was already used with a different request"
             )
-            await send({"type": "http.response.body", "body": stored.body, "more_body": False})
+            await scope_problem(scope, reused)(scope, receive, send)
             return
-        if isinstance(outcome, Mismatch):
-            response = scope_problem(
-                scope,
-                IdempotencyKeyReused(
-                    "This Idempotency-Key was already used with a different request"
-                ),
-            )
-        else:
-            response = scope_problem(
-                scope,
-                Conflict(
-                    "A request with this Idempotency-Key is still being processed",
-                    headers={"Retry-After": "1"},
-                ),
-            )
-        await response(scope, receive, send)
-
-    async def _run(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        store: IdempotencyStore,
-        key_scope: KeyScope,
-        token: str,
-    ) -> None:
-        capture = _Capture()
-        settled = False
-
-        async def settle(response: StoredResponse | None) -> None:
-            """Store the answer (or drop the claim) exactly once."""
-            nonlocal settled
-            if settled:
+        if authn.read_credential(scope) is not None:
+            try:
+                await authn.authenticate(scope)
+            except DomainError as exc:
+                await scope_problem(scope, exc)(scope, receive, send)
                 return
-            settled = True
-            # Shielded: a cancelled request (client gone, time budget) must still not leave
-            # its claim blocking retries until the lease runs out.
-            with anyio.CancelScope(shield=True):
-                try:
-                    if response is None:
-                        await store.release(key_scope, token)
-                    else:
-                        await store.complete(key_scope, token, response)
-                except Exception as exc:
-                    # The claim's lease expires on its own; the answer itself is still good.
-                    log.warning("idempotency_settle_failed", error=str(exc)[:200])
+            except Exception as exc:
+                unavailable = dependency_problem(scope, exc)
+                if unavailable is None:
+                    raise
+                await unavailable(scope, receive, send)
+                return
+        stored = record.response
+        await send(
+            {
+                "type": "http.response.start",
+                "status": stored.status_code,
+                "headers": [
+                    *((n.encode("latin-1"), v.encode("latin-1")) for n, v in stored.headers),
+                    (b"content-length", str(len(stored.body)).encode()),
+                    (REPLAYED_HEADER.lower().encode(), b"true"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": stored.body, "more_body": False})
+
+    async def _run(self, scope: Scope, send: Send, keyed: KeyedRequest) -> None:
+        capture = _Capture()
 
         async def capturing_send(message: Message) -> None:
             if capture.passed_through:
                 await send(message)
                 return
             if message["type"] == "http.response.start":
-                capture.start = message
-                capture.chunks = []
-                if not is_final(message["status"]):
-                    await settle(None)
+                if keyed.recorded or not is_final(message["status"]):
                     capture.passed_through = True
                     await send(message)
+                    return
+                capture.start = message
                 return
             if message["type"] != "http.response.body" or capture.start is None:
                 await send(message)
                 return
-            assert capture.chunks is not None
             chunk: bytes = message.get("body", b"")
             capture.chunks.append(chunk)
             capture.size += len(chunk)
             more = bool(message.get("more_body", False))
             if capture.size > _MAX_STORED_RESPONSE:
-                await settle(None)
                 await self._flush(capture, send, more_body=more)
-                capture.passed_through = True
                 return
             if more:
                 return
-            await settle(self._stored(capture))
+            start = capture.start
+            stored = storable(
+                start["status"], list(start.get("headers", [])), b"".join(capture.chunks)
+            )
+            if stored is not None:
+                await self._record_separately(keyed, stored)
             await self._flush(capture, send, more_body=False)
-            capture.finished = True
 
-        try:
-            await self.app(scope, receive, capturing_send)
-        finally:
-            if not capture.finished:
-                await settle(None)
+        await self.app(scope, keyed.fingerprint.receive, capturing_send)
 
     @staticmethod
-    def _stored(capture: _Capture) -> StoredResponse:
-        assert capture.start is not None
-        assert capture.chunks is not None
-        headers = [
-            (name.decode("latin-1").lower(), value.decode("latin-1"))
-            for name, value in capture.start.get("headers", [])
-            if name.decode("latin-1").lower() in _STORED_HEADERS
-        ]
-        return StoredResponse(capture.start["status"], headers, b"".join(capture.chunks))
+    async def _record_separately(keyed: KeyedRequest, stored: StoredResponse) -> None:
+        # Shielded: a client that went away must not stop its answer from being kept.
+        with anyio.CancelScope(shield=True):
+            try:
+                request_hash = await keyed.fingerprint.finish()
+                await keyed.store.record_separately(keyed.key_scope, request_hash, stored)
+            except Exception as exc:
+                # Nothing was changed that a retry could duplicate; the answer still goes out.
+                log.warning("idempotency_record_failed", error=f"{type(exc).__name__}: {exc}"[:200])
 
     @staticmethod
     async def _flush(capture: _Capture, send: Send, *, more_body: bool) -> None:
         assert capture.start is not None
-        assert capture.chunks is not None
         await send(capture.start)
         await send(
             {"type": "http.response.body", "body": b"".join(capture.chunks), "more_body": more_body}
         )
         capture.chunks = []
+        capture.passed_through = True
 
     @staticmethod
     async def _maintain(store: IdempotencyStore) -> None:
         try:
             await store.maintain()
         except Exception as exc:
-            log.warning("idempotency_maintenance_failed", error=str(exc)[:200])
+            log.warning(
+                "idempotency_maintenance_failed", error=f"{type(exc).__name__}: {exc}"[:200]
+            )

@@ -1,42 +1,39 @@
-"""Where ``Idempotency-Key`` claims and stored responses live: the database or Redis.
+"""Stored answers to ``Idempotency-Key`` requests, in the ``idempotency_records`` table.
 
-A claim is taken atomically before the request runs (so two concurrent first requests
-cannot both run) and carries a short *lease*: if the process dies mid-request the claim
-simply expires and the key becomes usable again, instead of answering 409 for a day.
-Once a final answer exists, the claim becomes the stored response for ``RESPONSE_TTL``.
+The database is the system of record: a request's answer is inserted in the request's own
+transaction (``IdempotencyStore.insert``), so it commits with the change it guards or not
+at all — no crash, restart or Redis outage can separate them. Answers of requests that did
+not write through the request's transaction (a final 4xx such as 404; a route that uses
+only side transactions) are stored afterwards in a short transaction of their own
+(``record_separately``): those changed nothing the retry could duplicate.
+
+Concurrency: on PostgreSQL the request takes a transaction-scoped advisory lock on its key
+(``pg_try_advisory_xact_lock``), so a second request with the same key, in any process, sees
+that the first is still running (409); the unique index on (caller, route, key) backs it up.
+On SQLite every write transaction holds the one write lock (``BEGIN IMMEDIATE``) from its
+first write, so the check made just before the commit cannot race.
 """
 
 from __future__ import annotations
 
-import base64
-import secrets
+import hashlib
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import timedelta
+from typing import Any
 
-import orjson
 import structlog
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.kit.db import Database, utcnow
-from taskmanager.kit.security import digest
 from taskmanager.models.idempotency import IdempotencyRecord
 
 RESPONSE_TTL = timedelta(hours=24)
-REDIS_PREFIX = "taskmanager:idem:"
-# Claims are re-tried this often when the row vanishes between "insert failed" and "read".
-_CLAIM_ATTEMPTS = 3
 
 log = structlog.get_logger("taskmanager.idempotency")
-
-
-class StoreUnavailable(Exception):
-    """The store cannot be reached; the caller decides whether to fail open."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,28 +44,11 @@ class StoredResponse:
 
 
 @dataclass(frozen=True, slots=True)
-class Claimed:
-    """This request owns the key; ``token`` identifies the claim for complete/release."""
+class Record:
+    """A stored answer and the fingerprint of the request that produced it."""
 
-    token: str
-
-
-@dataclass(frozen=True, slots=True)
-class InProgress:
-    """Another request with this key is still running."""
-
-
-@dataclass(frozen=True, slots=True)
-class Mismatch:
-    """The key was used with a different request."""
-
-
-@dataclass(frozen=True, slots=True)
-class Replay:
+    request_hash: str
     response: StoredResponse
-
-
-ClaimOutcome = Claimed | InProgress | Mismatch | Replay
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,41 +59,37 @@ class KeyScope:
     route: str
     key: str
 
-
-class IdempotencyStore(Protocol):
-    async def claim(self, scope: KeyScope, request_hash: str, lease: timedelta) -> ClaimOutcome:
-        """Atomically take the key, or report what already holds it."""
-        ...
-
-    async def complete(self, scope: KeyScope, token: str, response: StoredResponse) -> None:
-        """Turn our claim into the stored response (no-op if the claim is no longer ours)."""
-        ...
-
-    async def release(self, scope: KeyScope, token: str) -> None:
-        """Drop our claim so a retry can run (no-op if the claim is no longer ours)."""
-        ...
-
-    async def maintain(self) -> None:
-        """Housekeeping after a request (e.g. purge expired rows); must be cheap when idle."""
-        ...
+    def lock_id(self) -> int:
+        """A signed 64-bit id for PostgreSQL's advisory locks."""
+        raw = hashlib.sha256(f"{self.caller}\n{self.route}\n{self.key}".encode()).digest()
+        return int.from_bytes(raw[:8], "big", signed=True)
 
 
-def _outcome(stored_hash: str, request_hash: str, response: StoredResponse | None) -> ClaimOutcome:
-    # A different request under the same key is the client's mistake whether or not the
-    # first one has finished, so that answer comes first.
-    if stored_hash != request_hash:
-        return Mismatch()
-    if response is None:
-        return InProgress()
-    return Replay(response)
+def _same_key(scope: KeyScope) -> Any:
+    return (
+        (IdempotencyRecord.caller == scope.caller)
+        & (IdempotencyRecord.route == scope.route)
+        & (IdempotencyRecord.key == scope.key)
+    )
 
 
-class DatabaseStore:
-    """Records in ``idempotency_records``; each step is its own short write transaction.
+_COLUMNS = (
+    IdempotencyRecord.request_hash,
+    IdempotencyRecord.status_code,
+    IdempotencyRecord.response_headers,
+    IdempotencyRecord.response_body,
+)
 
-    No transaction is held while the request runs: on SQLite there is one writer
-    connection, which the request itself needs.
-    """
+
+def _record(row: Any) -> Record | None:
+    if row is None or row[1] is None:
+        return None
+    headers = [(str(name), str(value)) for name, value in row[2] or []]
+    return Record(row[0], StoredResponse(int(row[1]), headers, row[3] or b""))
+
+
+class IdempotencyStore:
+    """Finds, inserts and purges records; one per application."""
 
     def __init__(
         self, database: Database, *, purge_interval: timedelta, purge_batch: int = 1000
@@ -126,97 +102,70 @@ class DatabaseStore:
     def _insert(self) -> Any:
         return pg_insert if self.database.dialect == "postgresql" else sqlite_insert
 
-    @staticmethod
-    def _same_key(scope: KeyScope) -> Any:
-        return (
-            (IdempotencyRecord.caller == scope.caller)
-            & (IdempotencyRecord.route == scope.route)
-            & (IdempotencyRecord.key == scope.key)
-        )
-
-    async def claim(self, scope: KeyScope, request_hash: str, lease: timedelta) -> ClaimOutcome:
-        for _ in range(_CLAIM_ATTEMPTS):
-            now = utcnow()
-            async with self.database.side_transaction() as session:
-                # An expired record (an answer past 24 h, or a claim abandoned past its lease
-                # by a crashed process) frees the key.
+    async def find(self, scope: KeyScope) -> Record | None:
+        """The live record for this key, read on a snapshot (no lock, no transaction)."""
+        async with self.database.snapshot() as session:
+            row = (
                 await session.execute(
-                    delete(IdempotencyRecord).where(
-                        self._same_key(scope), IdempotencyRecord.expires_at <= now
+                    select(*_COLUMNS).where(
+                        _same_key(scope), IdempotencyRecord.expires_at > utcnow()
                     )
                 )
-                # ON CONFLICT DO NOTHING rather than catching IntegrityError: PostgreSQL would
-                # abort the transaction, and this way the winner's row is read in the same one.
-                statement = (
-                    self._insert()(IdempotencyRecord)
-                    .values(
-                        caller=scope.caller,
-                        route=scope.route,
-                        key=scope.key,
-                        request_hash=request_hash,
-                        created_at=now,
-                        expires_at=now + lease,
-                    )
-                    .on_conflict_do_nothing(index_elements=["caller", "route", "key"])
-                    .returning(IdempotencyRecord.id)
-                )
-                inserted = (await session.execute(statement)).scalar_one_or_none()
-                existing = None
-                if inserted is None:
-                    existing = (
-                        await session.execute(
-                            select(
-                                IdempotencyRecord.request_hash,
-                                IdempotencyRecord.status_code,
-                                IdempotencyRecord.response_headers,
-                                IdempotencyRecord.response_body,
-                            ).where(self._same_key(scope))
-                        )
-                    ).one_or_none()
-            if inserted is not None:
-                # id + creation time: SQLite may reuse the id of a deleted row, not both.
-                return Claimed(f"{inserted}|{now.isoformat()}")
-            if existing is None:
-                continue  # released or purged between our insert and our read
-            stored_hash, status_code, headers, body = existing
-            response = None
-            if status_code is not None:
-                response = StoredResponse(
-                    status_code,
-                    [(str(name), str(value)) for name, value in headers or []],
-                    body or b"",
-                )
-            return _outcome(stored_hash, request_hash, response)
-        return InProgress()
+            ).one_or_none()
+        return _record(row)
 
-    @staticmethod
-    def _our_claim(token: str) -> Any:
-        """Still our unfinished claim (not one that expired and was taken over)."""
-        record_id, _, created = token.partition("|")
-        return (
-            (IdempotencyRecord.id == int(record_id))
-            & (IdempotencyRecord.created_at == datetime.fromisoformat(created))
-            & IdempotencyRecord.status_code.is_(None)
+    async def lock(self, session: AsyncSession, scope: KeyScope) -> bool:
+        """Serialise requests with this key until the transaction ends; False if one runs.
+
+        PostgreSQL: a transaction-scoped advisory lock. SQLite: the write transaction already
+        holds the database's one write lock, so nothing else can be running.
+        """
+        if self.database.dialect != "postgresql":
+            return True
+        acquired = await session.scalar(select(func.pg_try_advisory_xact_lock(scope.lock_id())))
+        return bool(acquired)
+
+    async def find_in(self, session: AsyncSession, scope: KeyScope) -> Record | None:
+        """The live record for this key inside the request's transaction (takes SQLite's lock).
+
+        An expired record for the key is deleted here, so the key can be used afresh.
+        """
+        await session.execute(
+            delete(IdempotencyRecord).where(
+                _same_key(scope), IdempotencyRecord.expires_at <= utcnow()
+            )
+        )
+        row = (await session.execute(select(*_COLUMNS).where(_same_key(scope)))).one_or_none()
+        return _record(row)
+
+    async def insert(
+        self, session: AsyncSession, scope: KeyScope, request_hash: str, response: StoredResponse
+    ) -> None:
+        """Add the record to ``session``'s transaction (a unique violation if one exists)."""
+        now = utcnow()
+        await session.execute(
+            self._insert()(IdempotencyRecord).values(**_values(scope, request_hash, response, now))
         )
 
-    async def complete(self, scope: KeyScope, token: str, response: StoredResponse) -> None:
+    async def record_separately(
+        self, scope: KeyScope, request_hash: str, response: StoredResponse
+    ) -> None:
+        """Store an answer in a transaction of its own; an existing record wins."""
+        now = utcnow()
         async with self.database.side_transaction() as session:
             await session.execute(
-                update(IdempotencyRecord)
-                .where(self._our_claim(token))
-                .values(
-                    status_code=response.status_code,
-                    response_headers=[[name, value] for name, value in response.headers],
-                    response_body=response.body,
-                    expires_at=utcnow() + RESPONSE_TTL,
+                delete(IdempotencyRecord).where(
+                    _same_key(scope), IdempotencyRecord.expires_at <= now
                 )
             )
-
-    async def release(self, scope: KeyScope, token: str) -> None:
-        async with self.database.side_transaction() as session:
-            await session.execute(delete(IdempotencyRecord).where(self._our_claim(token)))
+            await session.execute(
+                self._insert()(IdempotencyRecord)
+                .values(**_values(scope, request_hash, response, now))
+                .on_conflict_do_nothing(index_elements=["caller", "route", "key"])
+            )
 
     async def maintain(self) -> None:
+        """Purge expired records at most once per ``purge_interval``."""
         if time.monotonic() < self._next_purge:
             return
         self._next_purge = time.monotonic() + self.purge_interval.total_seconds()
@@ -240,91 +189,29 @@ class DatabaseStore:
         return removed
 
 
-# Compare-and-set on the exact claim value, so a late finisher never overwrites (or deletes)
-# a claim that expired and was taken by another request.
-_COMPLETE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-end
-return nil
-"""
-_RELEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+# Where an earlier version kept records in Redis (some held credentials): removed at start.
+LEGACY_REDIS_PREFIX = "taskmanager:idem:"
 
 
-class RedisStore:
-    """Claims with ``SET NX EX``; expiry is Redis's own TTL. Redis errors → StoreUnavailable."""
-
-    def __init__(self, redis: Redis) -> None:
-        self.redis = redis
-
-    @staticmethod
-    def redis_key(scope: KeyScope) -> str:
-        # Hashed: the key is client input and the route may be long.
-        return REDIS_PREFIX + digest(f"{scope.caller}\n{scope.route}\n{scope.key}")
-
-    async def claim(self, scope: KeyScope, request_hash: str, lease: timedelta) -> ClaimOutcome:
-        key = self.redis_key(scope)
-        try:
-            for _ in range(_CLAIM_ATTEMPTS):
-                # The claim's exact value is its token: complete/release compare against it.
-                value = orjson.dumps(
-                    {"state": "pending", "hash": request_hash, "nonce": secrets.token_hex(16)}
-                ).decode()
-                if await self.redis.set(key, value, nx=True, ex=_seconds(lease)):
-                    return Claimed(value)
-                raw = await self.redis.get(key)
-                if raw is None:
-                    continue  # expired or released in between
-                record = orjson.loads(raw)
-                response = None
-                if record.get("state") == "done":
-                    response = StoredResponse(
-                        int(record["status"]),
-                        [(str(name), str(val)) for name, val in record["headers"]],
-                        base64.b64decode(record["body"]),
-                    )
-                return _outcome(str(record.get("hash")), request_hash, response)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        return InProgress()
-
-    async def complete(self, scope: KeyScope, token: str, response: StoredResponse) -> None:
-        request_hash = orjson.loads(token)["hash"]
-        record = orjson.dumps(
-            {
-                "state": "done",
-                "hash": request_hash,
-                "status": response.status_code,
-                "headers": response.headers,
-                "body": base64.b64encode(response.body).decode(),
-            }
-        )
-        try:
-            await self.redis.eval(
-                _COMPLETE_SCRIPT,
-                1,
-                self.redis_key(scope),
-                token,
-                record,
-                _seconds(RESPONSE_TTL),
-            )
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
-
-    async def release(self, scope: KeyScope, token: str) -> None:
-        try:
-            await self.redis.eval(_RELEASE_SCRIPT, 1, self.redis_key(scope), token)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
-
-    async def maintain(self) -> None:
-        return None  # Redis expires keys itself
+async def purge_legacy_redis_records(redis: Any, *, batch: int = 500) -> int:
+    """Delete the records an earlier version kept in Redis; return how many went."""
+    removed = 0
+    async for key in redis.scan_iter(match=LEGACY_REDIS_PREFIX + "*", count=batch):
+        removed += int(await redis.delete(key))
+    return removed
 
 
-def _seconds(delta: timedelta) -> int:
-    return max(1, int(delta.total_seconds()))
+def _values(
+    scope: KeyScope, request_hash: str, response: StoredResponse, now: Any
+) -> dict[str, Any]:
+    return {
+        "caller": scope.caller,
+        "route": scope.route,
+        "key": scope.key,
+        "request_hash": request_hash,
+        "status_code": response.status_code,
+        "response_headers": [[name, value] for name, value in response.headers],
+        "response_body": response.body,
+        "created_at": now,
+        "expires_at": now + RESPONSE_TTL,
+    }

@@ -47,6 +47,10 @@ _PRINCIPAL_KEY = "principal"
 INVALID_TOKEN = "The access token is invalid or expired"  # noqa: S105 - a message
 INVALID_KEY = "The API key is invalid, expired or revoked"
 KEY_AS_BEARER = "This is an API key: send API keys in the X-API-Key header, not as a bearer token"
+# Far above any credential this service issues (access tokens are ~250 characters, API keys
+# 46): anything longer is refused before it is decoded, hashed or looked up.
+MAX_BEARER_TOKEN_CHARS = 4096
+MAX_API_KEY_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +64,8 @@ class Credential:
 def read_credential(scope: ASGIScope) -> Credential | None:
     """The credential sent with the request, if any. A malformed header is a bad credential.
 
-    Raises InvalidCredentials for an ``Authorization`` header that is not ``Bearer <token>``.
+    Raises InvalidCredentials for an ``Authorization`` header that is not ``Bearer <token>``
+    and for a token or key over its maximum length (refused without decoding).
     """
     headers = Headers(scope=scope)
     authorization = headers.get("authorization")
@@ -69,9 +74,13 @@ def read_credential(scope: ASGIScope) -> Credential | None:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise InvalidCredentials("Authorization header must be 'Bearer <token>'")
+        if len(token) > MAX_BEARER_TOKEN_CHARS:
+            raise InvalidCredentials(INVALID_TOKEN)
         return Credential("bearer", token)
     api_key = headers.get(API_KEY_HEADER)
     if api_key:
+        if len(api_key) > MAX_API_KEY_CHARS:
+            raise InvalidCredentials(INVALID_KEY)
         return Credential("api_key", api_key.strip())
     return None
 

@@ -94,9 +94,33 @@ class Settings(BaseSettings):
     # No overflow by default: QueuePool closes overflow connections on check-in, so load
     # above pool_size reconnects (TCP, TLS, auth) on every burst; queueing is far cheaper.
     db_max_overflow: int = Field(default=0, ge=0, le=200)
-    db_pool_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Every wait on the database is bounded so that an outage answers 503 within 3 s.
+    db_pool_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    db_connect_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    db_statement_timeout_seconds: float = Field(default=2.0, gt=0, le=3600)
     db_pool_pre_ping: bool = True
-    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    sqlite_busy_timeout_ms: int = Field(default=2_000, ge=0, le=600_000)
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+
+    redis_timeout_seconds: float = Field(default=0.25, gt=0, le=30)
+    # After a dependency is found unreachable it is not tried for this long (doubling while
+    # the outage lasts, up to 5 s): requests answer 503 at once instead of each timing out.
+    outage_backoff_seconds: float = Field(default=0.5, gt=0, le=5)
+
+    # Requests in progress per worker before shedding with 503; 0 picks 4 x the pool size
+    # (at least 64). A request over the limit waits admission_timeout_ms for a slot.
+    max_concurrency: int = Field(default=0, ge=0, le=100_000)
+    admission_timeout_ms: int = Field(default=20, ge=0, le=10_000)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    drain_seconds: float = Field(default=5.0, ge=0, le=3600)
+
+    # Test-only: lets a request ask the server to die at a chosen point (see kit.faults).
+    fault_injection: bool = False
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _upper_synchronous(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -226,7 +250,16 @@ class Settings(BaseSettings):
             )
         if "*" in self.allowed_origins:
             raise ValueError("TASKMANAGER_ALLOWED_ORIGINS may not contain '*' in production")
+        if self.fault_injection:
+            raise ValueError(
+                "TASKMANAGER_FAULT_INJECTION is test-only; it must be false in production"
+            )
         return self
+
+    @property
+    def effective_max_concurrency(self) -> int:
+        """Requests in progress per worker before load is shed."""
+        return self.max_concurrency or max(64, 4 * self.db_pool_size)
 
     @property
     def effective_database_url(self) -> str:

@@ -10,10 +10,19 @@ Work belongs in the request's transaction (``kit.deps.SessionDep``), which commi
 the response is sent. Work that must not share its fate goes through one of two named doors:
 ``Database.side_transaction()`` (its own write transaction, committed on exit) and
 ``Database.snapshot()`` (its own read-only session). Nothing else opens sessions.
+
+No wait is unbounded: PostgreSQL connections have a connect timeout, a server-side
+``statement_timeout`` and a slightly longer client-side command timeout (which is what
+catches a silent network partition), idle pooled connections are pinged with a short
+timeout, the pool wait is bounded, and a connection that is given up on is closed at once
+rather than politely (a polite close waits on the very network that just failed). The
+``breaker`` remembers an outage so that, until its back-off ends, requests answer 503 at
+once instead of each waiting for a timeout (``kit.availability``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,7 +38,9 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.util.concurrency import await_
 
+from taskmanager.kit.availability import Breaker
 from taskmanager.kit.config import Settings
 from taskmanager.models.base import utcnow as utcnow
 
@@ -52,7 +63,9 @@ def _configure_sqlite(engine: AsyncEngine, settings: Settings, *, immediate: boo
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(settings.sqlite_busy_timeout_ms)}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # FULL (the default) syncs the WAL on every commit, so an acknowledged write survives
+        # a power loss; NORMAL may lose the last commits then (never on a process crash).
+        cursor.execute(f"PRAGMA synchronous={settings.sqlite_synchronous}")
         cursor.close()
 
     if not immediate:
@@ -65,8 +78,15 @@ def _configure_sqlite(engine: AsyncEngine, settings: Settings, *, immediate: boo
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
-    """Pessimistic disconnect handling, for connections that have sat idle only."""
+def _ping_idle_connections(
+    engine: AsyncEngine, idle_seconds: float, timeout: float, breaker: Breaker
+) -> None:
+    """Pessimistic disconnect handling, for connections that have sat idle only.
+
+    A connection the server closed is replaced (``DisconnectionError``); a ping that gets no
+    answer within ``timeout`` means the server is unreachable, so the breaker opens and the
+    request fails with the timeout (503) instead of also waiting to connect afresh.
+    """
     sync_engine: Engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "checkin")
@@ -79,10 +99,45 @@ def _ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
         if idle_since is None or time.monotonic() - idle_since < idle_seconds:
             return
         try:
-            dbapi_connection.ping()
+            await_(dbapi_connection._connection.fetchval("SELECT 1", timeout=timeout))
+        except TimeoutError as exc:
+            breaker.failed(exc)
+            raise  # the pool closes this connection; the request answers 503
         except Exception as exc:
             # The pool discards this connection and retries with a fresh one.
             raise DisconnectionError("stale pooled connection") from exc
+
+
+def _terminate_at_once(engine: AsyncEngine) -> None:
+    """Close connections that are given up on without the 2 s polite goodbye.
+
+    SQLAlchemy's asyncpg adapter first tries a graceful close with a 2 s timeout; over a
+    black-holed network that adds 2 s to the request that gave up on the connection.
+    """
+
+    def terminate(dbapi_connection: Any) -> None:
+        dbapi_connection._terminate_force_close()
+
+    engine.dialect.do_terminate = terminate  # type: ignore[method-assign]
+
+
+def _postgres_connect_args(settings: Settings) -> dict[str, Any]:
+    statement_ms = int(settings.db_statement_timeout_seconds * 1000)
+    return {
+        "timeout": settings.db_connect_timeout_seconds,
+        # Client side, a little longer than the server's own limit: normally the server
+        # cancels a slow statement; this one fires only when the server cannot answer.
+        "command_timeout": settings.db_statement_timeout_seconds + 0.5,
+        "server_settings": {
+            "statement_timeout": str(statement_ms),
+            "lock_timeout": str(statement_ms),
+            # A process frozen with an open transaction must not hold locks forever.
+            "idle_in_transaction_session_timeout": str(
+                int(max(60.0, settings.request_timeout_seconds * 2) * 1000)
+            ),
+            "application_name": "taskmanager",
+        },
+    }
 
 
 class Database:
@@ -91,6 +146,7 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         url = settings.effective_database_url
         self.dialect = "sqlite" if settings.is_sqlite else "postgresql"
+        self.breaker = Breaker("database", backoff_seconds=settings.outage_backoff_seconds)
         if settings.is_sqlite:
             path = settings.sqlite_path
             if path is None:
@@ -121,17 +177,32 @@ class Database:
                 max_overflow=settings.db_max_overflow,
                 pool_timeout=settings.db_pool_timeout_seconds,
                 pool_recycle=1800,
+                connect_args=_postgres_connect_args(settings),
             )
+            _terminate_at_once(self.write_engine)
             if settings.db_pool_pre_ping:
-                _ping_idle_connections(self.write_engine, PING_AFTER_IDLE_SECONDS)
+                _ping_idle_connections(
+                    self.write_engine,
+                    PING_AFTER_IDLE_SECONDS,
+                    min(1.0, settings.db_statement_timeout_seconds),
+                    self.breaker,
+                )
             # Same pool; reads skip BEGIN/ROLLBACK, which would triple their round trips.
             self.read_engine = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
         self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     def request_session(self, *, write: bool) -> AsyncSession:
-        """The session of one request (``kit.deps.get_session`` owns its commit)."""
+        """The session of one request (``kit.deps.get_session`` owns its commit).
+
+        Raises ServiceUnavailable while the database is known to be down.
+        """
+        self.breaker.check()
         return (self._writer if write else self._reader)()
+
+    def unavailable(self, exc: BaseException) -> None:
+        """Record a failure to reach the database (see ``kit.availability.Breaker``)."""
+        self.breaker.failed(exc)
 
     @asynccontextmanager
     async def side_transaction(self) -> AsyncIterator[AsyncSession]:
@@ -143,9 +214,11 @@ class Database:
         queues for the one writer, so never open it while the request's own write session
         holds that writer.
         """
+        self.breaker.check()
         async with self._writer() as session:
             yield session
             await session.commit()
+        self.breaker.succeeded()
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[AsyncSession]:
@@ -155,14 +228,33 @@ class Database:
         login's user lookup (so the slow password check holds no lock), the fast task read,
         streamed exports after the request's session has closed, authentication in middleware.
         """
+        self.breaker.check()
         async with self._reader() as session:
             yield session
+        self.breaker.succeeded()
 
     async def ping(self) -> None:
-        async with self.read_engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        """One ``SELECT 1``; raises when the database cannot answer (readiness)."""
+        try:
+            async with self.read_engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception as exc:
+            self.breaker.failed(exc)
+            raise
+        self.breaker.succeeded()
 
-    async def dispose(self) -> None:
-        await self.write_engine.dispose()
+    async def dispose(self, grace_seconds: float = 5.0) -> None:
+        """Close every pooled connection; stop waiting politely after ``grace_seconds``.
+
+        A close waits for the server to acknowledge; an unreachable server must not hold
+        up the process's exit, so the pools are then dropped without waiting.
+        """
+        engines = [self.write_engine]
         if self.read_engine.sync_engine.pool is not self.write_engine.sync_engine.pool:
-            await self.read_engine.dispose()
+            engines.append(self.read_engine)
+        for engine in engines:
+            try:
+                async with asyncio.timeout(grace_seconds):
+                    await engine.dispose()
+            except TimeoutError:
+                await engine.dispose(close=False)

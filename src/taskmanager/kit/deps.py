@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.kit import authn
+from taskmanager.kit import authn, faults, transaction
 from taskmanager.kit.config import Settings
 from taskmanager.kit.db import SAFE_METHODS, Database
 from taskmanager.kit.errors import Forbidden
@@ -53,13 +53,23 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
     Used with ``scope="function"`` so the commit runs when the endpoint returns, before
     FastAPI sends anything: a client never sees 2xx for a write that failed to commit.
+    A ``kit.transaction`` hook on the request (the ``Idempotency-Key`` record) joins the
+    transaction. Raises ServiceUnavailable while the database is known to be down.
     """
     database: Database = request.app.state.database
     write = request.method not in SAFE_METHODS
+    hook = transaction.hook_of(request.scope) if write else None
     async with database.request_session(write=write) as session:
+        if hook is not None:
+            await hook.begin(session)
         yield session
         if write:
+            if hook is not None:
+                await hook.before_commit(session)
+            faults.die_if_requested(request.scope, faults.KILL_BEFORE_COMMIT)
             await session.commit()
+            faults.die_if_requested(request.scope, faults.KILL_AFTER_COMMIT)
+    database.breaker.succeeded()
 
 
 async def get_mailer(request: Request) -> Mailer:

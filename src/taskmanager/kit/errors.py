@@ -107,6 +107,14 @@ class PayloadTooLarge(DomainError):
     description = "The request body is over the size limit"
 
 
+class HeadersTooLarge(DomainError):
+    """The request's header section is over the configured limit (RFC 6585 §5)."""
+
+    status = 431
+    code = "HEADERS_TOO_LARGE"
+    description = "The request header section is over the size limit"
+
+
 class UnsupportedMediaType(DomainError):
     """The body's content type is not one the route accepts."""
 
@@ -202,6 +210,7 @@ _BY_STATUS: dict[int, type[DomainError]] = {
         Conflict,
         PreconditionFailed,
         PayloadTooLarge,
+        HeadersTooLarge,
         UnsupportedMediaType,
         ValidationFailed,
         RateLimited,

@@ -13,16 +13,19 @@ from typing import Any
 
 import orjson
 import structlog
+from asyncpg import PostgresError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import IntegrityError, OperationalError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Scope
 
 from taskmanager.kit import errors
+from taskmanager.kit.availability import Breaker, is_unavailable
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -180,17 +183,52 @@ async def _on_integrity_error(request: Request, exc: Exception) -> Response:
     return scope_problem(request.scope, errors.Conflict("The request conflicts with existing data"))
 
 
-async def _on_database_unavailable(request: Request, exc: Exception) -> Response:
-    log.error("database_unavailable", exc_info=exc)
-    return scope_problem(
-        request.scope,
-        errors.ServiceUnavailable(
-            "The database is unavailable; try again shortly", headers={"Retry-After": "5"}
-        ),
-    )
+def _breaker_for(scope: Scope, exc: BaseException) -> Breaker | None:
+    state = getattr(scope.get("app"), "state", None)
+    chain: BaseException | None = exc
+    for _ in range(8):
+        if chain is None:
+            break
+        if isinstance(chain, RedisError):
+            breaker = getattr(state, "redis_breaker", None)
+            return breaker if isinstance(breaker, Breaker) else None
+        chain = chain.__cause__ or chain.__context__
+    database = getattr(state, "database", None)
+    breaker = getattr(database, "breaker", None)
+    return breaker if isinstance(breaker, Breaker) else None
+
+
+def dependency_problem(scope: Scope, exc: BaseException) -> Response | None:
+    """A 503 for a failure to reach a dependency (recorded by its breaker), else None.
+
+    The breaker logs one warning line per incident (no traceback: this is an outage, not a
+    bug); ``Retry-After`` is the breaker's remaining back-off, at least 1 s.
+    """
+    if not is_unavailable(exc):
+        return None
+    breaker = _breaker_for(scope, exc)
+    if breaker is None:
+        log.warning("dependency_unavailable", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+        error = errors.ServiceUnavailable(
+            "A dependency is unavailable; try again shortly", headers={"Retry-After": "1"}
+        )
+    else:
+        breaker.failed(exc)
+        error = breaker.error()
+    return scope_problem(scope, error)
+
+
+async def _on_dependency_error(request: Request, exc: Exception) -> Response:
+    response = dependency_problem(request.scope, exc)
+    if response is not None:
+        return response
+    return await _on_unexpected(request, exc)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    unavailable = dependency_problem(request.scope, exc)
+    if unavailable is not None:
+        return unavailable
     log.error("unhandled_exception", exc_info=exc, path=request.url.path, method=request.method)
     return scope_problem(request.scope, errors.InternalError("An unexpected error occurred"))
 
@@ -200,8 +238,11 @@ def install_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(IntegrityError, _on_integrity_error)
-    app.add_exception_handler(OperationalError, _on_database_unavailable)
-    app.add_exception_handler(PoolTimeoutError, _on_database_unavailable)
+    # Every way a dependency can fail to answer (API.md §1: 503 with Retry-After, never 500).
+    for failure in (DBAPIError, DisconnectionError, PoolTimeoutError, PostgresError):
+        app.add_exception_handler(failure, _on_dependency_error)
+    app.add_exception_handler(OSError, _on_dependency_error)
+    app.add_exception_handler(RedisError, _on_dependency_error)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

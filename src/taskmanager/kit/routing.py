@@ -18,6 +18,9 @@
   content-type mode does not refuse such a body: it hands the raw bytes to validation,
   which answers a confusing 422. The route knows whether it reads JSON (JSON or ``+json``)
   or a form (the OAuth2 login form, multipart uploads).
+- **The transaction hook**: a POST's finished response (its ``Location`` included) goes to
+  the request's transaction hook (``kit.transaction``: the ``Idempotency-Key`` record
+  commits with the change).
 
 Everything a route needs is worked out once, when the handler is built, from the route's
 own parameter declarations, so new routes get all of it without a line of their own.
@@ -42,6 +45,7 @@ from pydantic import BaseModel
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response, StreamingResponse
 
+from taskmanager.kit import transaction
 from taskmanager.kit.db import SAFE_METHODS
 from taskmanager.kit.errors import UnsupportedMediaType
 from taskmanager.kit.etags import none_match
@@ -350,6 +354,9 @@ class CheckedRoute(APIRoute):
                 return conditional(request, response)
             if response.status_code == 201 and "location" not in response.headers:
                 _locate(request, response)
+            hook = transaction.hook_of(request.scope)
+            if hook is not None:
+                hook.response_ready(response)
             return response
 
         return checked_handler

@@ -52,6 +52,11 @@ access_log_name = "taskmanager.access"
 log = structlog.get_logger("taskmanager.request")
 
 
+def api_security_headers() -> tuple[tuple[bytes, bytes], ...]:
+    """The security headers of every API response (API.md §2), as raw pairs."""
+    return (*_COMMON_HEADERS, (b"content-security-policy", API_CSP.encode()))
+
+
 def request_id_from(scope: Scope) -> str:
     """The client's X-Request-ID if it is a sane token, else a new one."""
     for name, value in scope["headers"]:
@@ -179,7 +184,7 @@ class RequestContextMiddleware:
         self.metrics = metrics
         self.endpoint_templates = endpoint_templates
         self.route_table = RouteTable()
-        self.api_headers = (*_COMMON_HEADERS, (b"content-security-policy", API_CSP.encode()))
+        self.api_headers = api_security_headers()
         self.docs_headers = (*_COMMON_HEADERS, (b"content-security-policy", docs_csp.encode()))
         self.access_log = structlog.get_logger(access_log_name).bind()
 

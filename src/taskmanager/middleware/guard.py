@@ -1,4 +1,7 @@
-"""Limits on what one request may cost: rate, body size, time; and the 500 of last resort.
+"""Limits on what one request may cost: headers, rate, body size, time; and the 500 of last resort.
+
+The header-section limit is enforced first by the HTTP server itself (``serving``), before
+the section is buffered further; the check here covers every other way the app is served.
 
 It sits inside CORS so that every error it produces (429, 413, 504, 500) still carries the
 CORS headers a browser needs to read it, and inside the request context so those errors
@@ -16,12 +19,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from taskmanager.kit.config import Settings
 from taskmanager.kit.errors import (
     DomainError,
+    HeadersTooLarge,
     InternalError,
     PayloadTooLarge,
     RateLimited,
     RequestTimedOut,
 )
-from taskmanager.kit.problems import scope_problem
+from taskmanager.kit.problems import dependency_problem, scope_problem
 from taskmanager.middleware.rate_limit import RateLimiter
 
 log = structlog.get_logger("taskmanager.request")
@@ -39,6 +43,11 @@ class BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"The request body is larger than {limit} bytes")
         self.limit = limit
+
+
+def header_section_size(headers: list[tuple[bytes, bytes]]) -> int:
+    """Bytes of a header section as sent: ``name: value\r\n`` per field."""
+    return sum(len(name) + len(value) + 4 for name, value in headers)
 
 
 def _body_headers(scope: Scope) -> tuple[int | None, bool]:
@@ -63,10 +72,18 @@ class RequestGuardMiddleware:
         self.max_body = settings.max_body_bytes
         self.max_upload = settings.max_upload_bytes
         self.timeout = settings.request_timeout_seconds
+        self.max_header_bytes = settings.max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+
+        if header_section_size(scope["headers"]) > self.max_header_bytes:
+            error = HeadersTooLarge(
+                f"The request header section is larger than {self.max_header_bytes} bytes"
+            )
+            await self._problem(scope, receive, send, error, None)
             return
 
         rate_headers: list[tuple[bytes, bytes]] | None = None
@@ -135,6 +152,14 @@ class RequestGuardMiddleware:
                         raise
                     failure = PayloadTooLarge(str(exc.detail))
                 except Exception as exc:
+                    unavailable = dependency_problem(scope, exc)
+                    if unavailable is not None:
+                        if started:
+                            # Mid-stream: too late for a 503; end the response unfinished so
+                            # the client sees a failure (the breaker has logged the outage).
+                            return
+                        await unavailable(scope, receive, guarded_send)
+                        return
                     if started:
                         log.error("unhandled_exception_after_response_start", exc_info=exc)
                         raise

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import JSONResponse, Response
 
+from taskmanager.kit.availability import Breaker
 from taskmanager.kit.errors import InvalidCredentials, NotAuthenticated
 from taskmanager.kit.http import operation_id
 from taskmanager.kit.routing import CheckedRoute
@@ -41,6 +42,7 @@ class Readiness(BaseModel):
 
     status: Literal["ready", "not_ready"]
     checks: dict[str, CheckStatus]
+    draining: bool | None = None
 
 
 @router.get("/health", summary="Liveness", response_model=Health)
@@ -49,13 +51,19 @@ async def health() -> dict[str, str]:
     return {"status": "healthy"}
 
 
-async def _check(name: str, probe: Any) -> CheckStatus:
+async def _check(name: str, probe: Any, breaker: Breaker | None = None) -> CheckStatus:
+    if breaker is not None and breaker.is_open:
+        return "unhealthy"  # known down: no need to wait for another timeout
     try:
         with anyio.fail_after(CHECK_TIMEOUT_SECONDS):
             await probe()
     except Exception as exc:
         log.warning("readiness_check_failed", check=name, error=type(exc).__name__)
+        if breaker is not None:
+            breaker.failed(exc)
         return "unhealthy"
+    if breaker is not None:
+        breaker.succeeded()
     return "healthy"
 
 
@@ -66,12 +74,27 @@ async def _check(name: str, probe: Any) -> CheckStatus:
     responses={503: {"model": Readiness, "description": "A dependency is unavailable"}},
 )
 async def ready(request: Request) -> Response:
-    """Whether the database (and Redis, when configured) answer; 503 if one does not."""
+    """Whether the database (and Redis, when configured) answer; 503 if one does not.
+
+    Also 503 (``"draining": true``) from the moment SIGTERM arrives, so load balancers stop
+    sending new requests while the server finishes what it has (API.md §8).
+    """
     state = request.app.state
-    checks: dict[str, CheckStatus] = {"database": await _check("database", state.database.ping)}
+    checks: dict[str, CheckStatus] = {
+        "database": await _check("database", state.database.ping, state.database.breaker)
+    }
     redis = getattr(state, "redis", None)
-    checks["redis"] = "disabled" if redis is None else await _check("redis", redis.ping)
-    ok = all(value != "unhealthy" for value in checks.values())
+    checks["redis"] = (
+        "disabled"
+        if redis is None
+        else await _check("redis", redis.ping, getattr(state, "redis_breaker", None))
+    )
+    draining = bool(getattr(state, "draining", False))
+    ok = all(value != "unhealthy" for value in checks.values()) and not draining
+    if draining:
+        return JSONResponse(
+            {"status": "not_ready", "checks": checks, "draining": True}, status_code=503
+        )
     return JSONResponse(
         {"status": "ready" if ok else "not_ready", "checks": checks},
         status_code=200 if ok else 503,

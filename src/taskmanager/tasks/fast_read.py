@@ -19,7 +19,8 @@ exception to "one way to build a resource" — nothing else should copy its idio
 - **No session.** On PostgreSQL the statement is compiled once and run on a pooled asyncpg
   connection through the driver (SQLAlchemy's pool and its checkout events still apply), so
   no Session, transaction or Result objects are built per request; any driver failure drops
-  that connection and answers 503. On SQLite it runs on a short snapshot session.
+  that connection and answers 503 (as does a database known to be down, at once). On SQLite
+  it runs on a short snapshot session.
 - **Pre-rendered JSON.** The row becomes a ``TaskRow`` dataclass that orjson serialises
   directly; the ETag is derived from id and version, and ``If-None-Match`` answers 304
   before any body is built.
@@ -27,10 +28,8 @@ exception to "one way to build a resource" — nothing else should copy its idio
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import asyncpg
 import orjson
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from taskmanager.kit import authn
+from taskmanager.kit.availability import is_unavailable
 from taskmanager.kit.db import Database
 from taskmanager.kit.deps import require_scope
 from taskmanager.kit.errors import InvalidCredentials, ServiceUnavailable
@@ -68,13 +68,6 @@ _STATEMENT = (
     )
 )
 
-# asyncpg failures that mean the connection or the server is gone, not a bad query.
-_CONNECTION_ERRORS = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    OSError,
-    asyncio.TimeoutError,
-)
 _COMPILED: dict[str, tuple[str, tuple[str, ...]]] = {}
 _TASK_OFFSET = 2  # the task's columns follow user_role and member_role
 
@@ -96,26 +89,37 @@ async def _fetch_asyncpg(engine: AsyncEngine, params: dict[str, int]) -> Any:
     except BaseException as exc:
         # Cancelled mid-query or failed: the connection's state is unknown, so drop it.
         raw.invalidate(exc)
-        if isinstance(exc, _CONNECTION_ERRORS):
-            raise ServiceUnavailable(
-                "The database is unavailable; try again shortly", headers={"Retry-After": "5"}
-            ) from exc
         raise
     raw.close()
     return record
 
 
 async def _fetch(database: Database, identity: Identity, task_id: int) -> Any:
-    """The row (user_role, member_role, *task columns), or None if the caller is gone."""
+    """The row (user_role, member_role, *task columns), or None if the caller is gone.
+
+    Raises ServiceUnavailable when the database cannot be reached (or is known down).
+    """
     params = {
         "task_id": task_id,
         "user_id": identity.user_id,
         "generation": identity.generation,
     }
-    if database.dialect == "postgresql":
-        return await _fetch_asyncpg(database.read_engine, params)
-    async with database.snapshot() as session:
-        return (await session.execute(_STATEMENT, params)).first()
+    try:
+        if database.dialect == "postgresql":
+            database.breaker.check()
+            row = await _fetch_asyncpg(database.read_engine, params)
+        else:
+            async with database.snapshot() as session:
+                row = (await session.execute(_STATEMENT, params)).first()
+    except ServiceUnavailable:
+        raise
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        database.unavailable(exc)
+        raise database.breaker.error() from exc
+    database.breaker.succeeded()
+    return row
 
 
 def _json(row: TaskRow, etag: str) -> Response:

@@ -270,14 +270,19 @@ async def list_tasks(
 async def iter_all(
     database: Database, principal: Principal, query: TaskListQuery
 ) -> AsyncIterator[TaskRow]:
-    """Every matching task, fetched in keyset batches on a snapshot of its own.
+    """Every matching task, in keyset batches, each read in a short snapshot of its own.
 
-    Its own session because it runs while the response streams, after the request's
-    session has closed; batches keep memory flat however many rows there are.
+    It runs while the response streams, after the request's session has closed. A batch
+    holds a pooled connection only for its one query: the connection is back in the pool
+    before the rows are handed to a (possibly slow) client, so slow readers cannot starve
+    the API, and a disconnect, the time budget or shutdown cancelling the stream leaves
+    nothing checked out. Keyset order (sort value, then id) means a task is never repeated
+    or skipped because earlier ones were added or deleted meanwhile; a task whose sort value
+    changes during the export may appear at its old or its new place.
     """
     seek: Seek | None = None
-    async with database.snapshot() as session:
-        while True:
+    while True:
+        async with database.snapshot() as session:
             rows = await repo.list_tasks(
                 session,
                 query,
@@ -287,9 +292,9 @@ async def iter_all(
                 skip=0,
                 limit=EXPORT_BATCH,
             )
-            for row in rows:
-                yield row
-            if len(rows) < EXPORT_BATCH:
-                return
-            last = rows[-1]
-            seek = Seek(value=getattr(last, query.sort_by.value), last_id=last.id)
+        for row in rows:
+            yield row
+        if len(rows) < EXPORT_BATCH:
+            return
+        last = rows[-1]
+        seek = Seek(value=getattr(last, query.sort_by.value), last_id=last.id)

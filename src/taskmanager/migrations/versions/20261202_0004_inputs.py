@@ -4,8 +4,8 @@ Adds ``tasks.title_folded`` and ``tasks.description_folded`` (``models.tasks.sea
 of the two columns) and fills them for existing rows in batches, computed in Python so both
 backends hold exactly the same text.
 
-Revision ID: 0003_inputs
-Revises: 0002_security
+Revision ID: 0004_inputs
+Revises: 0003_idempotency_in_tx
 Create Date: 2026-11-30 10:00:00
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 from taskmanager.models.tasks import search_fold
 
-revision: str = "0003_inputs"
-down_revision: str | None = "0002_security"
+revision: str = "0004_inputs"
+down_revision: str | None = "0003_idempotency_in_tx"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

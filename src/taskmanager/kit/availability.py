@@ -1,0 +1,184 @@
+"""Dependency outages: which failures mean "unreachable", and a breaker that remembers them.
+
+Every failure to reach a dependency — refused, DNS, authentication, a missing database, a
+connection lost mid-query, a timeout, an exhausted pool — is answered with 503
+``SERVICE_UNAVAILABLE`` and ``Retry-After`` (API.md §1), never a 500. ``is_unavailable``
+decides whether an exception is such a failure, whichever layer raised it (SQLAlchemy, the
+asyncpg or sqlite3 driver, the socket, redis-py).
+
+A ``Breaker`` per dependency remembers an outage: after a failure that means the server
+cannot be reached (not merely one lost connection), calls fail fast for a back-off period
+that doubles while the outage lasts (capped), so a black-holed database or a frozen Redis
+costs a request a few microseconds instead of a timeout each. The first failure of an
+incident logs one warning line (no traceback) and the first success afterwards logs the
+recovery; failures in between are only counted.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+
+import asyncpg
+import structlog
+from redis.exceptions import RedisError
+from sqlalchemy import exc as sa_exc
+
+from taskmanager.kit.errors import ServiceUnavailable
+
+log = structlog.get_logger("taskmanager.availability")
+
+# Caps the doubling back-off: an outage is re-probed at least this often.
+MAX_BACKOFF_SECONDS = 5.0
+
+# Server-side conditions that mean "cannot serve now", as opposed to a bad query.
+_ASYNCPG_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # class 08: connection failures
+    asyncpg.InterfaceError,  # the client-side connection is closed or unusable
+    asyncpg.CannotConnectNowError,  # 57P03: starting up / shutting down
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.QueryCanceledError,  # 57014: statement_timeout
+    asyncpg.InsufficientResourcesError,  # class 53: too many connections, disk full
+    asyncpg.InvalidCatalogNameError,  # 3D000: the database does not exist
+    asyncpg.InvalidAuthorizationSpecificationError,  # class 28: authentication failed
+)
+_SQLITE_UNAVAILABLE = (sqlite3.OperationalError,)  # locked, I/O error, cannot open
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(chain) < 8:
+        seen.add(id(current))
+        chain.append(current)
+        orig = getattr(current, "orig", None)
+        current = (
+            orig if isinstance(orig, BaseException) else current.__cause__ or current.__context__
+        )
+    return chain
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means a dependency could not be reached or could not answer in time.
+
+    True for SQLAlchemy's operational, interface, disconnection and pool-timeout errors,
+    a DBAPI error on an invalidated connection, the asyncpg connection, shutdown, timeout,
+    resource, missing-database and authentication errors, sqlite3's operational errors,
+    any ``OSError`` (refused, reset, DNS, socket timeouts; ``TimeoutError`` is one) and any
+    redis-py error. False for everything else, including integrity and data errors.
+    """
+    for error in _causes(exc):
+        if isinstance(error, sa_exc.IntegrityError | sa_exc.DataError | sa_exc.ProgrammingError):
+            return False
+        if isinstance(
+            error,
+            sa_exc.OperationalError
+            | sa_exc.InterfaceError
+            | sa_exc.DisconnectionError
+            | sa_exc.TimeoutError,
+        ):
+            return True
+        if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+            return True
+        if isinstance(error, (*_ASYNCPG_UNAVAILABLE, *_SQLITE_UNAVAILABLE)):
+            return True
+        if isinstance(error, OSError | RedisError):
+            return True
+    return False
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server is unreachable (not just one connection or a busy pool).
+
+    Connect failures, timeouts and authentication/missing-database errors open the breaker;
+    a single dropped connection (a restart, an idle kill) or pool exhaustion do not.
+    """
+    for error in _causes(exc):
+        if isinstance(error, sa_exc.TimeoutError):
+            return False  # pool exhausted: overload, not an outage
+        if isinstance(
+            error,
+            TimeoutError
+            | ConnectionRefusedError
+            | asyncpg.CannotConnectNowError
+            | asyncpg.InvalidCatalogNameError
+            | asyncpg.InvalidAuthorizationSpecificationError
+            | asyncpg.QueryCanceledError,
+        ):
+            return True
+        if isinstance(error, OSError) and not isinstance(error, ConnectionResetError):
+            # DNS failures (socket.gaierror), unreachable networks, refused connections.
+            return True
+        if isinstance(error, RedisError):
+            return True
+    return False
+
+
+class Breaker:
+    """Remembers that a dependency is down, so calls fail fast until the back-off ends.
+
+    ``check()`` raises ServiceUnavailable while the dependency is known down; ``failed()``
+    records a failure (opening the breaker if it is an outage); ``succeeded()`` closes it.
+    Cheap when healthy: ``check`` and ``succeeded`` are an attribute test each.
+    """
+
+    def __init__(self, name: str, *, backoff_seconds: float) -> None:
+        self.name = name
+        self.initial_backoff = backoff_seconds
+        self._down_until = 0.0
+        self._backoff = 0.0
+        self._incident_failures = 0
+        self._incident_started = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return self._down_until > 0.0 and time.monotonic() < self._down_until
+
+    def retry_after(self) -> int:
+        """Whole seconds until the next attempt (at least 1), for ``Retry-After``."""
+        return max(1, math.ceil(self._down_until - time.monotonic()))
+
+    def error(self, detail: str | None = None) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            detail or f"The {self.name} is unavailable; try again shortly",
+            headers={"Retry-After": str(self.retry_after() if self.is_open else 1)},
+        )
+
+    def check(self) -> None:
+        """Raise ServiceUnavailable (with Retry-After) while the dependency is known down."""
+        if self._down_until and time.monotonic() < self._down_until:
+            raise self.error()
+
+    def failed(self, exc: BaseException) -> None:
+        """Record a failure to reach the dependency; log once per incident."""
+        if self._incident_failures == 0:
+            self._incident_started = time.monotonic()
+            log.warning(
+                "dependency_unavailable",
+                dependency=self.name,
+                error=f"{type(exc).__name__}: {str(exc)[:200]}",
+            )
+        self._incident_failures += 1
+        if is_outage(exc):
+            self._backoff = min(
+                MAX_BACKOFF_SECONDS,
+                self._backoff * 2 if self._backoff else self.initial_backoff,
+            )
+            self._down_until = time.monotonic() + self._backoff
+
+    def succeeded(self) -> None:
+        """The dependency answered: close the breaker and log the recovery once."""
+        if self._incident_failures == 0:
+            return
+        log.warning(
+            "dependency_recovered",
+            dependency=self.name,
+            failures=self._incident_failures,
+            outage_s=round(time.monotonic() - self._incident_started, 3),
+        )
+        self._incident_failures = 0
+        self._backoff = 0.0
+        self._down_until = 0.0
