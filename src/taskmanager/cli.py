@@ -42,13 +42,15 @@ def _settings() -> Settings:
         _fail(str(exc))
 
 
-def _migrate(settings: Settings) -> None:
+def _migrate(settings: Settings) -> list[str]:
+    """Apply the migrations; return one line per migration applied."""
     from taskmanager import migrate
 
     try:
-        migrate.upgrade(settings.effective_database_url)
+        applied = migrate.upgrade(settings.effective_database_url)
     except Exception as exc:
         _fail(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", 1)
+    return [f"applied {step.revision}: {step.summary}" for step in applied]
 
 
 @app.command()
@@ -122,9 +124,16 @@ def _prepare_multiprocess_metrics() -> None:
 @app.command()
 def migrate() -> None:
     """Apply all database migrations."""
+    from taskmanager.migrate import head_revision
+
     settings = _settings()
-    _migrate(settings)
-    typer.echo("database is up to date")
+    applied = _migrate(settings)
+    for line in applied:
+        typer.echo(line)
+    if applied:
+        typer.echo(f"database is now at revision {head_revision()}")
+    else:
+        typer.echo(f"database was already current ({head_revision()}); nothing to apply")
 
 
 def _read_password() -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from fastapi.openapi.docs import (
     get_swagger_ui_oauth2_redirect_html,
 )
 from fastapi.staticfiles import StaticFiles
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 
 from taskmanager.idempotency.openapi import document_idempotency_key
 from taskmanager.kit.http import API_PREFIX
@@ -33,6 +34,10 @@ STATIC_URL = "/docs/static"
 OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
 
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+# ReDoc's menu shows its maker's logo from a CDN (blocked by our CSP: a console error, and a
+# request to a third party from an offline page). The bundle is served with it pointed here.
+_REDOC_CDN_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+REDOC_JS_URL = f"{STATIC_URL}/redoc.offline.js"
 
 # Responses every /api/v1 operation can give, documented once here rather than per route.
 _COMMON_ERRORS: dict[str, str] = {
@@ -71,11 +76,18 @@ def install_docs(app: FastAPI) -> str:
     redoc = get_redoc_html(
         openapi_url=openapi_url,
         title=f"{app.title} - ReDoc",
-        redoc_js_url=f"{STATIC_URL}/redoc.standalone.js",
+        redoc_js_url=REDOC_JS_URL,
         redoc_favicon_url=f"{STATIC_URL}/favicon.png",
         with_google_fonts=False,
     )
     redirect = get_swagger_ui_oauth2_redirect_html()
+
+    redoc_js = (STATIC_DIR / "redoc.standalone.js").read_bytes()
+    redoc_js = redoc_js.replace(_REDOC_CDN_LOGO, f"{STATIC_URL}/favicon.png".encode())
+
+    @app.get(REDOC_JS_URL, include_in_schema=False)
+    async def redoc_bundle() -> Response:
+        return Response(redoc_js, media_type="text/javascript; charset=utf-8")
 
     app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="docs-static")
 
@@ -115,7 +127,11 @@ def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if getattr(app.state, "openapi_finished", False) and app.openapi_schema:
             return app.openapi_schema
-        schema = generate()
+        with warnings.catch_warnings():
+            # Every GET route also takes HEAD (kit.routing), so FastAPI sees each operation
+            # id twice; finish_schema gives the HEAD operations their own ids.
+            warnings.filterwarnings("ignore", message="Duplicate Operation ID")
+            schema = generate()
         finish_schema(schema)
         document_idempotency_key(schema)
         app.openapi_schema = schema
@@ -140,6 +156,74 @@ def _is_problem_or_default(response: dict[str, Any]) -> bool:
     return refs <= _REPLACEABLE_REFS
 
 
+def _document_head(path_item: dict[str, Any]) -> None:
+    """HEAD as what it is: the GET's headers, no body (RFC 9110 §9.3.2), with its own id."""
+    head = path_item.get("head")
+    get = path_item.get("get")
+    if head is None or get is None:
+        return
+    head["operationId"] = f"{get['operationId']}_head"
+    head["summary"] = f"{get.get('summary', '')} (headers only)".strip()
+    for response in head.get("responses", {}).values():
+        # Errors too: their headers are a problem's, their body is not sent.
+        response.pop("content", None)
+
+
+_ETAG = {"description": "Strong ETag of this representation", "schema": {"type": "string"}}
+_LOCATION = {"description": "The new resource's URL", "schema": {"type": "string"}}
+_IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "Answer 304 with no body if the current ETag is one of these",
+    "schema": {"type": "string"},
+}
+
+
+def _document_conditional_get(operation: dict[str, Any]) -> None:
+    """Every GET (and HEAD) of a JSON or HTML representation has an ETag and honours
+    ``If-None-Match`` (``kit.routing.conditional`` makes it true for every route)."""
+    responses = operation.get("responses", {})
+    ok = responses.get("200")
+    if ok is None or any(t.startswith("text/csv") for t in ok.get("content", {})):
+        return  # streamed bodies have no ETag
+    ok.setdefault("headers", {}).setdefault("ETag", _ETAG)
+    responses.setdefault(
+        "304",
+        {
+            "description": "Not modified: the `If-None-Match` ETag is current",
+            "headers": {"ETag": _ETAG},
+        },
+    )
+    parameters = operation.setdefault("parameters", [])
+    if not any(p.get("name", "").lower() == "if-none-match" for p in parameters):
+        parameters.append(dict(_IF_NONE_MATCH))
+
+
+def _document_created(operation: dict[str, Any]) -> None:
+    """Every 201 names the new resource (``kit.routing`` adds ``Location`` where a route
+    does not)."""
+    created = operation.get("responses", {}).get("201")
+    if created is not None:
+        created.setdefault("headers", {}).setdefault("Location", _LOCATION)
+
+
+def _parameters_without_null(operation: dict[str, Any]) -> None:
+    """A query, path or header value cannot be null: optional means "may be left out"."""
+    for parameter in operation.get("parameters", []):
+        schema = parameter.get("schema", {})
+        variants = schema.get("anyOf")
+        if isinstance(variants, list) and {"type": "null"} in variants:
+            kept = [v for v in variants if v != {"type": "null"}]
+            del schema["anyOf"]
+            if len(kept) == 1:
+                schema.update(kept[0])
+            else:
+                schema["anyOf"] = kept
+        if schema.get("default", 0) is None:
+            del schema["default"]
+
+
 def finish_schema(schema: dict[str, Any]) -> None:
     components = schema.setdefault("components", {})
     schemas: dict[str, Any] = components.setdefault("schemas", {})
@@ -152,6 +236,10 @@ def finish_schema(schema: dict[str, Any]) -> None:
         for method, operation in item.items():
             if method not in {"get", "put", "post", "patch", "delete", "head", "options"}:
                 continue
+            _parameters_without_null(operation)
+            if method in {"get", "head"}:
+                _document_conditional_get(operation)
+            _document_created(operation)
             responses: dict[str, Any] = operation.setdefault("responses", {})
             if path.startswith(API_PREFIX):
                 for status, description in _COMMON_ERRORS.items():
@@ -167,6 +255,9 @@ def finish_schema(schema: dict[str, Any]) -> None:
                         response["description"] = "Validation failed"
                     if _is_problem_or_default(response):
                         response["content"] = {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_REF}}
+
+    for item in schema.get("paths", {}).values():
+        _document_head(item)
 
     # FastAPI's default 422 schemas are replaced by Problem everywhere; drop them if unused.
     text = repr(schema.get("paths", {}))

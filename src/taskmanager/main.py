@@ -23,6 +23,7 @@ from taskmanager.kit.db import Database
 from taskmanager.kit.logging import configure_logging
 from taskmanager.kit.mail import Mailer
 from taskmanager.kit.problems import install_exception_handlers
+from taskmanager.kit.routing import CheckedRoute
 from taskmanager.kit.security import configure_password_hashing
 from taskmanager.kit.throttle import Counters
 from taskmanager.middleware import install_middleware
@@ -137,6 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if settings.docs_enabled else None,
         # 415 instead of a confusing 422 when a body comes with the wrong content type.
     )
+    # The app's own routes (docs pages) get the same route class as the domains' (HEAD...).
+    app.router.route_class = CheckedRoute
     app.state.settings = settings
     app.state.metrics = Metrics(app.state)
     app.state.counters = Counters(settings.redis_url)

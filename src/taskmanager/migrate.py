@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -24,18 +27,46 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
-    """Bring the database to ``revision`` (blocking; call from sync code or a thread)."""
-    command.upgrade(alembic_config(database_url), revision)
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """One migration that ``upgrade`` applied."""
+
+    revision: str
+    summary: str  # the first line of its docstring
+
+
+def upgrade(database_url: str, revision: str = "head") -> list[Applied]:
+    """Bring the database to ``revision`` (blocking; call from sync code or a thread).
+
+    Returns the migrations applied, oldest first: empty when it was already current.
+    """
+    config = alembic_config(database_url)
+    applied: list[Applied] = []
+
+    def record(*, step: Any, **_: Any) -> None:
+        if step.is_upgrade:
+            script = step.up_revision
+            doc = (getattr(script, "doc", "") or "").strip().splitlines()
+            applied.append(Applied(str(step.up_revision_id), doc[0] if doc else ""))
+
+    config.attributes["on_version_apply"] = record
+    command.upgrade(config, revision)
+    return applied
+
+
+def head_revision() -> str:
+    """The newest migration this code ships."""
+    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    return str(head)
 
 
 def downgrade(database_url: str, revision: str) -> None:
     command.downgrade(alembic_config(database_url), revision)
 
 
-async def upgrade_async(database_url: str, revision: str = "head") -> None:
+async def upgrade_async(database_url: str, revision: str = "head") -> list[Applied]:
     # env.py runs its own event loop, so keep it off ours.
-    await asyncio.to_thread(upgrade, database_url, revision)
+    return await asyncio.to_thread(upgrade, database_url, revision)
 
 
 def _diff(connection: Connection) -> list[object]:

@@ -163,6 +163,7 @@ ROUTES: list[Route] = [
         MANAGE,
         body=lambda ids: {"user_id": ids["newbie"], "role": "viewer"},
     ),
+    Route("project_members_get", "GET", P + "/members/{bystander}", Scope.PROJECTS_READ, VIEW),
     Route(
         "project_members_update",
         "PATCH",

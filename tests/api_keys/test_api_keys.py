@@ -93,7 +93,10 @@ async def test_keys_are_accepted_only_in_the_x_api_key_header(
         401,
         "INVALID_CREDENTIALS",
     )
-    problem(await client.get(ME, params={"api_key": key}), 401, "NOT_AUTHENTICATED")
+    # A key in the URL is refused outright (it would end up in logs and browser history).
+    in_query = problem(await client.get(ME, params={"api_key": key}), 422, "VALIDATION_ERROR")
+    assert in_query["errors"][0]["loc"] == ["query", "api_key"]
+    assert "X-API-Key" in in_query["errors"][0]["msg"]
     problem(await client.get(ME, headers={"X-API-Key": key + "x"}), 401, "INVALID_CREDENTIALS")
     problem(await client.get(ME, headers={"X-API-Key": "tm_nope"}), 401, "INVALID_CREDENTIALS")
 
@@ -244,12 +247,22 @@ async def test_other_users_keys_are_invisible(
     assert (await client.get(ME, headers={"X-API-Key": key["key"]})).status_code == 200
 
 
-@pytest.mark.parametrize("key_id", ["0", "-3", "abc", str(2**63)])
+@pytest.mark.parametrize("key_id", ["0", str(2**63)])
 async def test_delete_invalid_key_id_is_422(
     client: httpx.AsyncClient, make_user: UserFactory, key_id: str
 ) -> None:
     user = await make_user("alice")
     problem(await client.delete(f"{KEYS}/{key_id}", headers=user.headers), 422, "VALIDATION_ERROR")
+
+
+@pytest.mark.parametrize("key_id", ["-3", "abc"])
+async def test_delete_of_a_key_id_that_is_not_digits_names_nothing(
+    client: httpx.AsyncClient, make_user: UserFactory, key_id: str
+) -> None:
+    user = await make_user("alice")
+    problem(
+        await client.delete(f"{KEYS}/{key_id}", headers=user.headers), 404, "RESOURCE_NOT_FOUND"
+    )
 
 
 async def test_expired_key_is_rejected(

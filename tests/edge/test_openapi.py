@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -73,6 +74,10 @@ async def test_every_error_response_is_a_problem(schema: dict[str, Any]) -> None
         for status, response in operation.get("responses", {}).items():
             if status[:1] not in {"4", "5"}:
                 continue
+            if method == "head":
+                if "content" in response:
+                    problems.append(f"HEAD {path} {status}: documents a body")
+                continue
             content = response.get("content", {})
             entry = content.get("application/problem+json")
             if entry is None or entry.get("schema", {}).get("$ref") != PROBLEM_REF:
@@ -108,3 +113,116 @@ async def test_ops_endpoints_documented_outside_the_api(schema: dict[str, Any]) 
     assert "/ready" in schema["paths"]
     assert "503" in schema["paths"]["/ready"]["get"]["responses"]
     assert not any(path.startswith("/docs") for path in schema["paths"])
+
+
+# ---- exactness: what a validator and a client generator rely on ----------------------------
+
+
+async def test_the_served_document_validates(schema: dict[str, Any]) -> None:
+    from openapi_spec_validator import validate
+
+    validate(schema)  # raises with the first error
+
+
+async def test_every_header_has_a_schema(schema: dict[str, Any]) -> None:
+    missing = []
+    for path, method, operation in _operations(schema):
+        for status, response in operation.get("responses", {}).items():
+            for name, header in response.get("headers", {}).items():
+                if "schema" not in header and "content" not in header:
+                    missing.append(f"{method.upper()} {path} {status} {name}")
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] == "header" and "schema" not in parameter:
+                missing.append(f"{method.upper()} {path} parameter {parameter['name']}")
+    assert missing == []
+
+
+async def test_every_get_has_a_head_without_a_body(schema: dict[str, Any]) -> None:
+    for path, item in schema["paths"].items():
+        if "get" not in item:
+            continue
+        head = item.get("head")
+        assert head is not None, path
+        assert head["operationId"] == item["get"]["operationId"] + "_head"
+        for status, response in head["responses"].items():
+            assert "content" not in response, (path, status)
+
+
+async def test_parameters_are_never_null(schema: dict[str, Any]) -> None:
+    for path, method, operation in _operations(schema):
+        for parameter in operation.get("parameters", []):
+            assert "null" not in repr(parameter["schema"]), (method, path, parameter)
+
+
+async def test_patch_bodies_refuse_null_and_empty(schema: dict[str, Any]) -> None:
+    patches = 0
+    for path, item in schema["paths"].items():
+        operation = item.get("patch")
+        if operation is None or "requestBody" not in operation:
+            continue
+        body = _resolve(schema, operation["requestBody"]["content"]["application/json"]["schema"])
+        # {} is refused: said by minProperties, or by a required field.
+        assert body.get("minProperties") == 1 or body.get("required"), path
+        patches += 1
+    assert patches >= 5
+    # A step-up password is required but is no change: one more property than that.
+    assert schema["components"]["schemas"]["UserUpdateMe"]["minProperties"] == 2
+    task_patch = schema["components"]["schemas"]["TaskPatch"]["properties"]
+    assert "anyOf" not in task_patch["title"]  # null is refused: not in the schema
+    assert {"type": "null"} in task_patch["description"]["anyOf"]  # null clears it
+
+
+async def test_identity_and_text_rules_are_in_the_schema(schema: dict[str, Any]) -> None:
+    schemas = schema["components"]["schemas"]
+    username = schemas["UserCreate"]["properties"]["username"]
+    assert {k: username[k] for k in ("type", "minLength", "maxLength", "pattern")} == {
+        "type": "string",
+        "minLength": 3,
+        "maxLength": 50,
+        "pattern": ANY_PATTERN,
+    }
+    password = schemas["UserCreate"]["properties"]["password"]
+    assert (password["minLength"], password["maxLength"]) == (8, 128)
+    title = schemas["TaskCreate"]["properties"]["title"]
+    assert (title["minLength"], title["maxLength"]) == (1, 200)
+    # Invisible characters do not count as text; the schema says so too.
+    assert re.fullmatch(title["pattern"], "\u200b \u2060") is None
+    assert re.fullmatch(title["pattern"], " Buy milk\u200b") is not None
+    assert re.fullmatch(title["pattern"], "nul\x00") is None
+    login = _resolve(
+        schema,
+        schema["paths"]["/api/v1/auth/token"]["post"]["requestBody"]["content"][
+            "application/x-www-form-urlencoded"
+        ]["schema"],
+    )
+    for field in ("username", "password"):
+        assert login["properties"][field]["minLength"] == 1, field
+        assert login["properties"][field]["maxLength"] > 1, field
+    due = schemas["TaskCreate"]["properties"]["due_date"]["anyOf"][0]
+    assert due["format"] == "date-time"
+
+
+class _AnyPattern:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and other.startswith("^")
+
+
+ANY_PATTERN: Any = _AnyPattern()
+
+
+async def test_examples_never_reuse_the_readme_passwords(schema: dict[str, Any]) -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    # Passwords as the README writes them: in JSON, in a form, on a command line.
+    shown = re.findall(
+        r'"(?:current_|new_|confirm_)?password"\s*:\s*"([^"$]{6,})"'
+        r"|password=([^&\s'\"$]{6,})"
+        r"|--password\s+'?([^'\s$\]]{6,})",
+        readme,
+    )
+    passwords = {value for match in shown for value in match if value}
+    document = repr(schema)
+    assert [p for p in passwords if p in document] == []
+    # And the document's own examples are not the test suite's or a factory's passwords.
+    assert "Corr3ct-Horse" not in document

@@ -28,7 +28,7 @@ from taskmanager.kit import transaction
 from taskmanager.kit.db import utcnow
 from taskmanager.kit.deps import CurrentPrincipal, SessionDep
 from taskmanager.kit.errors import NotFound
-from taskmanager.kit.routing import BodyCheckedRoute
+from taskmanager.kit.routing import CheckedRoute
 from taskmanager.models.api_keys import ApiKey
 from taskmanager.models.idempotency import IdempotencyRecord
 from taskmanager.models.projects import Project
@@ -58,7 +58,7 @@ def add_test_routes(app: FastAPI) -> Probe:
     probe = Probe()
     # As every domain router does (kit.http.domain_router): it hands the response to the
     # request's transaction, where the Idempotency-Key record commits with the change.
-    app.router.route_class = BodyCheckedRoute
+    app.router.route_class = CheckedRoute
 
     @app.post(f"{BASE}/things", status_code=201)
     async def create_thing(body: ThingIn, session: SessionDep, response: Response) -> Any:

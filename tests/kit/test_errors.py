@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Path
 from pydantic import BaseModel, ConfigDict
 
 from taskmanager.kit.logging import log_formatter
-from taskmanager.kit.routing import BodyCheckedRoute
+from taskmanager.kit.routing import CheckedRoute
 from tests.conftest import AppFactory, problem
 
 
@@ -23,14 +23,14 @@ class Payload(BaseModel):
 
 def _add_routes(app: FastAPI) -> None:
     # Built like the domain routers (same route class), so the 415 check applies.
-    router = APIRouter(route_class=BodyCheckedRoute)
+    router = APIRouter(route_class=CheckedRoute)
 
     @router.post("/api/v1/_test/items", status_code=201)
     async def create_item(payload: Payload) -> Payload:
         return payload
 
     @router.get("/api/v1/_test/items/{item_id}")
-    async def get_item(item_id: int) -> dict[str, int]:
+    async def get_item(item_id: Annotated[int, Path(ge=1)]) -> dict[str, int]:
         return {"id": item_id}
 
     @router.delete("/api/v1/_test/items/{item_id}", status_code=204)
@@ -76,7 +76,7 @@ async def test_validation_error_is_422_with_errors(test_client: httpx.AsyncClien
 
 
 async def test_path_validation_error_is_422(test_client: httpx.AsyncClient) -> None:
-    body = problem(await test_client.get("/api/v1/_test/items/abc"), 422, "VALIDATION_ERROR")
+    body = problem(await test_client.get("/api/v1/_test/items/0"), 422, "VALIDATION_ERROR")
     assert body["errors"][0]["loc"] == ["path", "item_id"]
 
 
@@ -145,7 +145,7 @@ async def test_unhandled_exception_is_500_without_internals(
 
 
 def test_every_route_with_a_body_checks_its_content_type(base_app: FastAPI) -> None:
-    """A router that forgets route_class=BodyCheckedRoute would 422 instead of 415."""
+    """A router that forgets route_class=CheckedRoute would 422 instead of 415."""
     from fastapi.routing import APIRoute
 
     def routes(container: Any) -> list[APIRoute]:
@@ -158,5 +158,5 @@ def test_every_route_with_a_body_checks_its_content_type(base_app: FastAPI) -> N
 
     with_body = [route for route in routes(base_app.router) if route.body_field is not None]
     assert with_body, "expected routes with request bodies"
-    unchecked = [route.path for route in with_body if not isinstance(route, BodyCheckedRoute)]
+    unchecked = [route.path for route in with_body if not isinstance(route, CheckedRoute)]
     assert unchecked == []

@@ -58,10 +58,16 @@ async def test_access_log_line(
     _add_routes(app)
     user = await make_user()
     response = await client.get(
-        "/api/v1/users/me?token=s3cr3t-token&api_key=k3y&page=2",
+        "/api/v1/users/me",
         headers={**user.headers, "X-Request-ID": "req-log-1", "Cookie": "session=abc"},
     )
     assert response.status_code == 200
+    # Unknown parameters are refused (422), and still logged with credentials redacted.
+    refused = await client.get(
+        "/api/v1/users/me?token=s3cr3t-token&api_key=k3y&page=2",
+        headers={**user.headers, "X-Request-ID": "req-log-2"},
+    )
+    assert refused.status_code == 422
     lines = [line for line in _rendered(caplog) if line.get("request_id") == "req-log-1"]
     access = [line for line in lines if line["logger"] == "taskmanager.access"]
     assert len(access) == 1
@@ -72,10 +78,17 @@ async def test_access_log_line(
     assert entry["duration_ms"] >= 0
     assert entry["user_id"] == user.id
     assert entry["client"] == "127.0.0.1"
+    assert entry["query"] is None
+    (refused_entry,) = [
+        line
+        for line in _rendered(caplog)
+        if line.get("request_id") == "req-log-2" and line["logger"] == "taskmanager.access"
+    ]
+    assert refused_entry["status"] == 422
+    assert refused_entry["route"] == "/api/v1/users/me"
     # /users/me declares no query parameters: every value is redacted (allow-list).
-    assert entry["query"] == "token=[REDACTED]&api_key=[REDACTED]&page=[REDACTED]"
-    assert "s3cr3t-token" not in entry["query"]
-    assert "k3y" not in entry["query"]
+    assert refused_entry["query"] == "token=[REDACTED]&api_key=[REDACTED]&page=[REDACTED]"
+    lines += [line for line in _rendered(caplog) if line.get("request_id") == "req-log-2"]
     raw = orjson.dumps(lines).decode()
     for secret in ("s3cr3t-token", "k3y", user.token, "session=abc"):
         assert secret not in raw

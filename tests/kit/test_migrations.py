@@ -155,3 +155,38 @@ async def test_0003_removes_unfinished_claims_and_stored_credentials(scratch_url
     finally:
         await engine.dispose()
     assert [(route, bytes(body)) for route, body in left] == [("POST /api/v1/tasks", b'{"id":1}')]
+
+
+async def test_0004_folds_the_text_of_existing_tasks(scratch_url: str) -> None:
+    """Tasks written before 0004 are found by the Unicode-wide search after it."""
+    await migrate.upgrade_async(scratch_url, "0003_idempotency_in_tx")
+    now = _stored(scratch_url, datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
+    engine = create_async_engine(scratch_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO projects (name, is_inbox, version, created_at, updated_at)"
+                    " VALUES ('p', false, 1, :now, :now)"
+                ),
+                {"now": now},
+            )
+            for title, description in (("\u00c9cole", "Stra\u00dfe"), ("plain", None)):
+                await connection.execute(
+                    text(
+                        "INSERT INTO tasks (project_id, title, description, status, priority,"
+                        " tags, created_at, updated_at, version)"
+                        " VALUES (1, :title, :description, 'pending', 1, '[]', :now, :now, 1)"
+                    ),
+                    {"title": title, "description": description, "now": now},
+                )
+        await migrate.upgrade_async(scratch_url)
+        async with engine.connect() as connection:
+            folded = (
+                await connection.execute(
+                    text("SELECT title_folded, description_folded FROM tasks ORDER BY id")
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert [tuple(row) for row in folded] == [("\u00e9cole", "strasse"), ("plain", None)]

@@ -134,6 +134,53 @@ def test_serve_with_a_bad_value_exits_with_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize(
+    ("variable", "suggestion"),
+    [
+        ("TASKMANAGER_DATABSE_URL", "TASKMANAGER_DATABASE_URL"),
+        ("TASKMANAGER_REDIS", "TASKMANAGER_REDIS_URL"),
+        ("taskmanager_log_levl", "TASKMANAGER_LOG_LEVEL"),
+    ],
+)
+def test_an_unknown_variable_stops_the_start_with_the_closest_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, suggestion: str
+) -> None:
+    monkeypatch.setenv(variable, "postgresql+asyncpg://db/x")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(data_dir=tmp_path / "data")
+    message = str(caught.value)
+    assert message == f"{variable.upper()}: unknown setting; did you mean {suggestion}?"
+
+
+def test_an_unknown_variable_in_the_env_file_is_refused_too(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("TASKMANAGER_SECRT_KEY=abc\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(data_dir=tmp_path / "data")
+    assert "did you mean TASKMANAGER_SECRET_KEY?" in str(caught.value)
+
+
+def test_serve_with_a_misspelt_variable_exits_with_one_line(tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TASKMANAGER_")},
+        "TASKMANAGER_DATA_DIR": str(tmp_path / "data"),
+        "TASKMANAGER_DATABSE_URL": "postgresql+asyncpg://nowhere/db",
+    }
+    result = subprocess.run(
+        [TASKMANAGER, "serve", "--port", "1"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [
+        "error: TASKMANAGER_DATABSE_URL: unknown setting; did you mean TASKMANAGER_DATABASE_URL?"
+    ], result.stderr
+    assert not (tmp_path / "data" / "taskmanager.db").exists()  # no silent SQLite fallback
+
+
 def test_resilience_defaults_bound_every_wait(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path / "data")
     # Each bound keeps an outage's 503 within the contract's 3 s (API.md §1).

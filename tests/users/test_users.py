@@ -51,17 +51,19 @@ async def test_register_returns_the_user_and_creates_an_inbox(
         stored = (await session.execute(select(User).where(User.id == body["id"]))).scalar_one()
         inboxes = (
             await session.execute(
-                select(Project.name, ProjectMember.role)
+                select(Project.name, ProjectMember.role, Project.id)
                 .join(ProjectMember, ProjectMember.project_id == Project.id)
                 .where(Project.is_inbox.is_(True), ProjectMember.user_id == body["id"])
             )
         ).all()
     assert stored.password_hash.startswith("$argon2id$")
-    assert [tuple(row) for row in inboxes] == [("Inbox", "owner")]
+    assert [tuple(row)[:2] for row in inboxes] == [("Inbox", "owner")]
+    inbox_ids = [row[2] for row in inboxes]
     # The new account can log in with the mixed-case name it registered with.
     tokens = await login(client, "ALICE_1", STRONG_PASSWORD)
     me = await client.get(ME, headers=bearer(tokens["access_token"]))
-    assert me.json() == body
+    assert me.json() == {**body, "inbox_project_id": inbox_ids[0]}
+    assert response.headers["location"] == f"/api/v1/users/{body['id']}"
 
 
 @pytest.mark.parametrize(
@@ -180,10 +182,18 @@ async def test_get_me(client: httpx.AsyncClient, make_user: UserFactory) -> None
     response = await client.get(ME, headers=user.headers)
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == USER_FIELDS
+    assert set(body) == USER_FIELDS | {"inbox_project_id"}
     assert body["id"] == user.id
     assert body["username"] == "hank"
     assert body["email"] == "hank@example.com"
+    assert body["inbox_project_id"] == user.inbox_id
+    assert response.headers["etag"]
+    again = await client.get(
+        ME, headers={**user.headers, "If-None-Match": response.headers["etag"]}
+    )
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == response.headers["etag"]
 
 
 async def test_get_me_with_an_api_key(client: httpx.AsyncClient, make_user: UserFactory) -> None:

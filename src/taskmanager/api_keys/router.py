@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Response, status
+from fastapi import Request, Response, status
 
 from taskmanager.api_keys import service
 from taskmanager.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
-from taskmanager.kit.deps import LoginPrincipal, SessionDep
+from taskmanager.kit.deps import LoginPrincipal, SessionDep, SettingsDep
 from taskmanager.kit.errors import (
     Forbidden,
     InvalidCredentials,
@@ -19,7 +19,14 @@ from taskmanager.kit.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from taskmanager.kit.http import domain_router, id_path
+from taskmanager.kit.http import (
+    LIST_HEADERS,
+    LOCATION_HEADER,
+    PageDep,
+    domain_router,
+    id_path,
+    paged,
+)
 from taskmanager.kit.problems import problem_responses
 
 router = domain_router("api-keys", prefix="/api-keys")
@@ -33,6 +40,7 @@ KeyId = Annotated[int, id_path("key")]
     response_model=ApiKeyCreated,
     summary="Create an API key",
     responses={
+        201: {"headers": LOCATION_HEADER},
         **problem_responses(
             NotAuthenticated,
             Forbidden,
@@ -63,13 +71,37 @@ async def create(
     "",
     response_model=list[ApiKeyOut],
     summary="List your API keys",
-    responses=problem_responses(NotAuthenticated, Forbidden),
+    responses={
+        200: {"headers": LIST_HEADERS},
+        **problem_responses(NotAuthenticated, Forbidden, ValidationFailed),
+    },
 )
-async def list_(principal: LoginPrincipal, session: SessionDep) -> list[ApiKeyOut]:
-    """The caller's unrevoked keys, oldest first; never the secret."""
-    return [
-        ApiKeyOut.model_validate(k) for k in await service.list_keys(session, principal.user_id)
-    ]
+async def list_(
+    principal: LoginPrincipal,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    page: PageDep,
+) -> list[ApiKeyOut]:
+    """The caller's unrevoked keys, oldest first, never the secret: an array, paged by
+    ``skip``/``limit`` or ``cursor`` with ``X-Total-Count`` and ``Link`` headers."""
+    result = await service.list_keys(
+        session, principal.user_id, page, signing_key=settings.signing_key
+    )
+    paged(response, request, result)
+    return [ApiKeyOut.model_validate(k) for k in result.rows]
+
+
+@router.get(
+    "/{key_id}",
+    response_model=ApiKeyOut,
+    summary="Get an API key",
+    responses=problem_responses(NotAuthenticated, Forbidden, NotFound, ValidationFailed),
+)
+async def get(key_id: KeyId, principal: LoginPrincipal, session: SessionDep) -> ApiKeyOut:
+    """One of the caller's unrevoked keys (never the secret); anyone else's is not found."""
+    return ApiKeyOut.model_validate(await service.get(session, principal.user_id, key_id))
 
 
 @router.delete(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,13 +12,15 @@ from taskmanager.auth.service import verify_current_password
 from taskmanager.kit.db import utcnow
 from taskmanager.kit.errors import Forbidden, NotFound
 from taskmanager.kit.identity import Principal, Scope
-from taskmanager.kit.security import digest
+from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume
+from taskmanager.kit.security import API_KEY_PREFIX, digest
 from taskmanager.models.api_keys import ApiKey
 from taskmanager.models.users import UserRole
 
-KEY_PREFIX = "tm_"
+KEY_PREFIX = API_KEY_PREFIX
 # Enough of the key to tell keys apart in a list, far too little to guess the rest.
 DISPLAY_PREFIX_CHARS = 10
+_CURSOR_CONTEXT = b"taskmanager/api-keys/cursor/v1"
 
 
 def generate_key() -> str:
@@ -50,8 +51,32 @@ async def create(
     return await repository.add(session, key), secret
 
 
-async def list_keys(session: AsyncSession, user_id: int) -> Sequence[ApiKey]:
-    return await repository.list_live_for_user(session, user_id)
+async def list_keys(
+    session: AsyncSession, user_id: int, page: PageRequest, *, signing_key: str
+) -> ListPage[ApiKey]:
+    """A page of the user's unrevoked keys, by id."""
+    query = {"user_id": user_id}  # a cursor of another user's list does not continue this one
+    resumed = resume(page, query, query, key=signing_key, context=_CURSOR_CONTEXT)
+    total = await repository.count_live_for_user(session, user_id)
+    rows = await repository.list_live_for_user(
+        session, user_id, seek=resumed.seek, skip=resumed.skip, limit=resumed.limit + 1
+    )
+    return finish_page(
+        rows,
+        resumed,
+        total,
+        row_id=lambda key: key.id,
+        key=signing_key,
+        context=_CURSOR_CONTEXT,
+    )
+
+
+async def get(session: AsyncSession, user_id: int, key_id: int) -> ApiKey:
+    """One of the user's unrevoked keys; anyone else's key is simply not found."""
+    key = await repository.get_live(session, user_id=user_id, key_id=key_id)
+    if key is None:
+        raise NotFound(f"API key {key_id} not found")
+    return key
 
 
 async def revoke(session: AsyncSession, user_id: int, key_id: int) -> None:

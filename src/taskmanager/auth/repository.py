@@ -22,7 +22,7 @@ class LoginUser:
 
 
 async def find_login_user(session: AsyncSession, login: str) -> LoginUser | None:
-    """The user whose username or email is ``login`` (already lower-cased)."""
+    """The user whose username or email is ``login`` (``kit.fields.normalize_login``-ed)."""
     row = (
         await session.execute(
             select(User.id, User.password_hash, User.is_active, User.session_generation)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import BackgroundTasks, Depends, Response, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import BackgroundTasks, Depends, Form, Response, status
 
 from taskmanager.auth import service
 from taskmanager.auth.schemas import (
+    LoginForm,
     PasswordResetConfirm,
     PasswordResetRequest,
     RefreshRequest,
@@ -68,7 +68,7 @@ LoginThrottleDep = Annotated[LoginThrottle | None, Depends(_login_throttle)]
     ),
 )
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[LoginForm, Form()],
     response: Response,
     database: DatabaseDep,
     session: SessionDep,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from taskmanager.kit.passwords import Password, PasswordInput, matches_new_password
 
@@ -40,6 +40,44 @@ class RefreshRequest(BaseModel):
 
     # Bounded so junk is refused before it is hashed; real tokens are 64 characters.
     refresh_token: str = Field(min_length=1, max_length=512)
+
+
+# Beyond anything registration accepts: the form refuses longer values (422) before any
+# query or hash is spent on them.
+LOGIN_MAX_LENGTH = 320
+LOGIN_PASSWORD_MAX_LENGTH = 1024
+
+
+class LoginForm(BaseModel):
+    """The OAuth2 password grant (RFC 6749 §4.3.2), sent as a form.
+
+    ``username`` is a username or an email address, looked up normalised as registration
+    stored it (``kit.fields.normalize_login``); ``password`` is verified in NFKC form.
+    """
+
+    # A form has no null: optional fields have defaults instead.
+    grant_type: Literal["password"] = Field(
+        default="password", description="`password` if sent (RFC 6749 §4.3.2)"
+    )
+    username: str = Field(
+        min_length=1, max_length=LOGIN_MAX_LENGTH, description="Username or email address"
+    )
+    password: Annotated[
+        str,
+        Field(min_length=1, max_length=LOGIN_PASSWORD_MAX_LENGTH),
+        WithJsonSchema(
+            {
+                "type": "string",
+                "format": "password",
+                "minLength": 1,
+                "maxLength": LOGIN_PASSWORD_MAX_LENGTH,
+                "writeOnly": True,
+            }
+        ),
+    ]
+    scope: str = Field(default="", max_length=1024, description="Ignored: tokens carry no scopes")
+    client_id: str = Field(default="", max_length=255, description="Ignored")
+    client_secret: str = Field(default="", max_length=255, description="Ignored")
 
 
 class PasswordResetRequest(BaseModel):

@@ -31,6 +31,7 @@ from taskmanager.auth.throttle import LoginThrottle
 from taskmanager.kit.config import Settings
 from taskmanager.kit.db import Database, utcnow
 from taskmanager.kit.errors import InvalidCredentials, ValidationFailed
+from taskmanager.kit.fields import normalize_login
 from taskmanager.kit.mail import Mailer, MailError
 from taskmanager.kit.passwords import identifier_problem
 from taskmanager.kit.security import create_access_token, digest, hash_password, verify_password
@@ -44,8 +45,7 @@ BAD_RESET_TOKEN = "The reset token is invalid, already used or expired"  # noqa:
 RESET_TOKEN_MINUTES = 30
 # Reset mails one account may be sent per hour: enough for a lost mail, too few to flood.
 RESET_MAILS_PER_HOUR = 3
-# Beyond anything registration accepts: refused without a query or a hash spent on them.
-_MAX_LOGIN_CHARS = 320
+# Beyond anything registration accepts: refused without a hash spent on it.
 _MAX_PASSWORD_CHARS = 1024
 
 
@@ -95,14 +95,18 @@ async def login(
     Raises RateLimited (too many attempts for this account, see ``auth.throttle``),
     InvalidCredentials, or ServiceUnavailable (password hashing saturated).
     """
+    # One normaliser for the lookup and the per-account throttle: every spelling of one
+    # account (case, NFC, IDNA) is one account.
+    login = normalize_login(login)
     if throttle is not None:
         await throttle.attempt(login, address)
     # NUL is refused here because PostgreSQL cannot even compare text containing it.
-    if len(login) > _MAX_LOGIN_CHARS or len(password) > _MAX_PASSWORD_CHARS or "\x00" in login:
+    # (Lengths are bounded by the form, ``auth.schemas.LoginForm``.)
+    if "\x00" in login:
         raise InvalidCredentials(BAD_LOGIN)
     # Looked up on a snapshot so the slow password check holds no write lock (SQLite).
     async with database.snapshot() as reader:
-        user = await repository.find_login_user(reader, login.lower())
+        user = await repository.find_login_user(reader, login)
     # With no such user a dummy hash is verified, so the answer takes as long as a wrong password.
     ok, new_hash = await verify_password(password, user.password_hash if user else None)
     if user is None or not ok or not user.is_active:
@@ -233,7 +237,8 @@ async def send_password_reset(
     now = utcnow()
     token = secrets.token_urlsafe(32)
     async with database.side_transaction() as session:
-        account = await repository.account_by_email(session, email)
+        # Normalised as registration stored it (NFC, IDNA U-labels, lower case).
+        account = await repository.account_by_email(session, normalize_login(email))
         if account is None or not account.is_active:
             return
         recent = await repository.recent_reset_tokens(session, account.id, now - timedelta(hours=1))
@@ -270,9 +275,9 @@ async def confirm_password_reset(session: AsyncSession, token: str, new_password
     row = await repository.live_reset_token(session, digest(token), now)
     account = await repository.account(session, row.user_id) if row is not None else None
     if row is None or account is None or not account.is_active:
-        raise ValidationFailed.field(("body", "token"), BAD_RESET_TOKEN)
+        raise ValidationFailed.field(("body", "token"), BAD_RESET_TOKEN, "invalid_token")
     user_id, token_id = row.user_id, row.id
     if not await repository.spend_reset_tokens(session, user_id, token_id, now):
-        raise ValidationFailed.field(("body", "token"), BAD_RESET_TOKEN)
+        raise ValidationFailed.field(("body", "token"), BAD_RESET_TOKEN, "invalid_token")
     # A refusal below rolls the request back, so the token is not spent after all.
     await _set_password(session, user_id, new_password)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Response
+from fastapi import Request, Response
 
 from taskmanager.comments import service
 from taskmanager.comments.schemas import CommentCreate, CommentOut, CommentPage, CommentPatch
-from taskmanager.kit.deps import CurrentPrincipal, SessionDep, scope_dependencies
+from taskmanager.kit.deps import CurrentPrincipal, SessionDep, SettingsDep, scope_dependencies
 from taskmanager.kit.errors import (
     Forbidden,
     MalformedRequest,
@@ -17,16 +17,16 @@ from taskmanager.kit.errors import (
     ValidationFailed,
 )
 from taskmanager.kit.http import (
+    LIST_HEADERS,
     LOCATION_HEADER,
-    Limit,
-    Skip,
+    PageDep,
     TaskId,
     domain_router,
     id_path,
     location,
+    paged,
 )
 from taskmanager.kit.identity import Scope
-from taskmanager.kit.pagination import DEFAULT_LIMIT
 from taskmanager.kit.problems import problem_responses
 
 router = domain_router("comments")
@@ -42,24 +42,28 @@ _CREATED: dict[int | str, dict[str, Any]] = {201: {"headers": LOCATION_HEADER}}
     "/tasks/{task_id}/comments",
     summary="List a task's comments",
     dependencies=READ,
-    responses=problem_responses(*_AUTH_ERRORS),
+    responses={200: {"headers": LIST_HEADERS}, **problem_responses(*_AUTH_ERRORS)},
 )
 async def list_(
     task_id: TaskId,
+    request: Request,
+    response: Response,
     session: SessionDep,
     principal: CurrentPrincipal,
-    skip: Skip = 0,
-    limit: Limit = DEFAULT_LIMIT,
+    settings: SettingsDep,
+    page: PageDep,
 ) -> CommentPage:
     """The task's comments, oldest first."""
-    comments, total = await service.list_comments(
-        session, principal, task_id, skip=skip, limit=limit
+    result = await service.list_comments(
+        session, principal, task_id, page, signing_key=settings.signing_key
     )
+    paged(response, request, result)
     return CommentPage(
-        items=[CommentOut.model_validate(c) for c in comments],
-        total=total,
-        skip=skip,
-        limit=limit,
+        items=[CommentOut.model_validate(c) for c in result.rows],
+        total=result.total,
+        skip=result.skip,
+        limit=result.limit,
+        next_cursor=result.next_cursor,
     )
 
 

@@ -5,19 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict
 
-from taskmanager.kit.fields import storable_text
+from taskmanager.kit.fields import Text
 from taskmanager.kit.pagination import Page
 from taskmanager.kit.patch import PatchModel
 
 BODY_MAX = 5000
 
-CommentBody = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=BODY_MAX),
-    AfterValidator(storable_text),
-]
+CommentBody = Annotated[str, Text(BODY_MAX)]
 
 
 class CommentCreate(BaseModel):

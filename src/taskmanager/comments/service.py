@@ -7,9 +7,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taskmanager.comments import repository
 from taskmanager.kit.errors import Forbidden, NotFound
 from taskmanager.kit.identity import Principal
+from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume, seek_datetime
 from taskmanager.models.comments import Comment
 from taskmanager.projects.access import Access, task_access
 from taskmanager.projects.policy import Permission, role_allows
+
+_CURSOR_CONTEXT = b"taskmanager/comments/cursor/v1"
 
 
 async def _comment(session: AsyncSession, task_id: int, comment_id: int) -> Comment:
@@ -24,10 +27,34 @@ def _may_edit(principal: Principal, access: Access) -> bool:
 
 
 async def list_comments(
-    session: AsyncSession, principal: Principal, task_id: int, *, skip: int, limit: int
-) -> tuple[list[Comment], int]:
+    session: AsyncSession,
+    principal: Principal,
+    task_id: int,
+    page: PageRequest,
+    *,
+    signing_key: str,
+) -> ListPage[Comment]:
+    """A page of the task's comments, oldest first."""
     await task_access(session, principal, task_id, Permission.VIEW)
-    return await repository.list_for_task(session, task_id, skip=skip, limit=limit)
+    # The task is part of the query: another task's cursor does not continue this list.
+    query = {"task_id": task_id}
+    resumed = resume(page, query, query, key=signing_key, context=_CURSOR_CONTEXT)
+    rows, total = await repository.list_for_task(
+        session,
+        task_id,
+        seek=seek_datetime(resumed.seek),
+        skip=resumed.skip,
+        limit=resumed.limit + 1,
+    )
+    return finish_page(
+        rows,
+        resumed,
+        total,
+        sort_value=lambda comment: comment.created_at,
+        row_id=lambda comment: comment.id,
+        key=signing_key,
+        context=_CURSOR_CONTEXT,
+    )
 
 
 async def get_comment(

@@ -27,7 +27,13 @@ from taskmanager.kit.config import Settings
 from taskmanager.kit.db import SAFE_METHODS, Database
 from taskmanager.kit.errors import InvalidCredentials, NotAuthenticated
 from taskmanager.kit.identity import Identity, Principal
-from taskmanager.kit.security import AccessClaims, InvalidToken, decode_access_token, digest
+from taskmanager.kit.security import (
+    API_KEY_PREFIX,
+    AccessClaims,
+    InvalidToken,
+    decode_access_token,
+    digest,
+)
 from taskmanager.models.api_keys import ApiKey
 from taskmanager.models.base import utcnow
 from taskmanager.models.users import User, UserRole
@@ -40,6 +46,7 @@ _CLAIMS_KEY = "access_claims"
 _PRINCIPAL_KEY = "principal"
 INVALID_TOKEN = "The access token is invalid or expired"  # noqa: S105 - a message
 INVALID_KEY = "The API key is invalid, expired or revoked"
+KEY_AS_BEARER = "This is an API key: send API keys in the X-API-Key header, not as a bearer token"
 # Far above any credential this service issues (access tokens are ~250 characters, API keys
 # 46): anything longer is refused before it is decoded, hashed or looked up.
 MAX_BEARER_TOKEN_CHARS = 4096
@@ -115,6 +122,8 @@ def access_claims(scope: ASGIScope, token: str) -> AccessClaims:
             timedelta(minutes=settings.access_token_expire_minutes),
         )
     except InvalidToken:
+        if token.startswith(API_KEY_PREFIX):
+            raise InvalidCredentials(KEY_AS_BEARER) from None
         raise InvalidCredentials(INVALID_TOKEN) from None
     state[_CLAIMS_KEY] = claims
     return claims
@@ -222,6 +231,29 @@ async def verified_user_id(scope: ASGIScope) -> int | None:
         del _KEY_OWNERS[next(iter(_KEY_OWNERS))]
     _KEY_OWNERS[key_hash] = (principal.user_id, now + KEY_OWNER_TTL_SECONDS)
     return principal.user_id
+
+
+def caller_label(scope: ASGIScope) -> tuple[int | None, str | None]:
+    """(user id, caller label) for logs, without a query: the user the request was
+    authenticated as, else the user a validly signed bearer token names, or the owner of an
+    API key this process verified lately; the label is ``claimed_caller``'s. For requests
+    answered before any route ran (429, replays)."""
+    user_id = _state(scope).get("user_id")
+    if isinstance(user_id, int):
+        return user_id, None  # the usual case: authenticated by the route, nothing to add
+    try:
+        label = claimed_caller(scope)
+    except InvalidCredentials:
+        return None, None
+    if label is not None and label.startswith("user:"):
+        return int(label.removeprefix("user:")), label
+    credential = read_credential(scope)
+    if credential is not None and credential.kind == "api_key":
+        # The owner, if this process verified the key lately (the rate limit does): no query.
+        known = _KEY_OWNERS.get(digest(credential.value))
+        if known is not None:
+            return known[0], label
+    return None, label
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import secrets
 import tempfile
+from collections.abc import Iterable
 from email.utils import parseaddr
 from enum import StrEnum
 from functools import cached_property
@@ -322,8 +324,55 @@ def describe_validation_error(exc: ValidationError) -> str:
     return message if message.startswith(ENV_PREFIX) else f"invalid settings: {message}"
 
 
+# Settings the contract names (API.md §9) for parts still being built elsewhere: accepted so
+# a deployment written against the contract (compose.yaml, the Kubernetes ConfigMap) starts.
+# Each becomes a field of ``Settings`` when its part lands; then its line here can go.
+CONTRACT_ONLY_VARIABLES = frozenset(
+    {
+        "TASKMANAGER_DRAIN_SECONDS",
+        "TASKMANAGER_MAX_HEADER_BYTES",
+        "TASKMANAGER_MAX_CONCURRENCY",
+        "TASKMANAGER_STORAGE_URL",
+        "TASKMANAGER_EVENT_RETENTION_DAYS",
+    }
+)
+
+
+def known_variables() -> list[str]:
+    """Every ``TASKMANAGER_*`` name a setting is read from (or the contract reserves)."""
+    fields = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    return sorted(fields | CONTRACT_ONLY_VARIABLES)
+
+
+def _env_file_names() -> list[str]:
+    env_file = Path(str(Settings.model_config.get("env_file") or ""))
+    if not env_file.name or not env_file.is_file():
+        return []
+    from dotenv import dotenv_values
+
+    return [name for name in dotenv_values(env_file) if name]
+
+
+def check_unknown_variables(names: Iterable[str]) -> None:
+    """Refuse a ``TASKMANAGER_*`` name no setting reads (a typo would silently fall back to
+    a default: ``TASKMANAGER_DATABSE_URL`` to SQLite). One line, with the closest known name.
+    """
+    known = known_variables()
+    for name in sorted(names):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else f"; known names: {', '.join(known)}"
+        raise SettingsError(f"{upper}: unknown setting{hint}")
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build and validate settings; raise SettingsError with a one-line message."""
+    """Build and validate settings; raise SettingsError with a one-line message.
+
+    Unknown ``TASKMANAGER_*`` names in the environment or the ``.env`` file are errors too.
+    """
+    check_unknown_variables([*os.environ, *_env_file_names()])
     try:
         settings = Settings(**overrides)
         settings.data_dir.mkdir(parents=True, exist_ok=True)

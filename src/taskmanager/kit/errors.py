@@ -132,6 +132,8 @@ class ValidationFailed(DomainError):
     status = 422
     code = "VALIDATION_ERROR"
     description = "Validation failed"
+    # A body of 10,000 bad items must not answer with 10,000 entries (API.md §1).
+    MAX_ERRORS: ClassVar[int] = 50
 
     def __init__(
         self,
@@ -151,7 +153,8 @@ class ValidationFailed(DomainError):
         return cls(msg, errors=[{"loc": list(loc), "msg": msg, "type": type_}])
 
     def extra(self) -> dict[str, Any]:
-        return {"errors": self.errors}
+        """``errors`` (the first ``MAX_ERRORS``) and ``error_count`` (all of them)."""
+        return {"errors": self.errors[: self.MAX_ERRORS], "error_count": len(self.errors)}
 
 
 class IdempotencyKeyReused(DomainError):

@@ -6,15 +6,22 @@ operation ids.
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from taskmanager.kit.etags import none_match
 from taskmanager.kit.fields import MAX_ID
-from taskmanager.kit.pagination import MAX_CURSOR_CHARS, MAX_LIMIT
-from taskmanager.kit.routing import BodyCheckedRoute
+from taskmanager.kit.pagination import (
+    DEFAULT_LIMIT,
+    MAX_CURSOR_CHARS,
+    MAX_LIMIT,
+    ListPage,
+    PageRequest,
+)
+from taskmanager.kit.routing import CheckedRoute
 
 API_PREFIX = "/api/v1"
 
@@ -30,25 +37,79 @@ ProjectId = Annotated[int, id_path("project")]
 UserId = Annotated[int, id_path("user")]
 
 # Conditional requests (RFC 9110 §13.1), as the entity-tag lists ``kit.etags`` parses.
+# Any text is accepted: a value that is not a list of our entity-tags simply matches nothing
+# (If-Match: 412; If-None-Match: the full answer), which is the safe reading (RFC 9110 §13.1).
 IfMatch = Annotated[
     str | None,
-    Header(description="Apply only if the current ETag is one of these (else 412)"),
+    Header(
+        description="Apply only if the current ETag is one of these (else 412): `*` or "
+        'entity-tags such as `"17-3"`; anything else matches nothing',
+    ),
 ]
 IfNoneMatch = Annotated[
-    str | None, Header(description="Answer 304 with no body if the current ETag is one of these")
+    str | None,
+    Header(description="Answer 304 with no body if the current ETag is one of these"),
 ]
 
 # Pages of a list (``kit.pagination``): offset pages, and keyset pages by cursor.
 Skip = Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip (offset pages)")]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")]
+# No default in the schema: a generated client would send it, and with a cursor a sent
+# limit overrides the page size the cursor carries.
+Limit = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=MAX_LIMIT,
+        description=f"Page size, 1-{MAX_LIMIT}: {DEFAULT_LIMIT} when left out; a cursor "
+        "continues with the size of the page it came from",
+    ),
+]
 CursorParam = Annotated[
     str | None,
     Query(
         min_length=1,
         max_length=MAX_CURSOR_CHARS,
-        description="`next_cursor` from the previous page (keyset pages)",
+        pattern="^[A-Za-z0-9_-]+[.][A-Za-z0-9_-]+$",
+        description=(
+            "`next_cursor` from the previous page (keyset pages). It carries the list's "
+            "filters, sort and page size: sent alone it continues the list; filters sent "
+            "with it must match. Not with `skip`."
+        ),
     ),
 ]
+
+
+async def page_request(
+    skip: Skip = 0, limit: Limit = None, cursor: CursorParam = None
+) -> PageRequest:
+    """The paging parameters every list takes (``kit.pagination``)."""
+    return PageRequest(
+        skip=skip,
+        limit=DEFAULT_LIMIT if limit is None else limit,
+        cursor=cursor,
+        limit_sent=limit is not None,
+    )
+
+
+PageDep = Annotated[PageRequest, Depends(page_request)]
+
+
+def list_headers(request: Request, page: ListPage[Any]) -> dict[str, str]:
+    """``X-Total-Count`` and, with a next page, ``Link: <...?cursor=...>; rel="next"``.
+
+    The link (RFC 8288) is relative to the request's own path; the cursor alone continues
+    the list, so it carries no other parameter.
+    """
+    headers = {"X-Total-Count": str(page.total)}
+    if page.next_cursor is not None:
+        target = f"{request.url.path}?{urlencode({'cursor': page.next_cursor})}"
+        headers["Link"] = f'<{target}>; rel="next"'
+    return headers
+
+
+def paged(response: Response, request: Request, page: ListPage[Any]) -> None:
+    """Set the list headers on a route's ``response`` (for routes returning a model)."""
+    response.headers.update(list_headers(request, page))
 
 
 def location(*segments: str | int) -> str:
@@ -67,11 +128,12 @@ def operation_id(route: APIRoute) -> str:
 
 
 def domain_router(tag: str, *, prefix: str = "") -> APIRouter:
-    """The router of one domain: its OpenAPI tag, derived operation ids and the 415 check."""
+    """The router of one domain: its OpenAPI tag, derived operation ids and ``CheckedRoute``
+    (HEAD, canonical integers, strict query strings, 415)."""
     return APIRouter(
         prefix=prefix,
         tags=[tag],
-        route_class=BodyCheckedRoute,
+        route_class=CheckedRoute,
         generate_unique_id_function=operation_id,
     )
 
@@ -86,6 +148,14 @@ LOCATION_HEADER: dict[str, Any] = {
 }
 TOTAL_HEADER: dict[str, Any] = {
     "X-Total-Count": {"description": "How many items match", "schema": {"type": "integer"}}
+}
+LIST_HEADERS: dict[str, Any] = {
+    **TOTAL_HEADER,
+    "Link": {
+        "description": 'RFC 8288 link to the next page, `<...?cursor=...>; rel="next"`; '
+        "absent on the last page",
+        "schema": {"type": "string"},
+    },
 }
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
     304: {"description": "Not modified: the `If-None-Match` ETag is current"}

@@ -151,6 +151,14 @@ def _orjson_dumps(value: Any, **_: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
+def _is_terminal(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except ValueError:  # a closed stream
+        return False
+
+
 def configure_logging(settings: Settings) -> None:
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -161,7 +169,8 @@ def configure_logging(settings: Settings) -> None:
     ]
     renderer: structlog.types.Processor
     if settings.log_format == "console":
-        renderer = structlog.dev.ConsoleRenderer()
+        # Colours only for a terminal: ANSI escapes in a file or a pipe are noise.
+        renderer = structlog.dev.ConsoleRenderer(colors=_is_terminal(sys.stdout))
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
     level = logging.getLevelNamesMapping()[settings.log_level]

@@ -1,11 +1,17 @@
-"""Pagination for every list: offset pages and keyset (cursor) pages.
+"""Pagination for every list: offset pages and keyset (cursor) pages, from one kit.
 
-Offset pages take ``skip``/``limit`` (the query aliases are ``kit.http``'s). Keyset pages
-continue after the last row of the previous page, so a deep page costs what the first does;
-their ``next_cursor`` is an opaque,
-signed token: ``base64url(JSON) "." base64url(HMAC-SHA256)``. The JSON carries the sort it
-was made for, the last row's sort value and id, and a fingerprint of the filters, so a
-cursor cannot be forged, edited, or replayed against another sort or filter set.
+Every list takes ``skip``/``limit`` (offset pages) or ``cursor`` (keyset pages: a page
+continues after the last row of the previous one, so a deep page costs what the first
+does), answers ``total`` or ``X-Total-Count`` and, while there is a next page, a
+``next_cursor`` and an RFC 8288 ``Link: <...>; rel="next"`` (``kit.http.paged``).
+
+A cursor is an opaque, signed token: ``base64url(zlib(JSON)) "." base64url(HMAC-SHA256)``.
+The JSON carries the list's whole query (filters and sort), the page size, and the last
+row's sort value and id, so ``?cursor=...`` alone continues the list; parameters sent with
+it must match the ones it carries (else 422). The signature's context names the list, so
+a cursor cannot be forged, edited or replayed against another list.
+
+Framework-free: services use it; the HTTP side (query aliases, headers) is ``kit.http``'s.
 """
 
 from __future__ import annotations
@@ -14,50 +20,72 @@ import base64
 import binascii
 import hashlib
 import hmac
+import zlib
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import orjson
 from pydantic import BaseModel, Field
+from sqlalchemy import ColumnElement, literal, tuple_
+
+from taskmanager.kit.errors import ValidationFailed
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
-MAX_CURSOR_CHARS = 2048
+# A cursor carries the list's filters (text search, up to 20 tags), so it may be long;
+# still well inside the 16 KiB request-header limit.
+MAX_CURSOR_CHARS = 8192
+# The ``type`` of the 422 for a cursor we did not issue (or one that no longer matches its
+# list): a state no schema can state, which clients (and fuzzers) can tell apart.
+INVALID_CURSOR = "invalid_cursor"
 
 ItemT = TypeVar("ItemT")
+RowT = TypeVar("RowT")
 
 
 class Page(BaseModel, Generic[ItemT]):
-    """One offset page of a list. Subclass it per item type (``class UserPage(Page[UserOut])``)
-    so the OpenAPI document keeps a readable schema name."""
+    """One page of a list. Subclass it per item type (``class UserPage(Page[UserOut])``) so
+    the OpenAPI document keeps a readable schema name."""
 
     items: list[ItemT]
-    total: int
+    total: int = Field(description="How many items match (also the `X-Total-Count` header)")
     skip: int
     limit: int
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page"
+    )
 
 
-class CursorPage(Page[ItemT], Generic[ItemT]):
-    """A page that can also be continued by cursor; ``next_cursor`` is null on the last page."""
-
-    total: int = Field(description="How many items match the filters")
-    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page")
+# Kept for the task list's schema name; every page can be continued by cursor.
+CursorPage = Page
 
 
 class InvalidCursor(ValueError):
-    """The cursor was not made by us, was altered, or belongs to another query."""
+    """The cursor was not made by us, was altered, or belongs to another list."""
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """The paging part of a list request, as sent."""
+
+    skip: int = 0
+    limit: int = DEFAULT_LIMIT
+    cursor: str | None = None
+    # Whether ``limit`` was sent: a cursor carries its page size, which a sent limit overrides.
+    limit_sent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class KeysetCursor:
     """Where a keyset page ended, and the query it belongs to."""
 
-    sort_by: str
-    order: str
+    query: dict[str, Any]
+    limit: int
     # The last row's sort value in JSON form (an ISO string, int, str or None).
     value: Any
     last_id: int
-    fingerprint: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +94,27 @@ class Seek:
 
     value: Any
     last_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """What a list request asks for once its cursor (if any) is read."""
+
+    query: dict[str, Any]
+    skip: int
+    limit: int
+    seek: Seek | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage(Generic[RowT]):
+    """A page of rows with what the response needs: the total and the next cursor."""
+
+    rows: Sequence[RowT]
+    total: int
+    skip: int
+    limit: int
+    next_cursor: str | None
 
 
 def _b64encode(data: bytes) -> str:
@@ -77,19 +126,16 @@ def _b64decode(text: str) -> bytes:
 
 
 def _signature(payload: bytes, key: str, context: bytes) -> bytes:
-    return hmac.new(key.encode(), context + payload, hashlib.sha256).digest()[:16]
+    return hmac.new(key.encode(), context + b"\0" + payload, hashlib.sha256).digest()[:16]
 
 
 def encode_cursor(cursor: KeysetCursor, key: str, *, context: bytes) -> str:
-    """Sign a cursor. ``context`` names the list (``b"tasks/v1"``) so lists cannot swap cursors."""
-    payload = orjson.dumps(
-        {
-            "s": cursor.sort_by,
-            "o": cursor.order,
-            "v": cursor.value,
-            "i": cursor.last_id,
-            "f": cursor.fingerprint,
-        }
+    """Sign a cursor. ``context`` names the list (``b"tasks/v2"``) so lists cannot swap cursors."""
+    payload = zlib.compress(
+        orjson.dumps(
+            {"q": cursor.query, "n": cursor.limit, "v": cursor.value, "i": cursor.last_id},
+            option=orjson.OPT_SORT_KEYS,
+        )
     )
     return f"{_b64encode(payload)}.{_b64encode(_signature(payload, key, context))}"
 
@@ -106,22 +152,125 @@ def decode_cursor(token: str, key: str, *, context: bytes) -> KeysetCursor:
         raise InvalidCursor("cursor is malformed") from None
     if not hmac.compare_digest(signature, _signature(payload, key, context)):
         raise InvalidCursor("cursor is invalid or was altered")
+    # Signed by us, so the payload is ours: decompressing it cannot be a bomb.
     try:
-        data = orjson.loads(payload)
-        cursor = KeysetCursor(
-            sort_by=data["s"],
-            order=data["o"],
-            value=data["v"],
-            last_id=data["i"],
-            fingerprint=data["f"],
-        )
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+        data = orjson.loads(zlib.decompress(payload))
+        cursor = KeysetCursor(query=data["q"], limit=data["n"], value=data["v"], last_id=data["i"])
+    except (zlib.error, orjson.JSONDecodeError, KeyError, TypeError):
         raise InvalidCursor("cursor is malformed") from None
-    if not isinstance(cursor.last_id, int) or not isinstance(cursor.fingerprint, str):
+    if (
+        not isinstance(cursor.query, dict)
+        or not isinstance(cursor.limit, int)
+        or not isinstance(cursor.last_id, int)
+    ):
         raise InvalidCursor("cursor is malformed")
     return cursor
 
 
-def fingerprint(filters: dict[str, Any]) -> str:
-    """A short, stable digest of the filters a cursor was made under."""
-    return hashlib.sha256(orjson.dumps(filters, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+def invalid_cursor(message: str) -> ValidationFailed:
+    return ValidationFailed.field(("query", "cursor"), message, INVALID_CURSOR)
+
+
+def resume(
+    page: PageRequest,
+    query: dict[str, Any],
+    sent: Collection[str],
+    *,
+    key: str,
+    context: bytes,
+) -> Resumed:
+    """Read a list request: the query it continues, and where its page starts.
+
+    ``query`` is the list's filters and sort in JSON form as this request gives them,
+    ``sent`` the names the client actually sent. Without a cursor that is the answer. With
+    one, the cursor's query is used; every name in ``sent`` must hold the cursor's value.
+    Raises ValidationFailed (422) for a bad cursor, a mismatch, or ``skip`` with a cursor.
+    """
+    if page.cursor is None:
+        return Resumed(query=query, skip=page.skip, limit=page.limit, seek=None)
+    if page.skip:
+        raise ValidationFailed.field(
+            ("query", "skip"), "cannot be combined with cursor", "parameter_conflict"
+        )
+    try:
+        cursor = decode_cursor(page.cursor, key, context=context)
+    except InvalidCursor as exc:
+        raise invalid_cursor(str(exc)) from None
+    for name in sorted(sent):
+        if name in query and query[name] != cursor.query.get(name):
+            raise ValidationFailed.field(
+                ("query", name),
+                f"does not match the cursor, which continues {name}="
+                f"{orjson.dumps(cursor.query.get(name)).decode()}; leave it out or send that",
+                INVALID_CURSOR,
+            )
+    limit = page.limit if page.limit_sent else cursor.limit
+    return Resumed(query=cursor.query, skip=0, limit=limit, seek=Seek(cursor.value, cursor.last_id))
+
+
+def json_sort_value(value: Any) -> Any:
+    """A sort value as a cursor carries it (datetimes as ISO strings)."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def finish_page(
+    rows: Sequence[RowT],
+    resumed: Resumed,
+    total: int,
+    *,
+    row_id: Callable[[RowT], int],
+    key: str,
+    context: bytes,
+    sort_value: Callable[[RowT], Any] | None = None,
+) -> ListPage[RowT]:
+    """The page from ``limit + 1`` fetched rows: the extra row says there is a next page.
+
+    ``sort_value``: the row's value in the list's order; None for lists ordered by id alone.
+    """
+    next_cursor = None
+    if len(rows) > resumed.limit:
+        rows = rows[: resumed.limit]
+        last = rows[-1]
+        next_cursor = encode_cursor(
+            KeysetCursor(
+                query=resumed.query,
+                limit=resumed.limit,
+                value=None if sort_value is None else json_sort_value(sort_value(last)),
+                last_id=row_id(last),
+            ),
+            key,
+            context=context,
+        )
+    return ListPage(
+        rows=rows, total=total, skip=resumed.skip, limit=resumed.limit, next_cursor=next_cursor
+    )
+
+
+def after_row(
+    sort_column: ColumnElement[Any] | None,
+    id_column: ColumnElement[int],
+    seek: Seek,
+    *,
+    descending: bool = False,
+) -> ColumnElement[bool]:
+    """The keyset condition "comes after the row ``seek`` names" in ``(sort, id)`` order.
+
+    ``sort_column`` None: the list is ordered by id alone. A row-value comparison, which both
+    backends answer from an index on ``(..., sort, id)``.
+    """
+    last_id = literal(seek.last_id, id_column.type)
+    if sort_column is None:
+        return id_column < last_id if descending else id_column > last_id
+    key = tuple_(sort_column, id_column)
+    bound = tuple_(literal(seek.value, sort_column.type), last_id)
+    return key < bound if descending else key > bound
+
+
+def seek_datetime(seek: Seek | None) -> Seek | None:
+    """A seek whose JSON sort value is an ISO datetime, typed back; InvalidCursor if not."""
+    if seek is None:
+        return None
+    try:
+        return Seek(datetime.fromisoformat(seek.value), seek.last_id)
+    except (TypeError, ValueError):
+        raise invalid_cursor("cursor is malformed") from None

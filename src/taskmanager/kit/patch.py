@@ -6,7 +6,8 @@ A field left out is unchanged; a field sent is set. So every field is declared o
 at all changes nothing and is the one ``MalformedRequest`` (400) every PATCH answers.
 
 The OpenAPI schema says the same: non-nullable fields show their plain type (no
-``null``), and the object has ``minProperties: 1``.
+``null``), and the object has ``minProperties: 1`` (one more per required field, such as
+a step-up ``current_password``, since those are not changes).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class PatchModel(BaseModel):
     ) -> JsonSchemaValue:
         schema = handler(core_schema)
         target = handler.resolve_ref_schema(schema)
-        target["minProperties"] = 1
+        # At least one change: one property beyond those always required (a step-up password).
+        target["minProperties"] = 1 + len(target.get("required", []))
         for name, prop in target.get("properties", {}).items():
             if name not in cls.nullable:
                 _drop_null(prop)

@@ -62,7 +62,12 @@ class Problem(BaseModel):
     code: str
     request_id: str | None = None
     errors: list[ValidationErrorItem] | None = Field(
-        default=None, description="Present on validation errors"
+        default=None,
+        max_length=errors.ValidationFailed.MAX_ERRORS,
+        description="Present on validation errors: the first 50 of them",
+    )
+    error_count: int | None = Field(
+        default=None, description="Present on validation errors: how many there are in all"
     )
 
 
@@ -106,11 +111,16 @@ def scope_problem(scope: Scope, error: errors.DomainError) -> Response:
     return problem_response(error, request_id=request_id_of(scope))
 
 
+def _message(err: dict[str, Any]) -> str:
+    # Pydantic prefixes a validator's ValueError text; the text alone is the message.
+    return str(err.get("msg", "")).removeprefix("Value error, ")
+
+
 def _jsonable_validation_errors(raw: Any) -> list[dict[str, Any]]:
     return [
         {
             "loc": [p if isinstance(p, int) else str(p) for p in err.get("loc", ())],
-            "msg": str(err.get("msg", "")),
+            "msg": _message(err),
             "type": str(err.get("type", "value_error")),
         }
         for err in raw

@@ -33,8 +33,11 @@ from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
 from taskmanager.kit.errors import ServiceUnavailable
+from taskmanager.kit.fields import normalize_password
 
 JWT_ALGORITHM = "HS256"
+# Every API key starts with this, so a key sent in the wrong header can be recognised.
+API_KEY_PREFIX = "tm_"
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - a claim value
 _REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "type", "gen"]
 
@@ -112,8 +115,11 @@ async def _bounded(func: Callable[..., _T], *args: str) -> _T:
 
 
 async def hash_password(password: str) -> str:
-    """An Argon2id hash of ``password``. Raises ServiceUnavailable when hashing is saturated."""
-    return await _bounded(_password_hash.hash, password)
+    """An Argon2id hash of the password's NFKC form (``kit.fields.normalize_password``).
+
+    Raises ServiceUnavailable when hashing is saturated.
+    """
+    return await _bounded(_password_hash.hash, normalize_password(password))
 
 
 async def _get_dummy_hash() -> str:
@@ -123,16 +129,36 @@ async def _get_dummy_hash() -> str:
     return _dummy_hash
 
 
-async def verify_password(password: str, password_hash: str | None) -> tuple[bool, str | None]:
-    """Check a password; return (ok, new hash if the stored one should be upgraded).
+def _verify(password: str, password_hash: str) -> tuple[bool, str | None]:
+    """(ok, new hash): the NFKC form first; then, for a hash made before passwords were
+    normalised, the password as typed — a match there is re-hashed in NFKC form."""
+    normalized = normalize_password(password)
+    ok, updated = _password_hash.verify_and_update(normalized, password_hash)
+    if ok or normalized == password:
+        return ok, updated
+    if _password_hash.verify(password, password_hash):
+        return True, _password_hash.hash(normalized)
+    return False, None
 
-    With no stored hash (no such user) a dummy hash is verified, so the answer takes as long
-    as a wrong password. Raises ServiceUnavailable when hashing is saturated.
+
+def _verify_dummy(password: str, dummy_hash: str) -> tuple[bool, str | None]:
+    # As many verifications as a wrong password for a real account costs (two when the
+    # password is not NFKC-invariant), so timing does not tell whether the account exists.
+    _verify(password, dummy_hash)
+    return False, None
+
+
+async def verify_password(password: str, password_hash: str | None) -> tuple[bool, str | None]:
+    """Check a password; return (ok, new hash if the stored one should be replaced).
+
+    A new hash comes back when the hash parameters changed or the password matched only as
+    typed (a hash from before NFKC normalisation). With no stored hash (no such user) a
+    dummy hash is verified, so the answer takes as long as a wrong password. Raises
+    ServiceUnavailable when hashing is saturated.
     """
     if password_hash is None:
-        await _bounded(_password_hash.verify, password, await _get_dummy_hash())
-        return False, None
-    return await _bounded(_password_hash.verify_and_update, password, password_hash)
+        return await _bounded(_verify_dummy, password, await _get_dummy_hash())
+    return await _bounded(_verify, password, password_hash)
 
 
 def digest(secret: str) -> str:

@@ -3,7 +3,7 @@
 ``kit.deps.get_session`` owns the request's write transaction. A layer above the routes (the
 ``Idempotency-Key`` middleware) can attach a ``TransactionHook`` to the request's scope; the
 session dependency then calls ``begin`` once the transaction is open and ``before_commit``
-just before it commits, and the route class (``kit.routing.BodyCheckedRoute``) hands the
+just before it commits, and the route class (``kit.routing.CheckedRoute``) hands the
 hook the finished response first. What the hook writes commits atomically with the change
 the request made: both survive a crash, or neither does.
 """

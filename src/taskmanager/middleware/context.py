@@ -24,6 +24,7 @@ from fastapi.params import Cookie, Header, Path
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from taskmanager.kit.authn import caller_label
 from taskmanager.kit.errors import InternalError
 from taskmanager.kit.http import API_PREFIX
 from taskmanager.kit.logging import redact_query
@@ -118,7 +119,40 @@ def declared_query_names(scope: Scope) -> frozenset[str]:
     return names
 
 
-def route_template(scope: Scope, endpoints: dict[Any, str]) -> str:
+class RouteTable:
+    """Path templates by matching, for requests answered before the router ran (a 429 from
+    the rate limit, an idempotent replay): built once from the app's routes, on first use."""
+
+    def __init__(self) -> None:
+        self._table: list[tuple[Any, frozenset[str], str]] | None = None
+
+    def _build(self, app: Any) -> list[tuple[Any, frozenset[str], str]]:
+        table = []
+        for route in getattr(app, "routes", ()):
+            contexts = getattr(route, "effective_route_contexts", None)
+            for candidate in contexts() if callable(contexts) else (route,):
+                regex = getattr(candidate, "path_regex", None)
+                template = getattr(candidate, "path_format", None)
+                if regex is not None and isinstance(template, str):
+                    methods = frozenset(getattr(candidate, "methods", None) or ())
+                    table.append((regex, methods, template))
+        return table
+
+    def find(self, scope: Scope) -> str:
+        if self._table is None:
+            self._table = self._build(scope.get("app"))
+        path, method = scope["path"], scope["method"]
+        fallback = UNMATCHED_ROUTE
+        for regex, methods, template in self._table:
+            if regex.match(path):
+                if not methods or method in methods:
+                    return template
+                if fallback == UNMATCHED_ROUTE:
+                    fallback = template
+        return fallback
+
+
+def route_template(scope: Scope, endpoints: dict[Any, str], table: RouteTable) -> str:
     """The matched route's path template (never the raw path: it is a metric label)."""
     fastapi_scope = scope.get("fastapi")
     if fastapi_scope:
@@ -131,9 +165,10 @@ def route_template(scope: Scope, endpoints: dict[Any, str]) -> str:
     if isinstance(template, str):
         return template
     endpoint = scope.get("endpoint")
-    if endpoint is not None:
-        return endpoints.get(endpoint, UNMATCHED_ROUTE)
-    return UNMATCHED_ROUTE
+    if endpoint is not None and endpoint in endpoints:
+        return endpoints[endpoint]
+    # The router did not run (or matched nothing): find the template by matching.
+    return table.find(scope)
 
 
 class RequestContextMiddleware:
@@ -148,6 +183,7 @@ class RequestContextMiddleware:
         self.app = app
         self.metrics = metrics
         self.endpoint_templates = endpoint_templates
+        self.route_table = RouteTable()
         self.api_headers = api_security_headers()
         self.docs_headers = (*_COMMON_HEADERS, (b"content-security-policy", docs_csp.encode()))
         self.access_log = structlog.get_logger(access_log_name).bind()
@@ -172,10 +208,16 @@ class RequestContextMiddleware:
         id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         status = 500
         started = False
+        # HEAD is answered by the GET handler (kit.routing): the headers stay, the body goes
+        # (RFC 9110 §9.3.2), whatever server or test transport carries the response.
+        head = scope["method"] == "HEAD"
 
         async def send_with_context(message: Message) -> None:
             nonlocal status, started
-            if message["type"] == "http.response.start":
+            if head and message["type"] == "http.response.body":
+                if message.get("body"):
+                    message = {**message, "body": b""}
+            elif message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
                 headers = list(message.get("headers", ()))
@@ -205,7 +247,8 @@ class RequestContextMiddleware:
             in_flight.dec()
             duration = time.perf_counter() - start
             method: str = scope["method"]
-            route = route_template(scope, self.endpoint_templates)
+            route = route_template(scope, self.endpoint_templates, self.route_table)
+            user_id, caller = caller_label(scope)
             self.metrics.observe(route, method, status, duration)
             query = scope.get("query_string", b"")
             client = scope.get("client")
@@ -221,7 +264,8 @@ class RequestContextMiddleware:
                 route=route,
                 status=status,
                 duration_ms=round(duration * 1000, 2),
-                user_id=state.get("user_id"),
+                user_id=user_id,
+                caller=caller,
                 client=client[0] if client else None,
             )
             structlog.contextvars.reset_contextvars(**tokens)

@@ -30,6 +30,8 @@ def _run(connection: Connection) -> None:
         compare_type=True,
         # SQLite cannot ALTER most things in place; batch mode copies the table.
         render_as_batch=connection.dialect.name == "sqlite",
+        # ``taskmanager.migrate.upgrade`` passes a callback to learn what it applied.
+        on_version_apply=config.attributes.get("on_version_apply"),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, SmallInteger, String, Text
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column
 
 from taskmanager.models.base import Base, BigIntId, JSONList, UTCDateTime, utcnow
@@ -16,6 +19,30 @@ class TaskStatus(StrEnum):
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
+
+
+def search_fold(text: str) -> str:
+    """Text as the case-insensitive search compares it, computed in Python for both backends.
+
+    NFKC case folding (Unicode §3.13 "default caseless matching" with compatibility
+    normalisation): ``École`` and ``ÉCOLE``, ``Straße`` and ``STRASSE``, ``ΣΊΣΥΦΟΣ`` and
+    ``σίσυφος`` fold alike. The dot that case folding leaves on ``İ`` (``i`` + U+0307) is
+    dropped, so ``İstanbul`` is found by ``istanbul``. Neither database folds like this
+    (SQLite's ``lower`` is ASCII-only; PostgreSQL's depends on the collation), so the folded
+    text is stored (``title_folded``, ``description_folded``) and queries fold their term
+    with the same function.
+    """
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    return folded.replace("i\u0307", "i")
+
+
+def _folded_default(column: str) -> Any:
+    def default(context: DefaultExecutionContext) -> str | None:
+        parameters: dict[str, Any] = context.get_current_parameters()  # type: ignore[no-untyped-call]
+        value = parameters.get(column)
+        return None if value is None else search_fold(value)
+
+    return default
 
 
 class Task(Base):
@@ -55,3 +82,12 @@ class Task(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # ``search_fold`` of title and description: what ``q`` searches, the same on both
+    # backends. Filled on insert by these defaults; every update that sets title or
+    # description sets them too (``tasks.repository``). Unbounded: folding can lengthen text.
+    title_folded: Mapped[str] = mapped_column(
+        Text, default=_folded_default("title"), server_default=""
+    )
+    description_folded: Mapped[str | None] = mapped_column(
+        Text, default=_folded_default("description")
+    )

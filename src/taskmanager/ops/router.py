@@ -14,12 +14,15 @@ from starlette.responses import JSONResponse, Response
 from taskmanager.kit.availability import Breaker
 from taskmanager.kit.errors import InvalidCredentials, NotAuthenticated
 from taskmanager.kit.http import operation_id
+from taskmanager.kit.routing import CheckedRoute
 
 log = structlog.get_logger("taskmanager.ops")
 
 CHECK_TIMEOUT_SECONDS = 2.0
 
-router = APIRouter(tags=["operations"], generate_unique_id_function=operation_id)
+router = APIRouter(
+    tags=["operations"], route_class=CheckedRoute, generate_unique_id_function=operation_id
+)
 
 CheckStatus = Literal["healthy", "unhealthy", "disabled"]
 

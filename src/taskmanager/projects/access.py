@@ -13,13 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, ScalarSelect, Select, select
+from sqlalchemy import ColumnElement, Exists, Row, ScalarSelect, Select, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from taskmanager.kit.errors import NotFound
 from taskmanager.kit.identity import Principal
 from taskmanager.models.projects import Project, ProjectMember
 from taskmanager.models.tasks import Task
+from taskmanager.models.users import User
 from taskmanager.projects.policy import Permission, decide
 
 
@@ -115,3 +117,42 @@ async def task_access(
         *load,
     ).where(Task.__table__.c.id == task_id)
     return await _check(session, principal, statement, permission, task_not_found(task_id))
+
+
+def shares_a_project(user_id: int, other: ColumnElement[int]) -> Exists:
+    """Whether ``user_id`` and the user ``other`` are members of one same project."""
+    mine = aliased(ProjectMember)
+    theirs = aliased(ProjectMember)
+    return exists(
+        select(mine.project_id)
+        .join(theirs, theirs.project_id == mine.project_id)
+        .where(mine.user_id == user_id, theirs.user_id == other)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UserAccess:
+    """What the caller may see of another user: ``full`` (an admin, or themselves) or not."""
+
+    full: bool
+    row: Row[Any]
+
+
+async def user_access(
+    session: AsyncSession, principal: Principal, user_id: int, *, load: Sequence[Any]
+) -> UserAccess:
+    """The user ``user_id`` if the caller may see them, with the columns in ``load``.
+
+    One scoped query. Admins and the user themselves see the full record; a user who shares
+    a project with them sees it too (the caller decides how much to show); anyone else gets
+    NotFound, as for a user that does not exist.
+    """
+    user = User.__table__.c
+    statement = select(shares_a_project(principal.user_id, user.id).label("shares"), *load).where(
+        user.id == user_id
+    )
+    row = (await session.execute(statement)).first()
+    full = principal.is_admin or principal.user_id == user_id
+    if row is None or not (full or row.shares):
+        raise NotFound(f"User {user_id} not found")
+    return UserAccess(full=full, row=row)

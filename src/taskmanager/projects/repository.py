@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from taskmanager.kit.fields import normalize_username
+from taskmanager.kit.pagination import Seek, after_row
 from taskmanager.models.base import utcnow
 from taskmanager.models.projects import Project, ProjectMember
 from taskmanager.models.users import User
@@ -22,7 +24,7 @@ class MemberRow:
 
 
 async def list_for_member(
-    session: AsyncSession, user_id: int, *, skip: int, limit: int
+    session: AsyncSession, user_id: int, *, seek: Seek | None, skip: int, limit: int
 ) -> tuple[list[tuple[Project, str]], int]:
     """A page of the projects the user belongs to, by id, and how many there are."""
     total = (
@@ -30,16 +32,14 @@ async def list_for_member(
             select(func.count()).select_from(ProjectMember).where(ProjectMember.user_id == user_id)
         )
     ).scalar_one()
-    rows = (
-        await session.execute(
-            select(Project, ProjectMember.role)
-            .join(ProjectMember, ProjectMember.project_id == Project.id)
-            .where(ProjectMember.user_id == user_id)
-            .order_by(Project.id)
-            .offset(skip)
-            .limit(limit)
-        )
-    ).all()
+    stmt = (
+        select(Project, ProjectMember.role)
+        .join(ProjectMember, ProjectMember.project_id == Project.id)
+        .where(ProjectMember.user_id == user_id)
+    )
+    if seek is not None:
+        stmt = stmt.where(after_row(None, Project.__table__.c.id, seek))
+    rows = (await session.execute(stmt.order_by(Project.id).offset(skip).limit(limit))).all()
     return [(row[0], row[1]) for row in rows], total
 
 
@@ -126,14 +126,29 @@ async def is_member(session: AsyncSession, project_id: int, user_id: int) -> boo
     return found.first() is not None
 
 
-async def list_members(session: AsyncSession, project_id: int) -> list[MemberRow]:
-    rows = (
+async def count_members(session: AsyncSession, project_id: int) -> int:
+    return (
         await session.execute(
-            select(ProjectMember.user_id, User.username, ProjectMember.role)
-            .join(User, User.id == ProjectMember.user_id)
+            select(func.count())
+            .select_from(ProjectMember)
             .where(ProjectMember.project_id == project_id)
-            .order_by(ProjectMember.user_id)
         )
+    ).scalar_one()
+
+
+async def list_members(
+    session: AsyncSession, project_id: int, *, seek: Seek | None, skip: int, limit: int
+) -> list[MemberRow]:
+    """A page of the project's members, by user id."""
+    stmt = (
+        select(ProjectMember.user_id, User.username, ProjectMember.role)
+        .join(User, User.id == ProjectMember.user_id)
+        .where(ProjectMember.project_id == project_id)
+    )
+    if seek is not None:
+        stmt = stmt.where(after_row(None, ProjectMember.__table__.c.user_id, seek))
+    rows = (
+        await session.execute(stmt.order_by(ProjectMember.user_id).offset(skip).limit(limit))
     ).all()
     return [MemberRow(row[0], row[1], row[2]) for row in rows]
 
@@ -168,7 +183,7 @@ async def find_active_user(
         stmt = stmt.where(User.id == user_id)
     else:
         assert username is not None
-        stmt = stmt.where(User.username == username.lower())
+        stmt = stmt.where(User.username == normalize_username(username))
     row = (await session.execute(stmt)).one_or_none()
     return None if row is None else (row[0], row[1])
 

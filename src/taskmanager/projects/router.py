@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Response
+from fastapi import Request, Response
 
-from taskmanager.kit.deps import CurrentPrincipal, SessionDep, scope_dependencies
+from taskmanager.kit.deps import CurrentPrincipal, SessionDep, SettingsDep, scope_dependencies
 from taskmanager.kit.errors import (
     Conflict,
     Forbidden,
@@ -19,20 +19,20 @@ from taskmanager.kit.errors import (
 from taskmanager.kit.etags import expected_versions, strong_etag
 from taskmanager.kit.http import (
     ETAG_HEADER,
+    LIST_HEADERS,
     LOCATION_HEADER,
     NOT_MODIFIED,
     IfMatch,
     IfNoneMatch,
-    Limit,
+    PageDep,
     ProjectId,
-    Skip,
     domain_router,
     id_path,
     location,
     not_modified,
+    paged,
 )
 from taskmanager.kit.identity import Scope
-from taskmanager.kit.pagination import DEFAULT_LIMIT
 from taskmanager.kit.problems import problem_responses
 from taskmanager.projects import service
 from taskmanager.projects.repository import MemberRow
@@ -89,14 +89,29 @@ def _member_out(member: MemberRow) -> MemberOut:
     "/projects",
     summary="List your projects",
     dependencies=READ,
-    responses=problem_responses(NotAuthenticated, Forbidden, ValidationFailed),
+    responses={
+        200: {"headers": LIST_HEADERS},
+        **problem_responses(NotAuthenticated, Forbidden, ValidationFailed),
+    },
 )
 async def list_(
-    session: SessionDep, principal: CurrentPrincipal, skip: Skip = 0, limit: Limit = DEFAULT_LIMIT
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    settings: SettingsDep,
+    page: PageDep,
 ) -> ProjectPage:
     """The projects the caller is a member of, by id."""
-    views, total = await service.list_projects(session, principal, skip=skip, limit=limit)
-    return ProjectPage(items=[_out(v) for v in views], total=total, skip=skip, limit=limit)
+    result = await service.list_projects(session, principal, page, signing_key=settings.signing_key)
+    paged(response, request, result)
+    return ProjectPage(
+        items=[_out(v) for v in result.rows],
+        total=result.total,
+        skip=result.skip,
+        limit=result.limit,
+        next_cursor=result.next_cursor,
+    )
 
 
 @router.post(
@@ -233,14 +248,27 @@ async def delete(
     "/projects/{project_id}/members",
     summary="List a project's members",
     dependencies=READ,
-    responses=problem_responses(*_AUTH_ERRORS, ValidationFailed),
+    responses={
+        200: {"headers": LIST_HEADERS},
+        **problem_responses(*_AUTH_ERRORS, ValidationFailed),
+    },
 )
 async def members_list(
-    project_id: ProjectId, session: SessionDep, principal: CurrentPrincipal
+    project_id: ProjectId,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    settings: SettingsDep,
+    page: PageDep,
 ) -> list[MemberOut]:
-    """Every member of the project with their role, by user id."""
-    members = await service.list_members(session, principal, project_id)
-    return [_member_out(m) for m in members]
+    """The project's members with their roles, by user id: an array, paged by
+    ``skip``/``limit`` or ``cursor`` with ``X-Total-Count`` and ``Link`` headers."""
+    result = await service.list_members(
+        session, principal, project_id, page, signing_key=settings.signing_key
+    )
+    paged(response, request, result)
+    return [_member_out(m) for m in result.rows]
 
 
 @router.post(
@@ -248,10 +276,17 @@ async def members_list(
     status_code=201,
     summary="Add a member",
     dependencies=WRITE,
-    responses=problem_responses(*_AUTH_ERRORS, Conflict, MalformedRequest, ValidationFailed),
+    responses={
+        201: {"headers": LOCATION_HEADER},
+        **problem_responses(*_AUTH_ERRORS, Conflict, MalformedRequest, ValidationFailed),
+    },
 )
 async def members_add(
-    project_id: ProjectId, body: MemberAdd, session: SessionDep, principal: CurrentPrincipal
+    project_id: ProjectId,
+    body: MemberAdd,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    response: Response,
 ) -> MemberOut:
     """Add an active user (by username or user_id) with a role; owners only."""
     member = await service.add_member(
@@ -262,7 +297,21 @@ async def members_add(
         username=body.username,
         role=body.role,
     )
+    response.headers["Location"] = location("projects", project_id, "members", member.user_id)
     return _member_out(member)
+
+
+@router.get(
+    "/projects/{project_id}/members/{user_id}",
+    summary="Get a member",
+    dependencies=READ,
+    responses=problem_responses(*_AUTH_ERRORS, ValidationFailed),
+)
+async def members_get(
+    project_id: ProjectId, user_id: MemberId, session: SessionDep, principal: CurrentPrincipal
+) -> MemberOut:
+    """One member of the project with their role (any member may look)."""
+    return _member_out(await service.get_member(session, principal, project_id, user_id))
 
 
 @router.patch(

@@ -5,16 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Self
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from taskmanager.kit.fields import MAX_ID, storable_text
+from taskmanager.kit.fields import EntityId, Text
 from taskmanager.kit.pagination import Page
 from taskmanager.kit.patch import PatchModel
 from taskmanager.models.projects import ProjectRole
@@ -23,19 +16,10 @@ NAME_MAX = 100
 DESCRIPTION_MAX = 2000
 
 
-ProjectName = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX),
-    AfterValidator(storable_text),
-]
-Description = Annotated[
-    str, StringConstraints(max_length=DESCRIPTION_MAX), AfterValidator(storable_text)
-]
-Username = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=50),
-    AfterValidator(storable_text),
-]
+ProjectName = Annotated[str, Text(NAME_MAX)]
+Description = Annotated[str, Text(DESCRIPTION_MAX, min_length=0, strip=False)]
+# Looked up with ``kit.fields.normalize_username``, as registration stored it.
+Username = Annotated[str, Text(50)]
 
 _CREATE_EXAMPLE: dict[str, Any] = {
     "name": "Website relaunch",
@@ -96,19 +80,35 @@ class MemberOut(BaseModel):
     role: ProjectRole
 
 
+def _one_identifier_schema(schema: dict[str, Any]) -> None:
+    """The schema says what the validators check: exactly one identifier, never null."""
+    properties = schema["properties"]
+    for name in ("username", "user_id"):
+        variants = properties[name].pop("anyOf")
+        properties[name].update(next(v for v in variants if v != {"type": "null"}))
+        properties[name].pop("default", None)
+    schema["oneOf"] = [{"required": ["username"]}, {"required": ["user_id"]}]
+    schema["examples"] = [{"username": "bob", "role": "editor"}, {"user_id": 7, "role": "viewer"}]
+
+
 class MemberAdd(BaseModel):
     """Add a user by ``username`` or by ``user_id`` (exactly one of them)."""
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [{"username": "bob", "role": "editor"}, {"user_id": 7, "role": "viewer"}]
-        },
+        json_schema_extra=_one_identifier_schema,
     )
 
     username: Username | None = None
-    user_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
+    user_id: EntityId | None = None
     role: ProjectRole
+
+    @field_validator("username", "user_id", mode="before")
+    @classmethod
+    def _refuse_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may be left out, but not set to null")
+        return value
 
     @model_validator(mode="after")
     def _exactly_one_identifier(self) -> Self:

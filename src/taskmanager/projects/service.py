@@ -10,11 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.kit.errors import Conflict, NotFound, PreconditionFailed
 from taskmanager.kit.identity import Principal
+from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume
 from taskmanager.models.projects import Project, ProjectRole
 from taskmanager.projects import repository
 from taskmanager.projects.access import project_access, project_not_found
 from taskmanager.projects.policy import Permission
 from taskmanager.projects.repository import MemberRow
+
+# Name each list in its cursors' signatures, so no other list's cursor is accepted.
+_PROJECTS_CURSOR = b"taskmanager/projects/cursor/v1"
+_MEMBERS_CURSOR = b"taskmanager/members/cursor/v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +40,22 @@ async def _load(
 
 
 async def list_projects(
-    session: AsyncSession, principal: Principal, *, skip: int, limit: int
-) -> tuple[list[ProjectView], int]:
+    session: AsyncSession, principal: Principal, page: PageRequest, *, signing_key: str
+) -> ListPage[ProjectView]:
+    """A page of the projects the caller is a member of, by id."""
+    resumed = resume(page, {}, (), key=signing_key, context=_PROJECTS_CURSOR)
     rows, total = await repository.list_for_member(
-        session, principal.user_id, skip=skip, limit=limit
+        session, principal.user_id, seek=resumed.seek, skip=resumed.skip, limit=resumed.limit + 1
     )
-    return [ProjectView(project, role) for project, role in rows], total
+    views = [ProjectView(project, role) for project, role in rows]
+    return finish_page(
+        views,
+        resumed,
+        total,
+        row_id=lambda view: view.project.id,
+        key=signing_key,
+        context=_PROJECTS_CURSOR,
+    )
 
 
 async def create_project(
@@ -94,10 +109,37 @@ async def delete_project(
 
 
 async def list_members(
-    session: AsyncSession, principal: Principal, project_id: int
-) -> list[MemberRow]:
+    session: AsyncSession,
+    principal: Principal,
+    project_id: int,
+    page: PageRequest,
+    *,
+    signing_key: str,
+) -> ListPage[MemberRow]:
+    """A page of the project's members, by user id."""
     await _load(session, principal, project_id, Permission.VIEW)
-    return await repository.list_members(session, project_id)
+    # The project is part of the query: another project's cursor does not continue this list.
+    query = {"project_id": project_id}
+    resumed = resume(page, query, query, key=signing_key, context=_MEMBERS_CURSOR)
+    total = await repository.count_members(session, project_id)
+    rows = await repository.list_members(
+        session, project_id, seek=resumed.seek, skip=resumed.skip, limit=resumed.limit + 1
+    )
+    return finish_page(
+        rows,
+        resumed,
+        total,
+        row_id=lambda member: member.user_id,
+        key=signing_key,
+        context=_MEMBERS_CURSOR,
+    )
+
+
+async def get_member(
+    session: AsyncSession, principal: Principal, project_id: int, user_id: int
+) -> MemberRow:
+    await _load(session, principal, project_id, Permission.VIEW)
+    return await _require_member(session, project_id, user_id)
 
 
 async def _load_for_membership_change(

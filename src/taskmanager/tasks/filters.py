@@ -2,20 +2,20 @@
 
 ``TaskFilters`` is the query-parameter model of ``GET /tasks`` (and HEAD and the CSV export,
 and ``/projects/{id}/tasks``); the service and the repository take the same object, and a
-cursor's fingerprint is computed from it. Values are canonical once validated (statuses
+cursor carries it. Values are canonical once validated (statuses, priorities and tags
 sorted and unique, tags lower-case, times in UTC), so equal queries look equal.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from taskmanager.kit.fields import QueryDateTime, QueryId, StorableText
-from taskmanager.kit.pagination import fingerprint
+from taskmanager.kit.fields import QueryDateTime, QueryId, Text
 from taskmanager.models.tasks import TaskStatus
+from taskmanager.tasks.schemas import MAX_TAGS, Tag, lower_tag
 
 
 class SortBy(StrEnum):
@@ -31,12 +31,17 @@ class SortOrder(StrEnum):
     ASC = "asc"
 
 
-def _canonical_statuses(statuses: list[TaskStatus]) -> list[TaskStatus]:
-    return sorted(set(statuses))
+T = TypeVar("T", str, int)
+QueryPriority = Annotated[int, Field(ge=1, le=5)]
 
 
-def _lower(tag: str) -> str:
-    return tag.lower()
+def _canonical(values: list[T]) -> list[T]:
+    """Sorted and without repeats: ``?status=a&status=b`` and ``?status=b&status=a`` agree."""
+    return sorted(set(values))
+
+
+def _canonical_tags(tags: list[str]) -> list[str]:
+    return sorted({lower_tag(tag) for tag in tags})
 
 
 class TaskFilters(BaseModel):
@@ -44,15 +49,19 @@ class TaskFilters(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    status: Annotated[list[TaskStatus], AfterValidator(_canonical_statuses)] = Field(
-        default_factory=list, description="Repeat to match any of several"
+    status: Annotated[list[TaskStatus], AfterValidator(_canonical)] = Field(
+        default_factory=list, description="Repeatable: tasks in any of these statuses"
     )
-    priority: int | None = Field(default=None, ge=1, le=5)
+    priority: Annotated[list[Annotated[int, Field(ge=1, le=5)]], AfterValidator(_canonical)] = (
+        Field(default_factory=list, max_length=5, description="Repeatable: any of these priorities")
+    )
     assignee_id: QueryId | Literal["me"] | None = Field(
         default=None, description="A user id, or `me`"
     )
-    tag: Annotated[StorableText, AfterValidator(_lower)] | None = Field(
-        default=None, min_length=1, max_length=50, description="Tasks carrying this tag"
+    tag: Annotated[list[Tag], AfterValidator(_canonical_tags)] = Field(
+        default_factory=list,
+        max_length=MAX_TAGS,
+        description="Repeatable: tasks carrying all of these tags (compared lower-case)",
     )
     due_before: QueryDateTime | None = Field(
         default=None, description="Due strictly before (RFC 3339 with offset)"
@@ -60,11 +69,9 @@ class TaskFilters(BaseModel):
     due_after: QueryDateTime | None = Field(
         default=None, description="Due strictly after (RFC 3339 with offset)"
     )
-    q: StorableText | None = Field(
+    q: Annotated[str, Text(200)] | None = Field(
         default=None,
-        min_length=1,
-        max_length=200,
-        description="Case-insensitive text in the title or description",
+        description="Text in the title or description, case-insensitive for all of Unicode",
     )
     sort_by: SortBy = SortBy.CREATED_AT
     order: SortOrder = SortOrder.DESC
@@ -73,10 +80,10 @@ class TaskFilters(BaseModel):
         """The assignee filter with ``me`` resolved to the caller."""
         return viewer_id if self.assignee_id == "me" else self.assignee_id
 
-    def fingerprint(self) -> str:
-        """Identifies the query as sent (``me`` stays ``me``), for binding cursors to it."""
+    def as_json(self) -> dict[str, Any]:
+        """The query as a cursor carries it (``me`` stays ``me``)."""
         data: dict[str, Any] = self.model_dump(mode="json")
-        return fingerprint(data)
+        return data
 
 
 class TaskListQuery(TaskFilters):

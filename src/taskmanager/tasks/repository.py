@@ -37,7 +37,7 @@ from sqlalchemy.sql.elements import UnaryExpression
 from taskmanager.kit.pagination import Seek
 from taskmanager.models.base import UTCDateTime
 from taskmanager.models.projects import ProjectMember
-from taskmanager.models.tasks import Task, TaskStatus
+from taskmanager.models.tasks import Task, TaskStatus, search_fold
 from taskmanager.projects.access import visible_project_ids
 from taskmanager.tasks.filters import SortBy, SortOrder, TaskListQuery
 
@@ -84,8 +84,19 @@ async def is_member(session: AsyncSession, project_id: int, user_id: int) -> boo
 
 
 async def insert_task(session: AsyncSession, values: dict[str, Any]) -> TaskRow:
+    # The search columns are filled by the table's column defaults (``models.tasks``).
     result = await session.execute(insert(TASKS).values(**values).returning(*TASK_COLUMNS))
     return task_row(result.one())
+
+
+def _with_search_columns(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` plus the folded search copies of the title and description it sets."""
+    if "title" in values:
+        values["title_folded"] = search_fold(values["title"])
+    if "description" in values:
+        description = values["description"]
+        values["description_folded"] = None if description is None else search_fold(description)
+    return values
 
 
 def _completed_at(new_status: str, now: datetime) -> Any:
@@ -117,7 +128,7 @@ async def update_task(
     is in the ``WHERE``, so concurrent writers can never both succeed against one version.
     None when nothing matched.
     """
-    changes: dict[str, Any] = dict(values)
+    changes: dict[str, Any] = _with_search_columns(dict(values))
     if "status" in changes:
         changes["completed_at"] = _completed_at(changes["status"], now)
     changes["version"] = _t.version + 1
@@ -157,12 +168,36 @@ async def current_state(session: AsyncSession, task_id: int) -> Any:
 SORT_COLUMNS = {sort_by: _t[sort_by.value] for sort_by in SortBy}
 
 
-def _tag_condition(dialect: str, tag: str) -> ColumnElement[bool]:
+def _tags_condition(dialect: str, tags: list[str]) -> ColumnElement[bool]:
+    """The task carries every one of ``tags``."""
     if dialect == "postgresql":
         # JSONB containment: can use a GIN index on tags.
-        return type_coerce(_t.tags, JSONB).contains([tag])
-    each = func.json_each(_t.tags).table_valued("value")
-    return exists(select(literal(1)).select_from(each).where(each.c.value == tag))
+        return type_coerce(_t.tags, JSONB).contains(tags)
+    conditions = []
+    for tag in tags:
+        each = func.json_each(_t.tags).table_valued("value")
+        conditions.append(exists(select(literal(1)).select_from(each).where(each.c.value == tag)))
+    return and_(*conditions)
+
+
+def _like_pattern(term: str) -> str:
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _text_condition(q: str) -> ColumnElement[bool]:
+    """``q`` in the title or description, compared case-folded (``models.tasks.search_fold``).
+
+    A plain ``LIKE '%term%'`` on the stored folded columns: the same answer on both
+    backends, and one a trigram index (PostgreSQL ``pg_trgm`` GIN on ``title_folded`` and
+    ``description_folded``) can serve, since the pattern is a bound literal. ``%``, ``_``
+    and ``\\`` in the term are literals.
+    """
+    pattern = _like_pattern(search_fold(q))
+    return or_(
+        _t.title_folded.like(pattern, escape="\\"),
+        _t.description_folded.like(pattern, escape="\\"),
+    )
 
 
 def _conditions(
@@ -173,27 +208,21 @@ def _conditions(
         conditions.append(_t.project_id.in_(visible_project_ids(viewer_id)))
     if query.status:
         conditions.append(_t.status.in_([status.value for status in query.status]))
-    if query.priority is not None:
-        conditions.append(_t.priority == query.priority)
+    if query.priority:
+        conditions.append(_t.priority.in_(query.priority))
     if query.project_id is not None:
         conditions.append(_t.project_id == query.project_id)
     assignee_id = query.assignee_for(viewer_id)
     if assignee_id is not None:
         conditions.append(_t.assignee_id == assignee_id)
-    if query.tag is not None:
-        conditions.append(_tag_condition(dialect, query.tag))
+    if query.tag:
+        conditions.append(_tags_condition(dialect, query.tag))
     if query.due_before is not None:
         conditions.append(_t.due_date < query.due_before)
     if query.due_after is not None:
         conditions.append(_t.due_date > query.due_after)
     if query.q is not None:
-        # autoescape: %, _ and the escape character in the user's text are literals.
-        conditions.append(
-            or_(
-                _t.title.icontains(query.q, autoescape=True),
-                _t.description.icontains(query.q, autoescape=True),
-            )
-        )
+        conditions.append(_text_condition(query.q))
     return conditions
 
 

@@ -27,21 +27,20 @@ from taskmanager.kit.errors import (
 from taskmanager.kit.etags import expected_versions, strong_etag
 from taskmanager.kit.http import (
     ETAG_HEADER,
+    LIST_HEADERS,
     LOCATION_HEADER,
     NOT_MODIFIED,
-    TOTAL_HEADER,
-    CursorParam,
     IfMatch,
     IfNoneMatch,
-    Limit,
+    PageDep,
     ProjectId,
-    Skip,
     TaskId,
     domain_router,
+    list_headers,
     location,
 )
 from taskmanager.kit.identity import Scope
-from taskmanager.kit.pagination import DEFAULT_LIMIT
+from taskmanager.kit.pagination import PageRequest
 from taskmanager.kit.problems import problem_responses
 from taskmanager.tasks import fast_read, service
 from taskmanager.tasks.export import csv_stream
@@ -54,7 +53,7 @@ router = domain_router("tasks")
 READ, WRITE = scope_dependencies(Scope.TASKS_READ, Scope.TASKS_WRITE)
 
 COLLECTION_ALLOW = "GET, HEAD, POST, OPTIONS"
-ITEM_ALLOW = "GET, PUT, PATCH, DELETE, OPTIONS"
+ITEM_ALLOW = "GET, HEAD, PUT, PATCH, DELETE, OPTIONS"
 _ALLOW_HEADER = {"Allow": {"description": "The allowed methods", "schema": {"type": "string"}}}
 
 ListQuery = Annotated[TaskListQuery, Query()]
@@ -78,31 +77,25 @@ def _task_response(row: TaskRow, *, status_code: int = 200) -> Response:
 
 
 async def _page_response(
+    request: Request,
     session: SessionDep,
     principal: CurrentPrincipal,
     settings: SettingsDep,
     query: TaskListQuery,
-    skip: int,
-    limit: int,
-    cursor: str | None,
+    page: PageRequest,
+    sent: set[str],
 ) -> Response:
-    page = await service.list_tasks(
-        session,
-        principal,
-        query,
-        skip=skip,
-        limit=limit,
-        cursor=cursor,
-        signing_key=settings.signing_key,
+    _, result = await service.list_tasks(
+        session, principal, query, page, sent=sent, signing_key=settings.signing_key
     )
     body = {
-        "items": page.rows,
-        "total": page.total,
-        "skip": page.skip,
-        "limit": page.limit,
-        "next_cursor": page.next_cursor,
+        "items": result.rows,
+        "total": result.total,
+        "skip": result.skip,
+        "limit": result.limit,
+        "next_cursor": result.next_cursor,
     }
-    return _json(body, headers={"X-Total-Count": str(page.total)})
+    return _json(body, headers=list_headers(request, result))
 
 
 _LIST_ERRORS = problem_responses(NotAuthenticated, Forbidden, ValidationFailed)
@@ -116,39 +109,22 @@ _LIST_ERRORS = problem_responses(NotAuthenticated, Forbidden, ValidationFailed)
     summary="List tasks",
     response_model=TaskPage,
     dependencies=READ,
-    responses={200: {"headers": TOTAL_HEADER}, **_LIST_ERRORS},
+    responses={200: {"headers": LIST_HEADERS}, **_LIST_ERRORS},
 )
 async def list_(
+    request: Request,
     session: SessionDep,
     principal: CurrentPrincipal,
     settings: SettingsDep,
     query: ListQuery,
-    skip: Skip = 0,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
+    page: PageDep,
 ) -> Response:
-    """Tasks in the caller's projects (all tasks for an admin), filtered, sorted and paged."""
-    return await _page_response(session, principal, settings, query, skip, limit, cursor)
+    """Tasks in the caller's projects (all tasks for an admin), filtered, sorted and paged.
 
-
-@router.head(
-    "/tasks",
-    summary="Count tasks (headers only)",
-    dependencies=READ,
-    responses={200: {"headers": TOTAL_HEADER}, **_LIST_ERRORS},
-)
-async def list_head(
-    session: SessionDep,
-    principal: CurrentPrincipal,
-    settings: SettingsDep,
-    query: ListQuery,
-    skip: Skip = 0,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
-) -> Response:
-    """The headers ``GET /tasks`` would send (``X-Total-Count`` included), without a body."""
-    full = await _page_response(session, principal, settings, query, skip, limit, cursor)
-    return Response(status_code=200, headers=dict(full.headers))
+    ``HEAD`` gives the same headers (``X-Total-Count`` included) without the body.
+    """
+    sent = set(query.model_fields_set)
+    return await _page_response(request, session, principal, settings, query, page, sent)
 
 
 @router.options(
@@ -305,7 +281,10 @@ async def delete(
     "/tasks/{task_id}",
     summary="Methods allowed on a task",
     status_code=204,
-    responses={204: {"headers": _ALLOW_HEADER}},
+    responses={
+        204: {"headers": _ALLOW_HEADER},
+        **problem_responses(NotFound, ValidationFailed),
+    },
 )
 async def item_options(task_id: TaskId) -> Response:
     """An empty answer whose ``Allow`` header lists the methods."""
@@ -322,20 +301,21 @@ async def item_options(task_id: TaskId) -> Response:
     response_model=TaskPage,
     dependencies=READ,
     responses={
-        200: {"headers": TOTAL_HEADER},
+        200: {"headers": LIST_HEADERS},
         **problem_responses(NotAuthenticated, Forbidden, NotFound, ValidationFailed),
     },
 )
 async def list_for_project(
+    request: Request,
     project_id: ProjectId,
     session: SessionDep,
     principal: CurrentPrincipal,
     settings: SettingsDep,
     filters: ProjectListQuery,
-    skip: Skip = 0,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: CursorParam = None,
+    page: PageDep,
 ) -> Response:
     """The task list narrowed to one project you can see (same filters, sort and paging)."""
     query = await service.for_project(session, principal, project_id, filters)
-    return await _page_response(session, principal, settings, query, skip, limit, cursor)
+    # The path's project always counts as sent: a cursor of another project's list is refused.
+    sent = {*filters.model_fields_set, "project_id"}
+    return await _page_response(request, session, principal, settings, query, page, sent)

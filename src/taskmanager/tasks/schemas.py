@@ -2,47 +2,51 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from taskmanager.kit.fields import EntityId, UTCTimestamp, storable_text
+from taskmanager.kit.fields import EntityId, Text, UTCTimestamp, json_integer
 from taskmanager.kit.pagination import CursorPage
 from taskmanager.kit.patch import PatchModel
 from taskmanager.models.tasks import TaskStatus
 
 MAX_TAGS = 20
-# Items a tags list may have before de-duplication. Checked before any item is validated, so
-# a body of half a million tags is refused in microseconds instead of validated item by item.
-MAX_TAG_ITEMS = 5 * MAX_TAGS
 
-Title = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(storable_text),
-]
-Description = Annotated[str, StringConstraints(max_length=2000), AfterValidator(storable_text)]
-Tag = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=50),
-    AfterValidator(storable_text),
-]
-Priority = Annotated[StrictInt, Field(ge=1, le=5)]
+TITLE_MAX = 200
+DESCRIPTION_MAX = 2000
+TAG_MAX = 50
+
+Title = Annotated[str, Text(TITLE_MAX)]
+Description = Annotated[str, Text(DESCRIPTION_MAX, min_length=0, strip=False)]
+Tag = Annotated[str, Text(TAG_MAX)]
+Priority = Annotated[int, Field(strict=True, ge=1, le=5), BeforeValidator(json_integer)]
 DueDate = UTCTimestamp
+
+
+def lower_tag(tag: str) -> str:
+    """A tag as stored and filtered on: lower-case NFC (lower-casing can un-compose)."""
+    return unicodedata.normalize("NFC", tag.lower())
 
 
 def normalize_tags(tags: list[str]) -> list[str]:
     """Lower-case, drop repeats (first one wins) and enforce the distinct-tag limit."""
     seen: dict[str, None] = {}
     for tag in tags:
-        seen.setdefault(tag.lower(), None)
+        lowered = lower_tag(tag)
+        if len(lowered) > TAG_MAX:  # lower-casing can lengthen ("İ" is two code points)
+            raise ValueError(f"tag {lowered!r} is longer than {TAG_MAX} characters in lower case")
+        seen.setdefault(lowered, None)
     if len(seen) > MAX_TAGS:
         raise ValueError(f"at most {MAX_TAGS} distinct tags are allowed")
     return list(seen)
 
 
-Tags = Annotated[list[Tag], Field(max_length=MAX_TAG_ITEMS), AfterValidator(normalize_tags)]
+# At most MAX_TAGS items as sent — the schema's maxItems, so clients and server agree — and
+# refused by length before any item is validated (half a million tags cost microseconds).
+Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS), AfterValidator(normalize_tags)]
 
 _EXAMPLE_TASK_BODY: dict[str, Any] = {
     "title": "Buy groceries",

@@ -7,8 +7,7 @@ fast module (``tasks.fast_read``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,11 +18,12 @@ from taskmanager.kit.errors import Conflict, PreconditionFailed, ValidationFaile
 from taskmanager.kit.etags import strong_etag
 from taskmanager.kit.identity import Principal
 from taskmanager.kit.pagination import (
-    InvalidCursor,
-    KeysetCursor,
+    ListPage,
+    PageRequest,
     Seek,
-    decode_cursor,
-    encode_cursor,
+    finish_page,
+    invalid_cursor,
+    resume,
 )
 from taskmanager.models.tasks import TaskStatus
 from taskmanager.projects.access import project_access, task_access, task_not_found
@@ -38,7 +38,7 @@ EXPORT_BATCH = 500
 # A write that lost a race with a concurrent move re-checks access this many times.
 _MOVE_RETRIES = 3
 # Names the list in its cursors' signatures, so no other list's cursor is accepted here.
-_CURSOR_CONTEXT = b"taskmanager/tasks/cursor/v1:"
+_CURSOR_CONTEXT = b"taskmanager/tasks/cursor/v2"
 
 
 # ---- writes ------------------------------------------------------------------------------
@@ -49,6 +49,7 @@ async def _require_assignable(session: AsyncSession, project_id: int, assignee_i
         raise ValidationFailed.field(
             ("body", "assignee_id"),
             f"User {assignee_id} is not a member of project {project_id}",
+            "not_a_member",
         )
 
 
@@ -196,15 +197,6 @@ async def delete_task(
 # ---- lists -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class TaskListPage:
-    rows: Sequence[TaskRow]
-    total: int
-    skip: int
-    limit: int
-    next_cursor: str | None
-
-
 def sort_value_from_json(sort_by: SortBy, value: Any) -> Any:
     """A cursor's JSON sort value back in the column's Python type."""
     try:
@@ -218,44 +210,7 @@ def sort_value_from_json(sort_by: SortBy, value: Any) -> Any:
             return value
     except (TypeError, ValueError):
         pass
-    raise InvalidCursor("cursor is malformed")
-
-
-def _seek_from_cursor(token: str, query: TaskListQuery, key: str) -> Seek:
-    def invalid(message: str) -> ValidationFailed:
-        return ValidationFailed.field(("query", "cursor"), message)
-
-    try:
-        cursor = decode_cursor(token, key, context=_CURSOR_CONTEXT)
-    except InvalidCursor as exc:
-        raise invalid(str(exc)) from None
-    if cursor.sort_by != query.sort_by or cursor.order != query.order:
-        raise invalid(
-            f"cursor was made for sort_by={cursor.sort_by}&order={cursor.order}; "
-            "use the same sort as the page it came from"
-        )
-    if cursor.fingerprint != query.fingerprint():
-        raise invalid("cursor was made for different filters; use the same filters")
-    try:
-        value = sort_value_from_json(query.sort_by, cursor.value)
-    except InvalidCursor as exc:
-        raise invalid(str(exc)) from None
-    return Seek(value=value, last_id=cursor.last_id)
-
-
-def _cursor_after(row: TaskRow, query: TaskListQuery, key: str) -> str:
-    value = getattr(row, query.sort_by.value)
-    return encode_cursor(
-        KeysetCursor(
-            sort_by=query.sort_by.value,
-            order=query.order.value,
-            value=value.isoformat() if isinstance(value, datetime) else value,
-            last_id=row.id,
-            fingerprint=query.fingerprint(),
-        ),
-        key,
-        context=_CURSOR_CONTEXT,
-    )
+    raise invalid_cursor("cursor is malformed")
 
 
 async def for_project(
@@ -270,18 +225,25 @@ async def list_tasks(
     session: AsyncSession,
     principal: Principal,
     query: TaskListQuery,
+    page: PageRequest,
     *,
-    skip: int,
-    limit: int,
-    cursor: str | None,
+    sent: Collection[str],
     signing_key: str,
-) -> TaskListPage:
-    """One page, by offset or by cursor (a keyset seek whose cost does not grow with depth)."""
-    seek: Seek | None = None
-    if cursor is not None:
-        if skip:
-            raise ValidationFailed.field(("query", "skip"), "skip cannot be combined with cursor")
-        seek = _seek_from_cursor(cursor, query, signing_key)
+) -> tuple[TaskListQuery, ListPage[TaskRow]]:
+    """One page, by offset or by cursor (a keyset seek whose cost does not grow with depth).
+
+    ``sent``: the query's names the client sent; with a cursor they must match it. Returns
+    the query the page was made for (the cursor's, when one was given) and the page.
+    """
+    resumed = resume(page, query.as_json(), sent, key=signing_key, context=_CURSOR_CONTEXT)
+    if page.cursor is not None:
+        try:
+            query = TaskListQuery.model_validate(resumed.query)
+        except ValueError:
+            raise invalid_cursor("cursor is malformed") from None
+    seek = None
+    if resumed.seek is not None:
+        seek = Seek(sort_value_from_json(query.sort_by, resumed.seek.value), resumed.seek.last_id)
     viewer_id, is_admin = principal.user_id, principal.is_admin
     total = await repo.count_tasks(session, query, viewer_id=viewer_id, is_admin=is_admin)
     rows = await repo.list_tasks(
@@ -290,14 +252,19 @@ async def list_tasks(
         viewer_id=viewer_id,
         is_admin=is_admin,
         seek=seek,
-        skip=skip,
-        limit=limit + 1,  # one extra row tells whether there is a next page
+        skip=resumed.skip,
+        limit=resumed.limit + 1,  # one extra row tells whether there is a next page
     )
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = _cursor_after(rows[-1], query, signing_key)
-    return TaskListPage(rows=rows, total=total, skip=skip, limit=limit, next_cursor=next_cursor)
+    sort_by = query.sort_by.value
+    return query, finish_page(
+        rows,
+        resumed,
+        total,
+        sort_value=lambda row: getattr(row, sort_by),
+        row_id=lambda row: row.id,
+        key=signing_key,
+        context=_CURSOR_CONTEXT,
+    )
 
 
 async def iter_all(

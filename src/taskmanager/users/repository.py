@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.kit.errors import Conflict
+from taskmanager.kit.pagination import Seek, after_row
 from taskmanager.models.users import User, UserRole
 
 TAKEN = "A user with this email or username already exists"
@@ -57,12 +58,16 @@ async def flush_unique(session: AsyncSession) -> None:
         raise Conflict(TAKEN) from None
 
 
-async def page(session: AsyncSession, *, skip: int, limit: int) -> tuple[Sequence[User], int]:
+async def page(
+    session: AsyncSession, *, seek: Seek | None, skip: int, limit: int
+) -> tuple[Sequence[User], int]:
+    """A page of every account, by id, and how many there are."""
     total = (await session.execute(select(func.count()).select_from(User))).scalar_one()
+    stmt = select(User)
+    if seek is not None:
+        stmt = stmt.where(after_row(None, User.__table__.c.id, seek))
     items = (
-        (await session.execute(select(User).order_by(User.id).offset(skip).limit(limit)))
-        .scalars()
-        .all()
+        (await session.execute(stmt.order_by(User.id).offset(skip).limit(limit))).scalars().all()
     )
     return items, total
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Response, status
+from fastapi import Request, Response, status
 
 from taskmanager.kit.deps import (
     AdminPrincipal,
@@ -25,17 +25,25 @@ from taskmanager.kit.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from taskmanager.kit.http import Limit, Skip, UserId, domain_router
-from taskmanager.kit.pagination import DEFAULT_LIMIT
+from taskmanager.kit.http import (
+    LIST_HEADERS,
+    LOCATION_HEADER,
+    PageDep,
+    UserId,
+    domain_router,
+    paged,
+)
 from taskmanager.kit.problems import problem_responses
 from taskmanager.users import service
 from taskmanager.users.schemas import (
     AccountDeletion,
+    CurrentUserOut,
     PasswordChange,
     UserAdminUpdate,
     UserCreate,
     UserOut,
     UserPage,
+    UserPublic,
     UserUpdateMe,
 )
 
@@ -66,15 +74,18 @@ _ACCOUNT_CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
     summary="Register a user",
-    responses=problem_responses(
-        Forbidden,
-        Conflict,
-        MalformedRequest,
-        UnsupportedMediaType,
-        ValidationFailed,
-        RateLimited,
-        ServiceUnavailable,
-    ),
+    responses={
+        201: {"headers": LOCATION_HEADER},
+        **problem_responses(
+            Forbidden,
+            Conflict,
+            MalformedRequest,
+            UnsupportedMediaType,
+            ValidationFailed,
+            RateLimited,
+            ServiceUnavailable,
+        ),
+    },
 )
 async def create(body: UserCreate, session: SessionDep, settings: SettingsDep) -> UserOut:
     """Create an account (with its Inbox project); 403 when registration is disabled."""
@@ -84,13 +95,16 @@ async def create(body: UserCreate, session: SessionDep, settings: SettingsDep) -
 
 @router.get(
     "/me",
-    response_model=UserOut,
+    response_model=CurrentUserOut,
     summary="Get the current user",
     responses=problem_responses(NotAuthenticated),
 )
-async def get_me(principal: CurrentPrincipal, session: SessionDep) -> UserOut:
-    """The account the credential belongs to."""
-    return UserOut.model_validate(await service.get(session, principal.user_id))
+async def get_me(principal: CurrentPrincipal, session: SessionDep) -> CurrentUserOut:
+    """The account the credential belongs to, with its Inbox project's id."""
+    user, inbox_id = await service.me(session, principal.user_id)
+    return CurrentUserOut.model_validate(
+        {**UserOut.model_validate(user).model_dump(), "inbox_project_id": inbox_id}
+    )
 
 
 @router.patch(
@@ -153,18 +167,28 @@ async def change_password(
     "",
     response_model=UserPage,
     summary="List users (admin)",
-    responses=problem_responses(NotAuthenticated, Forbidden, ValidationFailed),
+    responses={
+        200: {"headers": LIST_HEADERS},
+        **problem_responses(NotAuthenticated, Forbidden, ValidationFailed),
+    },
 )
 async def list_(
     _admin: AdminPrincipal,
+    request: Request,
+    response: Response,
     session: SessionDep,
-    skip: Skip = 0,
-    limit: Limit = DEFAULT_LIMIT,
+    settings: SettingsDep,
+    page: PageDep,
 ) -> UserPage:
     """Every account, ordered by id; administrators only."""
-    items, total = await service.list_users(session, skip=skip, limit=limit)
+    result = await service.list_users(session, page, signing_key=settings.signing_key)
+    paged(response, request, result)
     return UserPage(
-        items=[UserOut.model_validate(u) for u in items], total=total, skip=skip, limit=limit
+        items=[UserOut.model_validate(u) for u in result.rows],
+        total=result.total,
+        skip=result.skip,
+        limit=result.limit,
+        next_cursor=result.next_cursor,
     )
 
 
@@ -187,3 +211,19 @@ async def update(
 ) -> UserOut:
     """Promote, demote, deactivate or reactivate; a deactivated user is locked out at once."""
     return UserOut.model_validate(await service.admin_update(session, user_id, body))
+
+
+@router.get(
+    "/{user_id}",
+    response_model=UserOut | UserPublic,
+    summary="Get a user",
+    responses=problem_responses(NotAuthenticated, NotFound, ValidationFailed),
+)
+async def get(user_id: UserId, principal: CurrentPrincipal, session: SessionDep) -> Any:
+    """``{id, username}`` to users who share a project with that user; the full record to
+    administrators and to the user themselves; 404 for anyone else."""
+    access = await service.profile(session, principal, user_id)
+    user = access.row.User
+    if access.full:
+        return UserOut.model_validate(user)
+    return UserPublic(id=user.id, username=user.username)

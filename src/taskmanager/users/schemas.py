@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
+    StrictBool,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from taskmanager.kit import fields
 from taskmanager.kit.errors import MalformedRequest
 from taskmanager.kit.pagination import Page
 from taskmanager.kit.passwords import (
@@ -29,22 +28,10 @@ from taskmanager.kit.passwords import (
 from taskmanager.kit.patch import EMPTY_PATCH, PatchModel
 from taskmanager.models.users import UserRole
 
-USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_]{3,50}$")
-
-
-def _check_username(value: str) -> str:
-    if not USERNAME_PATTERN.fullmatch(value):
-        raise ValueError("must be 3-50 characters of letters, digits and underscores")
-    return value.lower()
-
-
-def _lower_email(value: str) -> str:
-    return value.lower()
-
-
-# Stored lower-case, so the plain unique index is case-insensitive uniqueness.
-Username = Annotated[str, AfterValidator(_check_username)]
-Email = Annotated[EmailStr, Field(max_length=320), AfterValidator(_lower_email)]
+# Normalised by the kit (kit.fields), exactly as login and lookups normalise them; stored
+# lower-case, so the plain unique index is case-insensitive uniqueness.
+Username = fields.Username
+Email = fields.Email
 
 
 class UserCreate(BaseModel):
@@ -54,7 +41,7 @@ class UserCreate(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"email": "alice@example.com", "username": "alice", "password": "Str0ng-pass"}
+                {"email": "alice@example.com", "username": "alice", "password": "An-example-0nly"}
             ]
         },
     )
@@ -78,7 +65,7 @@ class UserUpdateMe(PatchModel):
 
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"email": "alice@work.example.com", "current_password": "Str0ng-pass"}]
+            "examples": [{"email": "alice@work.example.com", "current_password": "An-example-0nly"}]
         }
     )
 
@@ -101,7 +88,7 @@ class AccountDeletion(BaseModel):
     """Delete the caller's account: the current password, asked again."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"current_password": "Str0ng-pass"}]}
+        extra="forbid", json_schema_extra={"examples": [{"current_password": "An-example-0nly"}]}
     )
 
     current_password: CurrentPassword
@@ -113,7 +100,7 @@ class UserAdminUpdate(PatchModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"is_active": False}]})
 
     role: UserRole | None = None
-    is_active: bool | None = None
+    is_active: StrictBool | None = None
 
 
 class PasswordChange(BaseModel):
@@ -124,9 +111,9 @@ class PasswordChange(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "current_password": "Str0ng-pass",
-                    "new_password": "N3w-and-longer",
-                    "confirm_password": "N3w-and-longer",
+                    "current_password": "An-example-0nly",
+                    "new_password": "An0ther-example",
+                    "confirm_password": "An0ther-example",
                 }
             ]
         },
@@ -139,7 +126,9 @@ class PasswordChange(BaseModel):
     @field_validator("new_password")
     @classmethod
     def _differs(cls, value: str, info: ValidationInfo) -> str:
-        if value == info.data.get("current_password"):
+        current = info.data.get("current_password")
+        normalize = fields.normalize_password
+        if current is not None and normalize(value) == normalize(current):
             raise ValueError("must differ from current_password")
         return value
 
@@ -171,6 +160,39 @@ class UserOut(BaseModel):
     role: UserRole
     is_active: bool
     created_at: datetime
+
+
+class CurrentUserOut(UserOut):
+    """The caller's own account, with the Inbox where tasks without a project go."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 5,
+                    "email": "alice@example.com",
+                    "username": "alice",
+                    "role": "user",
+                    "is_active": True,
+                    "created_at": "2026-11-22T09:30:00Z",
+                    "inbox_project_id": 12,
+                }
+            ]
+        },
+    )
+
+    inbox_project_id: int | None = Field(
+        description="The caller's Inbox project (null only if it was removed by an operator)"
+    )
+
+
+class UserPublic(BaseModel):
+    """Another user as someone sharing a project with them sees them."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"id": 7, "username": "bob"}]})
+
+    id: int
+    username: str
 
 
 class UserPage(Page[UserOut]):

@@ -6,20 +6,23 @@ Changing the login identifiers and deleting the account need the current passwor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.auth import service as auth
 from taskmanager.kit.errors import Conflict, Forbidden, NotFound
+from taskmanager.kit.fields import normalize_login
+from taskmanager.kit.identity import Principal
+from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume
 from taskmanager.kit.security import hash_password
 from taskmanager.models.users import User, UserRole
 from taskmanager.projects import service as projects
-from taskmanager.projects.inbox import create_inbox
+from taskmanager.projects.access import UserAccess, user_access
+from taskmanager.projects.inbox import create_inbox, inbox_id_of
 from taskmanager.users import repository
 from taskmanager.users.schemas import PasswordChange, UserAdminUpdate, UserCreate, UserUpdateMe
 
 LAST_ADMIN = "The last active administrator cannot be demoted, deactivated or deleted"
+_USERS_CURSOR = b"taskmanager/users/cursor/v1"
 
 
 async def create_user(session: AsyncSession, data: UserCreate, *, role: UserRole) -> User:
@@ -55,6 +58,18 @@ async def get(session: AsyncSession, user_id: int) -> User:
     return user
 
 
+async def me(session: AsyncSession, user_id: int) -> tuple[User, int | None]:
+    """The caller's account and the id of their Inbox project."""
+    return await get(session, user_id), await inbox_id_of(session, user_id)
+
+
+async def profile(session: AsyncSession, principal: Principal, user_id: int) -> UserAccess:
+    """Another user as the caller may see them (``projects.access.user_access``): the full
+    record for an admin or the user themselves, ``{id, username}`` for someone sharing a
+    project with them, NotFound for anyone else."""
+    return await user_access(session, principal, user_id, load=[User])
+
+
 async def update_me(session: AsyncSession, user_id: int, data: UserUpdateMe) -> User:
     """Change the caller's email or username after checking ``current_password``.
 
@@ -79,6 +94,24 @@ async def change_password(session: AsyncSession, user_id: int, data: PasswordCha
     await auth.change_password(session, user_id, data.current_password, data.new_password)
 
 
+async def list_users(
+    session: AsyncSession, page: PageRequest, *, signing_key: str
+) -> ListPage[User]:
+    """A page of every account, by id (administrators only; the route checks)."""
+    resumed = resume(page, {}, (), key=signing_key, context=_USERS_CURSOR)
+    rows, total = await repository.page(
+        session, seek=resumed.seek, skip=resumed.skip, limit=resumed.limit + 1
+    )
+    return finish_page(
+        rows,
+        resumed,
+        total,
+        row_id=lambda user: user.id,
+        key=signing_key,
+        context=_USERS_CURSOR,
+    )
+
+
 async def delete_me(session: AsyncSession, user_id: int, current_password: str) -> None:
     """Delete the caller's account after checking ``current_password``.
 
@@ -97,12 +130,9 @@ async def delete_me(session: AsyncSession, user_id: int, current_password: str) 
 
 
 async def find_id(session: AsyncSession, login: str) -> int | None:
-    """The id of the account whose username or email is ``login`` (any case)."""
-    return await repository.id_by_login(session, login.lower())
-
-
-async def list_users(session: AsyncSession, *, skip: int, limit: int) -> tuple[Sequence[User], int]:
-    return await repository.page(session, skip=skip, limit=limit)
+    """The id of the account whose username or email is ``login``, normalised as login
+    normalises it (``kit.fields.normalize_login``)."""
+    return await repository.id_by_login(session, normalize_login(login))
 
 
 async def admin_update(session: AsyncSession, user_id: int, data: UserAdminUpdate) -> User:
