@@ -87,6 +87,12 @@ class Settings(BaseSettings):
 
     webhook_allow_private_targets: bool = False
 
+    # Where attachments live: file:///absolute/dir, or s3://bucket/prefix (endpoint and
+    # credentials from the usual AWS_* variables). Empty: file://<data dir>/attachments.
+    storage_url: str = ""
+    # How long events stay in the outbox, replayable with ?since= (API.md §7).
+    event_retention_days: int = Field(default=7, ge=1, le=3650)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "json"
 
@@ -222,6 +228,13 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
 
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str) -> str:
+        if value and not value.startswith(("file:///", "s3://")):
+            raise ValueError("must be file:///absolute/path or s3://bucket[/prefix]")
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
@@ -286,6 +299,11 @@ class Settings(BaseSettings):
     @property
     def attachments_dir(self) -> Path:
         return self.data_dir / "attachments"
+
+    @property
+    def effective_storage_url(self) -> str:
+        """Where attachments are stored: the configured URL, else the data dir's folder."""
+        return self.storage_url or self.attachments_dir.resolve().as_uri()
 
     @cached_property
     def signing_key(self) -> str:

@@ -1,0 +1,119 @@
+"""The transactional outbox: record an event with the change, publish it in one order later.
+
+``record`` is called by services inside the request's transaction, right after the change it
+describes: the event commits with the change or not at all (no event is lost when a process
+dies, none is published for a change that rolled back). It is one ``INSERT ... SELECT``
+statement, which also snapshots the project's members as the event's audience.
+
+``sequence`` is the dispatcher's step: under one lock (a PostgreSQL advisory lock; SQLite's
+single writer), it numbers the committed, unnumbered rows in order. Because each numbering
+transaction starts after the previous one committed, a reader that sees ``seq = n`` also sees
+every row below ``n``: reading "events after my last seq" never skips one, whichever process
+numbered them. Subscribers (WebSocket replay, webhook fan-out) read by ``seq`` only.
+
+Public event ids are ``evt_`` + the zero-padded ``seq`` (``format_event_id``), so they sort
+as strings the way they were published.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, func, insert, literal, select, text, union
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from taskmanager.models.base import JSONList, UTCDateTime, utcnow
+from taskmanager.models.events import Event, EventType
+from taskmanager.models.projects import ProjectMember
+
+__all__ = ["EventType", "format_event_id", "parse_event_id", "record", "sequence"]
+
+_EVENT_ID = re.compile(r"evt_([0-9]{16})")
+# pg_advisory_xact_lock key of the sequencer ("outbox" in ASCII, as a bigint).
+_SEQUENCE_LOCK = 0x6F7574626F78
+
+
+def format_event_id(seq: int) -> str:
+    """The public id of the event numbered ``seq``: ``evt_`` + 16 digits (sorts as text)."""
+    return f"evt_{seq:016d}"
+
+
+def parse_event_id(value: str) -> int | None:
+    """The ``seq`` of a public event id, or None if ``value`` is not one."""
+    match = _EVENT_ID.fullmatch(value)
+    return int(match.group(1)) if match else None
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    type: EventType,
+    project_id: int,
+    actor_id: int | None,
+    data: Mapping[str, Any],
+    changed: Sequence[str] | None = None,
+    also_notify: Sequence[int] = (),
+    occurred_at: datetime | None = None,
+) -> None:
+    """Write one event in the caller's transaction (one statement, never commits).
+
+    ``data`` is the resource as the API shows it (JSON-ready: ``model_dump(mode="json")``);
+    ``changed`` the updated field names (``*.updated`` only). The audience is the project's
+    members as this transaction sees them, plus ``also_notify`` (a member being removed
+    still hears of it). Call it after the change, so a new member is in the audience of
+    its own ``member.added``.
+    """
+    dialect = session.get_bind().dialect.name
+    members = select(ProjectMember.user_id.label("user_id")).where(
+        ProjectMember.project_id == project_id
+    )
+    people = union(members, *(select(literal(user_id, BigInteger)) for user_id in also_notify))
+    audience_rows = people.subquery()
+    audience: ColumnElement[Any]
+    if dialect == "postgresql":
+        audience = func.coalesce(func.jsonb_agg(audience_rows.c.user_id), literal([], JSONB))
+    else:
+        audience = func.json_group_array(audience_rows.c.user_id)
+    statement = insert(Event).from_select(
+        ["type", "project_id", "actor_id", "occurred_at", "data", "changed", "audience"],
+        select(
+            literal(str(type)),
+            literal(project_id, BigInteger),
+            literal(actor_id, BigInteger),
+            literal(occurred_at or utcnow(), UTCDateTime),
+            literal(dict(data), JSONList),
+            literal(list(changed) if changed is not None else None, JSONList),
+            select(audience).scalar_subquery(),
+        ),
+    )
+    await session.execute(statement)
+
+
+async def sequence(session: AsyncSession, *, batch: int = 500) -> list[Event]:
+    """Number up to ``batch`` committed, unnumbered events; return them in ``seq`` order.
+
+    Run it in a transaction of its own (``Database.side_transaction``) and commit before
+    publishing what it returns. Safe to run from several processes at once: on PostgreSQL
+    an advisory lock held until commit serialises them; on SQLite the single writer does.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SEQUENCE_LOCK})
+    top = (await session.scalar(select(func.max(Event.seq)))) or 0
+    # One statement numbers the batch in insert order among the rows visible now
+    # (UPDATE ... FROM: PostgreSQL, and SQLite since 3.33).
+    await session.execute(
+        text(
+            "UPDATE events SET seq = numbered.n FROM ("
+            " SELECT id, :top + row_number() OVER (ORDER BY id) AS n FROM events"
+            " WHERE seq IS NULL ORDER BY id LIMIT :batch"
+            ") AS numbered WHERE events.id = numbered.id"
+        ),
+        {"top": top, "batch": batch},
+    )
+    rows = await session.scalars(select(Event).where(Event.seq > top).order_by(Event.seq))
+    return list(rows.all())
