@@ -19,6 +19,7 @@ from sqlalchemy import Executable, func, insert, select, update
 
 from taskmanager.kit.http import API_PREFIX
 from taskmanager.kit.security import create_access_token, digest, hash_password
+from taskmanager.models import Base
 from taskmanager.models.api_keys import ApiKey
 from taskmanager.models.comments import Comment
 from taskmanager.models.projects import Project, ProjectMember
@@ -134,7 +135,7 @@ async def create_task(
 async def bulk_tasks(app: FastAPI, rows: list[dict[str, Any]]) -> None:
     """Insert many task rows in one statement (each needs project_id and title)."""
     now = datetime.now(UTC)
-    defaults = {
+    defaults: dict[str, Any] = {
         "description": None,
         "status": "pending",
         "priority": 1,
@@ -196,6 +197,17 @@ async def count_rows(app: FastAPI, model: type[Any], **where: Any) -> int:
         stmt = stmt.where(getattr(model, column) == value)
     async with app.state.database.snapshot() as session:
         return int((await session.execute(stmt)).scalar_one())
+
+
+async def database_rows(app: FastAPI) -> dict[str, list[Any]]:
+    """Every row of every table, by table, in primary-key order: compare before and after
+    a request to prove it changed nothing."""
+    rows: dict[str, list[Any]] = {}
+    async with app.state.database.snapshot() as session:
+        for table in Base.metadata.sorted_tables:
+            statement = select(table).order_by(*table.primary_key.columns)
+            rows[table.name] = [tuple(row) for row in (await session.execute(statement)).all()]
+    return rows
 
 
 async def all_task_rows(app: FastAPI) -> list[Any]:
@@ -282,4 +294,14 @@ async def api_create_key(
 
 
 def etag(task: dict[str, Any]) -> str:
+    """The strong ETag the API sends for this task (``"<id>-<version>"``)."""
     return f'"{task["id"]}-{task["version"]}"'
+
+
+def parse_time(value: str) -> datetime:
+    """An RFC 3339 UTC timestamp as the API writes it (always with ``Z``)."""
+    assert value.endswith("Z"), value
+    return datetime.fromisoformat(value)
+
+
+DAY = timedelta(days=1)

@@ -9,14 +9,14 @@ import httpx
 from fastapi import FastAPI
 
 from tests.conftest import UserFactory
-from tests.tasks_support import TASKS, all_task_rows, create, etag, fetch
+from tests.factories import TASKS, all_task_rows, api_create_task, api_get_task, etag
 
 
 async def test_fifty_patches_with_one_etag_exactly_one_wins(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice = await make_user("alice")
-    task = await create(client, alice)
+    task = await api_create_task(client, alice)
     url = f"{TASKS}/{task['id']}"
     headers = {**alice.headers, "If-Match": etag(task)}
 
@@ -28,7 +28,7 @@ async def test_fifty_patches_with_one_etag_exactly_one_wins(
     assert statuses == {200: 1, 412: 49}, statuses
     assert all(r.json()["code"] == "PRECONDITION_FAILED" for r in responses if r.status_code == 412)
     winner = next(r for r in responses if r.status_code == 200).json()
-    final = await fetch(client, alice, task["id"])
+    final = await api_get_task(client, alice, task["id"])
     assert final["version"] == 2
     assert final["title"] == winner["title"]
 
@@ -37,7 +37,7 @@ async def test_concurrent_patches_without_if_match_all_count(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice = await make_user("alice")
-    task = await create(client, alice)
+    task = await api_create_task(client, alice)
     url = f"{TASKS}/{task['id']}"
 
     responses = await asyncio.gather(
@@ -47,7 +47,7 @@ async def test_concurrent_patches_without_if_match_all_count(
     assert [r.status_code for r in responses] == [200] * 30
     # Each write bumped the version exactly once, none was lost.
     assert sorted(r.json()["version"] for r in responses) == list(range(2, 32))
-    assert (await fetch(client, alice, task["id"]))["version"] == 31
+    assert (await api_get_task(client, alice, task["id"]))["version"] == 31
 
 
 async def test_two_hundred_concurrent_creates_all_succeed(
@@ -80,7 +80,7 @@ async def test_the_version_check_is_inside_the_update_statement(
     from taskmanager.tasks import repository
 
     alice = await make_user("alice")
-    task = await create(client, alice)
+    task = await api_create_task(client, alice)
     async with app.state.database.side_transaction() as session:
         first = await repository.update_task(
             session,
@@ -102,5 +102,5 @@ async def test_the_version_check_is_inside_the_update_statement(
     assert first is not None
     assert first.version == 2
     assert second is None
-    final = await fetch(client, alice, task["id"])
+    final = await api_get_task(client, alice, task["id"])
     assert (final["title"], final["version"]) == ("first", 2)

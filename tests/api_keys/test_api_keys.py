@@ -14,7 +14,7 @@ from taskmanager.kit.db import utcnow
 from taskmanager.kit.security import digest
 from taskmanager.models.api_keys import ApiKey
 from tests.conftest import TEST_PASSWORD, UserFactory, problem
-from tests.identity_support import create_key, db_update
+from tests.factories import api_create_key, db_execute
 
 KEYS = "/api/v1/api-keys"
 ME = "/api/v1/users/me"
@@ -75,7 +75,7 @@ async def test_a_key_authenticates_and_records_last_use(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     user = await make_user("alice")
-    key = await create_key(client, user.headers, ["tasks:read"])
+    key = await api_create_key(client, user.headers, ["tasks:read"])
     response = await client.get(ME, headers={"X-API-Key": key["key"]})
     assert response.status_code == 200
     assert response.json()["id"] == user.id
@@ -87,7 +87,7 @@ async def test_keys_are_accepted_only_in_the_x_api_key_header(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     user = await make_user("alice")
-    key = (await create_key(client, user.headers, ["tasks:read"]))["key"]
+    key = (await api_create_key(client, user.headers, ["tasks:read"]))["key"]
     problem(
         await client.get(ME, headers={"Authorization": f"Bearer {key}"}),
         401,
@@ -103,9 +103,9 @@ async def test_keys_are_accepted_only_in_the_x_api_key_header(
 
 async def test_scopes_are_enforced(client: httpx.AsyncClient, make_user: UserFactory) -> None:
     user = await make_user("alice")
-    reader = {"X-API-Key": (await create_key(client, user.headers, ["projects:read"]))["key"]}
-    writer = {"X-API-Key": (await create_key(client, user.headers, ["projects:write"]))["key"]}
-    tasks_only = {"X-API-Key": (await create_key(client, user.headers, ["tasks:read"]))["key"]}
+    reader = {"X-API-Key": (await api_create_key(client, user.headers, ["projects:read"]))["key"]}
+    writer = {"X-API-Key": (await api_create_key(client, user.headers, ["projects:write"]))["key"]}
+    tasks_only = {"X-API-Key": (await api_create_key(client, user.headers, ["tasks:read"]))["key"]}
 
     assert (await client.get("/api/v1/projects", headers=reader)).status_code == 200
     problem(
@@ -138,7 +138,7 @@ async def test_admin_scope_is_refused_to_non_admins(
     problem(response, 403, "FORBIDDEN")
     assert await _stored_keys(app) == []
     admin = await make_user("root", role="admin")
-    key = await create_key(client, admin.headers, ["admin"])
+    key = await api_create_key(client, admin.headers, ["admin"])
     assert key["scopes"] == ["admin"]
 
 
@@ -147,7 +147,7 @@ async def test_a_demoted_admins_key_loses_admin_rights(
 ) -> None:
     admin = await make_user("root", role="admin")
     other = await make_user("boss", role="admin")
-    key = {"X-API-Key": (await create_key(client, admin.headers, ["admin"]))["key"]}
+    key = {"X-API-Key": (await api_create_key(client, admin.headers, ["admin"]))["key"]}
     assert (await client.get("/api/v1/users", headers=key)).status_code == 200
     demoted = await client.patch(
         f"/api/v1/users/{admin.id}", json={"role": "user"}, headers=other.headers
@@ -187,7 +187,7 @@ async def test_keys_cannot_manage_keys(
     client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI
 ) -> None:
     user = await make_user("alice")
-    key = await create_key(client, user.headers, ["tasks:read", "tasks:write"])
+    key = await api_create_key(client, user.headers, ["tasks:read", "tasks:write"])
     headers = {"X-API-Key": key["key"]}
     problem(
         await client.post(KEYS, json={"name": "k2", "scopes": ["tasks:read"]}, headers=headers),
@@ -214,8 +214,8 @@ async def test_revoked_key_stops_working_at_once(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     user = await make_user("alice")
-    keep = await create_key(client, user.headers, ["tasks:read"])
-    drop = await create_key(client, user.headers, ["tasks:read"])
+    keep = await api_create_key(client, user.headers, ["tasks:read"])
+    drop = await api_create_key(client, user.headers, ["tasks:read"])
     assert (await client.get(ME, headers={"X-API-Key": drop["key"]})).status_code == 200
     response = await client.delete(f"{KEYS}/{drop['id']}", headers=user.headers)
     assert response.status_code == 204
@@ -236,7 +236,7 @@ async def test_other_users_keys_are_invisible(
     alice = await make_user("alice")
     bob = await make_user("bob")
     admin = await make_user("root", role="admin")
-    key = await create_key(client, alice.headers, ["tasks:read"])
+    key = await api_create_key(client, alice.headers, ["tasks:read"])
     for intruder in (bob, admin):
         assert (await client.get(KEYS, headers=intruder.headers)).json() == []
         problem(
@@ -269,9 +269,9 @@ async def test_expired_key_is_rejected(
     client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI
 ) -> None:
     user = await make_user("alice")
-    key = await create_key(client, user.headers, ["tasks:read"], expires_at=_future(1))
+    key = await api_create_key(client, user.headers, ["tasks:read"], expires_at=_future(1))
     assert (await client.get(ME, headers={"X-API-Key": key["key"]})).status_code == 200
-    await db_update(
+    await db_execute(
         app,
         update(ApiKey)
         .where(ApiKey.id == key["id"])
@@ -294,8 +294,8 @@ async def test_control_characters_in_key_names_are_422(
 
 async def test_task_scopes_are_enforced(client: httpx.AsyncClient, make_user: UserFactory) -> None:
     user = await make_user("alice")
-    reader = {"X-API-Key": (await create_key(client, user.headers, ["tasks:read"]))["key"]}
-    writer = {"X-API-Key": (await create_key(client, user.headers, ["tasks:write"]))["key"]}
+    reader = {"X-API-Key": (await api_create_key(client, user.headers, ["tasks:read"]))["key"]}
+    writer = {"X-API-Key": (await api_create_key(client, user.headers, ["tasks:write"]))["key"]}
     problem(
         await client.post("/api/v1/tasks", json={"title": "from a reader"}, headers=reader),
         403,
@@ -314,7 +314,7 @@ async def test_deactivated_owner_key_fails_on_the_tasks_path(
 ) -> None:
     admin = await make_user("root", role="admin")
     user = await make_user("alice")
-    key = {"X-API-Key": (await create_key(client, user.headers, ["tasks:read"]))["key"]}
+    key = {"X-API-Key": (await api_create_key(client, user.headers, ["tasks:read"]))["key"]}
     assert (await client.get("/api/v1/tasks", headers=key)).status_code == 200
     response = await client.patch(
         f"/api/v1/users/{user.id}", json={"is_active": False}, headers=admin.headers

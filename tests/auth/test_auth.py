@@ -23,7 +23,7 @@ from taskmanager.kit.security import create_access_token, digest
 from taskmanager.models.auth import RefreshToken
 from taskmanager.models.users import User
 from tests.conftest import TEST_PASSWORD, UserFactory, problem
-from tests.identity_support import bearer, db_update, login, login_response
+from tests.factories import api_login, api_login_response, bearer, db_execute
 
 ME = "/api/v1/users/me"
 
@@ -33,7 +33,7 @@ async def test_login_by_username_or_email_any_case(
 ) -> None:
     user = await make_user("alice")
     for name in ("alice", "ALICE", "alice@example.com", "Alice@Example.COM"):
-        response = await login_response(client, name)
+        response = await api_login_response(client, name)
         assert response.status_code == 200, response.text
         body = response.json()
         assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token"}
@@ -57,7 +57,9 @@ async def test_bad_logins_are_indistinguishable(
         ("sleepy", TEST_PASSWORD),
         ("alice", "x" * 1024),
     ]:
-        body = problem(await login_response(client, username, password), 401, "INVALID_CREDENTIALS")
+        body = problem(
+            await api_login_response(client, username, password), 401, "INVALID_CREDENTIALS"
+        )
         details.add(body["detail"])
     assert len(details) == 1
 
@@ -73,7 +75,9 @@ async def test_login_fields_over_their_documented_length_are_422_for_everyone(
         ("nobody", "x" * 1025),
         ("x" * 321, TEST_PASSWORD),
     ]:
-        body = problem(await login_response(client, username, password), 422, "VALIDATION_ERROR")
+        body = problem(
+            await api_login_response(client, username, password), 422, "VALIDATION_ERROR"
+        )
         assert body["errors"][0]["type"] == "string_too_long"
 
 
@@ -104,15 +108,15 @@ async def test_login_upgrades_an_outdated_hash(
 ) -> None:
     user = await make_user("alice")
     weak = Argon2Hasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(TEST_PASSWORD)
-    await db_update(app, update(User).where(User.id == user.id).values(password_hash=weak))
-    await login(client, "alice")
+    await db_execute(app, update(User).where(User.id == user.id).values(password_hash=weak))
+    await api_login(client, "alice")
     async with app.state.database.snapshot() as session:
         stored = (
             await session.execute(select(User.password_hash).where(User.id == user.id))
         ).scalar_one()
     assert stored != weak
     assert stored.startswith("$argon2id$")
-    await login(client, "alice")  # the new hash verifies the same password
+    await api_login(client, "alice")  # the new hash verifies the same password
 
 
 async def test_no_credentials_is_401_not_authenticated(client: httpx.AsyncClient) -> None:
@@ -185,7 +189,7 @@ async def test_tampered_access_tokens_are_rejected(
     client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI, case: str
 ) -> None:
     user = await make_user("alice")
-    refresh_token = (await login(client, "alice"))["refresh_token"]
+    refresh_token = (await api_login(client, "alice"))["refresh_token"]
     token = TAMPERED[case](user.id, app.state.settings.signing_key, refresh_token)
     problem(await client.get(ME, headers=bearer(token)), 401, "INVALID_CREDENTIALS")
 
@@ -207,7 +211,7 @@ async def test_refresh_rotates_and_the_old_token_is_spent(
     client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI
 ) -> None:
     await make_user("alice")
-    first = await login(client, "alice")
+    first = await api_login(client, "alice")
     response = await _refresh(client, first["refresh_token"])
     assert response.status_code == 200, response.text
     second = response.json()
@@ -231,8 +235,8 @@ async def test_reusing_a_spent_refresh_token_revokes_the_family(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     await make_user("alice")
-    first = await login(client, "alice")
-    other_login = await login(client, "alice")  # a separate family
+    first = await api_login(client, "alice")
+    other_login = await api_login(client, "alice")  # a separate family
     second = (await _refresh(client, first["refresh_token"])).json()
     problem(await _refresh(client, first["refresh_token"]), 401, "INVALID_CREDENTIALS")
     # The newer token of the same family was revoked with it ...
@@ -245,7 +249,7 @@ async def test_concurrent_refresh_with_one_token_succeeds_once(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     await make_user("alice")
-    token = (await login(client, "alice"))["refresh_token"]
+    token = (await api_login(client, "alice"))["refresh_token"]
     responses = await asyncio.gather(*(_refresh(client, token) for _ in range(3)))
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200, 401, 401], [r.text for r in responses]
@@ -277,8 +281,8 @@ async def test_expired_refresh_token_is_401(
     client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI
 ) -> None:
     await make_user("alice")
-    token = (await login(client, "alice"))["refresh_token"]
-    await db_update(
+    token = (await api_login(client, "alice"))["refresh_token"]
+    await db_execute(
         app,
         update(RefreshToken)
         .where(RefreshToken.token_hash == digest(token))
@@ -292,7 +296,7 @@ async def test_refresh_tokens_expire_after_the_configured_days(
 ) -> None:
     await make_user("alice")
     before = utcnow()
-    token = (await login(client, "alice"))["refresh_token"]
+    token = (await api_login(client, "alice"))["refresh_token"]
     async with app.state.database.snapshot() as session:
         expires_at = (
             await session.execute(
@@ -307,7 +311,7 @@ async def test_logout_revokes_the_refresh_token_family(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     await make_user("alice")
-    first = await login(client, "alice")
+    first = await api_login(client, "alice")
     second = (await _refresh(client, first["refresh_token"])).json()
     response = await client.post(
         "/api/v1/auth/logout", json={"refresh_token": second["refresh_token"]}
@@ -330,9 +334,9 @@ async def test_refresh_for_inactive_user_is_401(
     client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI
 ) -> None:
     user = await make_user("alice")
-    token = (await login(client, "alice"))["refresh_token"]
+    token = (await api_login(client, "alice"))["refresh_token"]
     # Deactivated behind the service's back: the refresh itself still checks the user.
-    await db_update(app, update(User).where(User.id == user.id).values(is_active=False))
+    await db_execute(app, update(User).where(User.id == user.id).values(is_active=False))
     problem(await _refresh(client, token), 401, "INVALID_CREDENTIALS")
 
 
@@ -341,4 +345,4 @@ async def test_odd_usernames_at_login_are_401(
     client: httpx.AsyncClient, make_user: UserFactory, username: str
 ) -> None:
     await make_user("alice")
-    problem(await login_response(client, username), 401, "INVALID_CREDENTIALS")
+    problem(await api_login_response(client, username), 401, "INVALID_CREDENTIALS")

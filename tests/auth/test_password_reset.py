@@ -30,8 +30,7 @@ from taskmanager.kit.mail import Mailer
 from taskmanager.kit.security import digest
 from taskmanager.models.auth import PasswordResetToken
 from tests.conftest import TEST_PASSWORD, AppFactory, UserFactory, problem
-from tests.factories import create_api_key, deactivate
-from tests.identity_support import bearer, login, login_response
+from tests.factories import api_login, api_login_response, bearer, create_api_key, deactivate
 
 API = "/api/v1"
 RESET = f"{API}/auth/password-reset"
@@ -111,7 +110,7 @@ async def test_reset_end_to_end(
     app, client = mail_app
     inbox, _ = smtp
     user = await make_user("alice")
-    old_pair = await login(client, "alice")
+    old_pair = await api_login(client, "alice")
     key = await create_api_key(app, user, ["tasks:read"])
 
     response = await client.post(RESET, json={"email": "Alice@Example.com"})
@@ -138,12 +137,12 @@ async def test_reset_end_to_end(
     assert body["errors"][0]["loc"] == ["body", "new_password"]
     body = problem(await _confirm(client, token, "My-alice-pass9"), 422, "VALIDATION_ERROR")
     assert body["errors"][0]["loc"] == ["body", "new_password"]
-    await login(client, "alice", TEST_PASSWORD)
+    await api_login(client, "alice", TEST_PASSWORD)
 
     # The token works once.
     assert (await _confirm(client, token)).status_code == 204
-    problem(await login_response(client, "alice", TEST_PASSWORD), 401, "INVALID_CREDENTIALS")
-    await login(client, "alice", NEW_PASSWORD)
+    problem(await api_login_response(client, "alice", TEST_PASSWORD), 401, "INVALID_CREDENTIALS")
+    await api_login(client, "alice", NEW_PASSWORD)
     # Every session ended as for a password change; API keys survive.
     problem(await client.get(f"{API}/users/me", headers=user.headers), 401, "INVALID_CREDENTIALS")
     old_access = bearer(old_pair["access_token"])
@@ -158,7 +157,7 @@ async def test_reset_end_to_end(
     # Used: refused, and the password stays what the first use set.
     body = problem(await _confirm(client, token, "Another-Pass-77"), 422, "VALIDATION_ERROR")
     assert body["errors"][0]["loc"] == ["body", "token"]
-    await login(client, "alice", NEW_PASSWORD)
+    await api_login(client, "alice", NEW_PASSWORD)
 
 
 async def test_an_expired_token_changes_nothing(
@@ -180,7 +179,7 @@ async def test_an_expired_token_changes_nothing(
         )
     body = problem(await _confirm(client, token), 422, "VALIDATION_ERROR")
     assert body["errors"][0]["loc"] == ["body", "token"]
-    await login(client, "bob", TEST_PASSWORD)
+    await api_login(client, "bob", TEST_PASSWORD)
 
 
 async def test_a_later_reset_spends_the_earlier_links(
@@ -197,7 +196,7 @@ async def test_a_later_reset_spends_the_earlier_links(
     assert first != second
     assert (await _confirm(client, second)).status_code == 204
     problem(await _confirm(client, first, "Another-Pass-77"), 422, "VALIDATION_ERROR")
-    await login(client, "cat", NEW_PASSWORD)
+    await api_login(client, "cat", NEW_PASSWORD)
 
 
 async def test_no_oracle_unknown_and_inactive_accounts_get_202_and_no_mail(

@@ -25,8 +25,7 @@ from taskmanager.kit.db import utcnow
 from taskmanager.models.auth import RefreshToken
 from taskmanager.models.users import User
 from tests.conftest import TEST_PASSWORD, AppFactory, UserFactory, problem
-from tests.factories import api_create_task, create_api_key, db_execute
-from tests.identity_support import bearer, login
+from tests.factories import api_create_task, api_login, bearer, create_api_key, db_execute
 
 API = "/api/v1"
 ME = f"{API}/users/me"
@@ -60,7 +59,7 @@ async def test_password_change_ends_older_access_tokens_on_every_route(
     client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI
 ) -> None:
     user = await make_user("alice")
-    old = bearer((await login(client, "alice"))["access_token"])
+    old = bearer((await api_login(client, "alice"))["access_token"])
     task = await api_create_task(client, user)
     key = await create_api_key(app, user, ["tasks:read"])
     assert await _task_reads(client, old, task["id"]) == 200
@@ -79,7 +78,7 @@ async def test_password_change_ends_older_access_tokens_on_every_route(
     # API keys survive a password change, like personal access tokens elsewhere.
     assert (await client.get(f"{API}/tasks/{task['id']}", headers=key)).status_code == 200
     # A new login works at once, on the fast read too.
-    fresh = bearer((await login(client, "alice", NEW_PASSWORD))["access_token"])
+    fresh = bearer((await api_login(client, "alice", NEW_PASSWORD))["access_token"])
     assert await _task_reads(client, fresh, task["id"]) == 200
 
 
@@ -88,7 +87,7 @@ async def test_logout_all_ends_every_session_and_keeps_api_keys(
 ) -> None:
     user = await make_user("bob")
     task = await api_create_task(client, user)
-    first, second = await login(client, "bob"), await login(client, "bob")
+    first, second = await api_login(client, "bob"), await api_login(client, "bob")
     key = await create_api_key(app, user, ["tasks:read"])
     response = await client.post(f"{API}/auth/logout-all", headers=bearer(first["access_token"]))
     assert response.status_code == 204
@@ -104,7 +103,7 @@ async def test_logout_all_ends_every_session_and_keeps_api_keys(
     # An API key cannot end the owner's sessions; anonymous callers get 401.
     problem(await client.post(f"{API}/auth/logout-all", headers=key), 403, "FORBIDDEN")
     problem(await client.post(f"{API}/auth/logout-all"), 401, "NOT_AUTHENTICATED")
-    fresh = bearer((await login(client, "bob"))["access_token"])
+    fresh = bearer((await api_login(client, "bob"))["access_token"])
     assert await _task_reads(client, fresh, task["id"]) == 200
 
 
@@ -114,7 +113,7 @@ async def test_deactivation_and_reactivation_end_older_access_tokens(
     admin = await make_user("root", role="admin")
     user = await make_user("carol")
     task = await api_create_task(client, user)
-    old = bearer((await login(client, "carol"))["access_token"])
+    old = bearer((await api_login(client, "carol"))["access_token"])
     response = await client.patch(
         f"{API}/users/{user.id}", json={"is_active": False}, headers=admin.headers
     )
@@ -127,7 +126,7 @@ async def test_deactivation_and_reactivation_end_older_access_tokens(
     assert response.status_code == 200
     await _ended(client, old, task["id"])
     await _ended(client, user.headers, task["id"])
-    fresh = bearer((await login(client, "carol"))["access_token"])
+    fresh = bearer((await api_login(client, "carol"))["access_token"])
     assert await _task_reads(client, fresh, task["id"]) == 200
 
 
@@ -135,7 +134,7 @@ async def test_a_refresh_after_logout_all_issues_nothing_that_works(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     await make_user("dan")
-    pair = await login(client, "dan")
+    pair = await api_login(client, "dan")
     await client.post(f"{API}/auth/logout-all", headers=bearer(pair["access_token"]))
     problem(
         await client.post(f"{API}/auth/refresh", json={"refresh_token": pair["refresh_token"]}),
@@ -284,7 +283,7 @@ async def test_a_refresh_family_ends_after_session_max_days(
 ) -> None:
     app, client = await make_app(session_max_days=30, refresh_token_expire_days=14)
     await make_user("kim")
-    pair = await login(client, "kim")
+    pair = await api_login(client, "kim")
     async with app.state.database.snapshot() as session:
         row = (await session.execute(select(RefreshToken))).scalar_one()
     # The family's end is fixed at login, 30 days on; each token lives 14 days within it.
@@ -339,7 +338,7 @@ async def test_a_login_storm_beyond_the_hashing_slots_gets_503(
     finally:
         slot.release()
         security.configure_password_hashing(concurrency=2, wait_seconds=2.0)
-    await login(client, "lee")
+    await api_login(client, "lee")
 
 
 async def test_hashes_from_older_parameters_still_log_in_and_are_upgraded(
@@ -349,7 +348,7 @@ async def test_hashes_from_older_parameters_still_log_in_and_are_upgraded(
     # RFC 9106's low-memory profile, what this service stored before (m=64 MiB, t=3, p=4).
     legacy = PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4).hash(TEST_PASSWORD)
     await db_execute(app, update(User).where(User.id == user.id).values(password_hash=legacy))
-    await login(client, "moe")
+    await api_login(client, "moe")
     async with app.state.database.snapshot() as session:
         stored = (
             await session.execute(select(User.password_hash).where(User.id == user.id))

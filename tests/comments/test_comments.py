@@ -10,13 +10,13 @@ from fastapi import FastAPI
 
 from taskmanager.models.comments import Comment
 from tests.conftest import TestUser, UserFactory, problem
-from tests.projects_support import (
+from tests.factories import (
     API,
-    add_member,
+    api_add_member,
+    api_create_project,
     count_rows,
-    create_project,
-    insert_comment,
-    insert_task,
+    create_comment,
+    create_task,
 )
 
 
@@ -25,10 +25,10 @@ async def _team(
 ) -> tuple[dict[str, TestUser], int]:
     """owner, editor, viewer and an outsider around one task."""
     users = {name: await make_user(name) for name in ("owner", "editor", "viewer", "outsider")}
-    project = await create_project(client, users["owner"])
-    await add_member(client, users["owner"], project["id"], users["editor"], "editor")
-    await add_member(client, users["owner"], project["id"], users["viewer"], "viewer")
-    task_id = await insert_task(app, project["id"], users["owner"].id)
+    project = await api_create_project(client, users["owner"])
+    await api_add_member(client, users["owner"], project["id"], users["editor"], "editor")
+    await api_add_member(client, users["owner"], project["id"], users["viewer"], "viewer")
+    task_id = await create_task(app, project["id"], users["owner"].id)
     return users, task_id
 
 
@@ -66,8 +66,8 @@ async def test_list_is_ordered_and_paginated(
     client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI
 ) -> None:
     users, task_id = await _team(client, make_user, app)
-    other_task = await insert_task(app, (await create_project(client, users["owner"]))["id"], 1)
-    await insert_comment(app, other_task, users["owner"].id, "elsewhere")
+    other_task = await create_task(app, (await api_create_project(client, users["owner"]))["id"], 1)
+    await create_comment(app, other_task, users["owner"].id, "elsewhere")
     url = f"{API}/tasks/{task_id}/comments"
     ids = []
     for i in range(5):
@@ -277,9 +277,9 @@ async def test_comment_of_another_task_is_not_found(
     client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI
 ) -> None:
     users, task_id = await _team(client, make_user, app)
-    project = await create_project(client, users["owner"], "Second")
-    other_task = await insert_task(app, project["id"], users["owner"].id)
-    foreign_comment = await insert_comment(app, other_task, users["owner"].id, "elsewhere")
+    project = await api_create_project(client, users["owner"], "Second")
+    other_task = await create_task(app, project["id"], users["owner"].id)
+    foreign_comment = await create_comment(app, other_task, users["owner"].id, "elsewhere")
     url = f"{API}/tasks/{task_id}/comments/{foreign_comment}"
     for method in ("GET", "PATCH", "DELETE"):
         problem(

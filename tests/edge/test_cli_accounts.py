@@ -15,13 +15,12 @@ from pathlib import Path
 
 import anyio
 import httpx
-from click.testing import Result
 from fastapi import FastAPI
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from taskmanager.cli import app as cli
 from tests.conftest import TestDatabase, UserFactory, problem
-from tests.identity_support import bearer, login
+from tests.factories import api_login, bearer
 
 SECRET = "cli-test-secret-key-that-is-long-enough-0123"
 PASSWORD = "Violet-Tractor-88"
@@ -50,7 +49,7 @@ async def test_create_admin_reads_the_password_from_stdin(
     result = await _invoke(args, _env(database, tmp_path), stdin=PASSWORD + "\n")
     assert result.exit_code == 0, (result.stdout, result.stderr)
     assert PASSWORD not in result.stdout + result.stderr
-    await login(client, "piped", PASSWORD)
+    await api_login(client, "piped", PASSWORD)
 
 
 async def test_create_admin_without_any_password_fails_cleanly(
@@ -137,7 +136,7 @@ async def test_create_admin_prompts_on_a_terminal(
         [(b"Password", PASSWORD), (b"Repeat", PASSWORD)],
     )
     assert code == 0, errors
-    tokens = await login(client, "prompted", PASSWORD)
+    tokens = await api_login(client, "prompted", PASSWORD)
     me = await client.get("/api/v1/users/me", headers=bearer(tokens["access_token"]))
     assert me.json()["role"] == "admin"
 

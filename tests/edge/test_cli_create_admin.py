@@ -11,14 +11,13 @@ import anyio
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from click.testing import Result
 from fastapi import FastAPI
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from taskmanager.cli import app as cli
 from taskmanager.kit.config import load_settings
 from tests.conftest import TestDatabase, UserFactory, problem
-from tests.identity_support import STRONG_PASSWORD, bearer, login
+from tests.factories import STRONG_PASSWORD, api_login, bearer
 
 SECRET = "cli-test-secret-key-that-is-long-enough-0123"
 
@@ -50,7 +49,7 @@ async def test_create_admin_then_log_in(
     result = await _invoke(_args("Root_Admin", "Root@Example.com"), _env(database.url, tmp_path))
     assert result.exit_code == 0, (result.stdout, result.stderr)
     assert "root_admin" in result.stdout
-    tokens = await login(client, "root_admin", STRONG_PASSWORD)
+    tokens = await api_login(client, "root_admin", STRONG_PASSWORD)
     me = (await client.get("/api/v1/users/me", headers=bearer(tokens["access_token"]))).json()
     assert (me["username"], me["email"], me["role"], me["is_active"]) == (
         "root_admin",
@@ -126,7 +125,7 @@ async def test_create_admin_migrates_a_fresh_sqlite_database(tmp_path: Path) -> 
     async with LifespanManager(fresh):
         transport = httpx.ASGITransport(app=fresh)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            tokens = await login(c, "first@example.com", STRONG_PASSWORD)
+            tokens = await api_login(c, "first@example.com", STRONG_PASSWORD)
             me = await c.get("/api/v1/users/me", headers=bearer(tokens["access_token"]))
             assert me.json()["role"] == "admin"
 

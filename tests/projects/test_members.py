@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from taskmanager.models.projects import ProjectMember
 from tests.conftest import TestUser, UserFactory, problem
-from tests.projects_support import API, add_member, count_rows, create_project
+from tests.factories import API, api_add_member, api_create_project, count_rows
 
 
 async def _members(client: httpx.AsyncClient, caller: TestUser, project_id: int) -> dict[int, str]:
@@ -26,7 +26,7 @@ async def test_add_member_by_username_or_id(
     alice = await make_user("alice")
     bob = await make_user("bob")
     carol = await make_user("carol")
-    project = await create_project(client, alice)
+    project = await api_create_project(client, alice)
     url = f"{API}/projects/{project['id']}/members"
 
     by_name = await client.post(
@@ -73,7 +73,7 @@ async def test_add_member_rejects_bad_input(
 ) -> None:
     alice = await make_user("alice")
     await make_user("bob")
-    project = await create_project(client, alice)
+    project = await api_create_project(client, alice)
     problem(
         await client.post(
             f"{API}/projects/{project['id']}/members", json=payload, headers=alice.headers
@@ -90,7 +90,7 @@ async def test_add_unknown_inactive_or_duplicate_member(
     alice = await make_user("alice")
     bob = await make_user("bob")
     ghost = await make_user("ghost", is_active=False)
-    project = await create_project(client, alice)
+    project = await api_create_project(client, alice)
     url = f"{API}/projects/{project['id']}/members"
     for payload in (
         {"username": "nobody", "role": "viewer"},
@@ -102,7 +102,7 @@ async def test_add_unknown_inactive_or_duplicate_member(
             await client.post(url, json=payload, headers=alice.headers), 404, "RESOURCE_NOT_FOUND"
         )
         assert body["detail"] == "User not found"
-    await add_member(client, alice, project["id"], bob, "viewer")
+    await api_add_member(client, alice, project["id"], bob, "viewer")
     problem(
         await client.post(url, json={"user_id": bob.id, "role": "owner"}, headers=alice.headers),
         409,
@@ -122,8 +122,8 @@ async def test_change_role_and_unknown_member(
     alice = await make_user("alice")
     bob = await make_user("bob")
     carol = await make_user("carol")
-    project = await create_project(client, alice)
-    await add_member(client, alice, project["id"], bob, "viewer")
+    project = await api_create_project(client, alice)
+    await api_add_member(client, alice, project["id"], bob, "viewer")
     url = f"{API}/projects/{project['id']}/members"
 
     promoted = await client.patch(f"{url}/{bob.id}", json={"role": "owner"}, headers=alice.headers)
@@ -158,8 +158,8 @@ async def test_last_owner_cannot_be_demoted_or_removed(
     alice = await make_user("alice")
     bob = await make_user("bob")
     admin = await make_user("root", role="admin")
-    project = await create_project(client, alice)
-    await add_member(client, alice, project["id"], bob, "editor")
+    project = await api_create_project(client, alice)
+    await api_add_member(client, alice, project["id"], bob, "editor")
     url = f"{API}/projects/{project['id']}/members/{alice.id}"
     for caller in (alice, admin):
         problem(
@@ -191,9 +191,9 @@ async def test_member_may_leave_but_not_remove_others(
     alice = await make_user("alice")
     bob = await make_user("bob")
     carol = await make_user("carol")
-    project = await create_project(client, alice)
-    await add_member(client, alice, project["id"], bob, "viewer")
-    await add_member(client, alice, project["id"], carol, "editor")
+    project = await api_create_project(client, alice)
+    await api_add_member(client, alice, project["id"], bob, "viewer")
+    await api_add_member(client, alice, project["id"], carol, "editor")
     url = f"{API}/projects/{project['id']}/members"
 
     problem(await client.delete(f"{url}/{carol.id}", headers=bob.headers), 403, "FORBIDDEN")
@@ -215,7 +215,7 @@ async def test_outsider_gets_404_on_members(
 ) -> None:
     alice = await make_user("alice")
     eve = await make_user("eve")
-    project = await create_project(client, alice)
+    project = await api_create_project(client, alice)
     url = f"{API}/projects/{project['id']}/members"
     problem(await client.get(url, headers=eve.headers), 404, "RESOURCE_NOT_FOUND")
     problem(
@@ -236,7 +236,7 @@ async def test_admin_manages_members_without_membership(
     alice = await make_user("alice")
     bob = await make_user("bob")
     admin = await make_user("root", role="admin")
-    project = await create_project(client, alice)
+    project = await api_create_project(client, alice)
     url = f"{API}/projects/{project['id']}/members"
     added = await client.post(url, json={"username": "bob", "role": "owner"}, headers=admin.headers)
     assert added.status_code == 201
@@ -253,8 +253,8 @@ async def test_owners_demoting_each_other_concurrently_keep_an_owner(
     alice = await make_user("alice")
     bob = await make_user("bob")
     for _ in range(3):
-        project = await create_project(client, alice)
-        await add_member(client, alice, project["id"], bob, "owner")
+        project = await api_create_project(client, alice)
+        await api_add_member(client, alice, project["id"], bob, "owner")
         url = f"{API}/projects/{project['id']}/members"
         first, second = await asyncio.gather(
             client.patch(f"{url}/{bob.id}", json={"role": "editor"}, headers=alice.headers),
@@ -274,8 +274,8 @@ async def test_owners_leaving_concurrently_keep_an_owner(
     bob = await make_user("bob")
     admin = await make_user("root", role="admin")
     for _ in range(3):
-        project = await create_project(client, alice)
-        await add_member(client, alice, project["id"], bob, "owner")
+        project = await api_create_project(client, alice)
+        await api_add_member(client, alice, project["id"], bob, "owner")
         url = f"{API}/projects/{project['id']}/members"
         results = await asyncio.gather(
             client.patch(f"{url}/{alice.id}", json={"role": "viewer"}, headers=alice.headers),

@@ -13,13 +13,13 @@ from taskmanager.models.comments import Comment
 from taskmanager.models.projects import Project, ProjectMember
 from taskmanager.models.tasks import Task
 from tests.conftest import UserFactory, problem
-from tests.projects_support import (
+from tests.factories import (
     API,
-    add_member,
+    api_add_member,
+    api_create_project,
     count_rows,
-    create_project,
-    insert_comment,
-    insert_task,
+    create_comment,
+    create_task,
 )
 
 
@@ -89,7 +89,7 @@ async def test_create_project_limits_are_inclusive(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice = await make_user("alice")
-    project = await create_project(client, alice, "n" * 100, description="d" * 2000)
+    project = await api_create_project(client, alice, "n" * 100, description="d" * 2000)
     assert len(project["name"]) == 100
     assert len(project["description"]) == 2000
 
@@ -112,10 +112,10 @@ async def test_list_projects_only_memberships_paginated(
 ) -> None:
     alice = await make_user("alice")
     bob = await make_user("bob")
-    created = [await create_project(client, alice, f"P{i}") for i in range(3)]
-    await create_project(client, bob, "Bob's secret")
-    shared = await create_project(client, bob, "Shared")
-    await add_member(client, bob, shared["id"], alice, "viewer")
+    created = [await api_create_project(client, alice, f"P{i}") for i in range(3)]
+    await api_create_project(client, bob, "Bob's secret")
+    shared = await api_create_project(client, bob, "Shared")
+    await api_add_member(client, bob, shared["id"], alice, "viewer")
 
     response = await client.get(f"{API}/projects", headers=alice.headers)
     assert response.status_code == 200
@@ -197,7 +197,7 @@ async def test_put_replaces_and_clears_description(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice = await make_user("alice")
-    project = await create_project(client, alice, "Old", description="keep?")
+    project = await api_create_project(client, alice, "Old", description="keep?")
     response = await client.put(
         f"{API}/projects/{project['id']}", json={"name": " New "}, headers=alice.headers
     )
@@ -214,7 +214,7 @@ async def test_put_requires_name(
     client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI
 ) -> None:
     alice = await make_user("alice")
-    project = await create_project(client, alice, "Old", description="d")
+    project = await api_create_project(client, alice, "Old", description="d")
     for payload in ({}, {"description": "x"}, {"name": ""}, {"name": "ok", "role": "owner"}):
         problem(
             await client.put(
@@ -231,7 +231,7 @@ async def test_patch_changes_only_fields_sent(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice = await make_user("alice")
-    project = await create_project(client, alice, "Name", description="Desc")
+    project = await api_create_project(client, alice, "Name", description="Desc")
     url = f"{API}/projects/{project['id']}"
     renamed = await client.patch(url, json={"name": "Renamed"}, headers=alice.headers)
     assert renamed.status_code == 200
@@ -247,7 +247,7 @@ async def test_patch_bad_input_changes_nothing(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice = await make_user("alice")
-    project = await create_project(client, alice, "Name", description="Desc")
+    project = await api_create_project(client, alice, "Name", description="Desc")
     url = f"{API}/projects/{project['id']}"
     problem(await client.patch(url, json={}, headers=alice.headers), 400, "MALFORMED_REQUEST")
     for payload in (
@@ -278,7 +278,7 @@ async def test_etag_if_none_match_gives_304(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice = await make_user("alice")
-    project = await create_project(client, alice)
+    project = await api_create_project(client, alice)
     url = f"{API}/projects/{project['id']}"
     first = await client.get(url, headers=alice.headers)
     etag = first.headers["etag"]
@@ -294,7 +294,7 @@ async def test_etag_if_none_match_gives_304(
 
 async def test_if_match_compare_and_set(client: httpx.AsyncClient, make_user: UserFactory) -> None:
     alice = await make_user("alice")
-    project = await create_project(client, alice, "V1")
+    project = await api_create_project(client, alice, "V1")
     url = f"{API}/projects/{project['id']}"
     etag_v1 = (await client.get(url, headers=alice.headers)).headers["etag"]
 
@@ -306,13 +306,10 @@ async def test_if_match_compare_and_set(client: httpx.AsyncClient, make_user: Us
     assert etag_v2 != etag_v1
 
     # A second writer still holding v1 is refused and changes nothing.
-    for method, kwargs in (
-        ("PATCH", {"json": {"name": "lost update"}}),
-        ("PUT", {"json": {"name": "lost update"}}),
-        ("DELETE", {}),
-    ):
+    lost_update = {"name": "lost update"}
+    for method, body in (("PATCH", lost_update), ("PUT", lost_update), ("DELETE", None)):
         stale = await client.request(
-            method, url, headers={**alice.headers, "If-Match": etag_v1}, **kwargs
+            method, url, json=body, headers={**alice.headers, "If-Match": etag_v1}
         )
         problem(stale, 412, "PRECONDITION_FAILED")
     pid = project["id"]
@@ -331,11 +328,11 @@ async def test_if_match_compare_and_set(client: httpx.AsyncClient, make_user: Us
             "PRECONDITION_FAILED",
         )
     # Not an entity-tag list at all: matches nothing, so 412 too (never "no condition").
-    for malformed in ("garbage", f'"{pid}-\u00b2"'.encode("latin-1"), '"1-1",'):
+    # As bytes: one of them is not ASCII (httpx sends str header values as ASCII).
+    sent = {name.encode(): value.encode() for name, value in alice.headers.items()}
+    for malformed in (b"garbage", f'"{pid}-\u00b2"'.encode("latin-1"), b'"1-1",'):
         problem(
-            await client.patch(
-                url, json={"name": "x"}, headers={**alice.headers, "If-Match": malformed}
-            ),
+            await client.patch(url, json={"name": "x"}, headers={**sent, b"If-Match": malformed}),
             412,
             "PRECONDITION_FAILED",
         )
@@ -355,7 +352,7 @@ async def test_concurrent_if_match_writers_only_one_wins(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice = await make_user("alice")
-    project = await create_project(client, alice, "V1")
+    project = await api_create_project(client, alice, "V1")
     url = f"{API}/projects/{project['id']}"
     etag = (await client.get(url, headers=alice.headers)).headers["etag"]
     responses = await asyncio.gather(
@@ -376,12 +373,12 @@ async def test_delete_project_cascades_to_tasks_and_comments(
     client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI
 ) -> None:
     alice = await make_user("alice")
-    project = await create_project(client, alice, "Doomed")
-    other = await create_project(client, alice, "Survivor")
-    task_ids = [await insert_task(app, project["id"], alice.id, f"T{i}") for i in range(2)]
-    await insert_comment(app, task_ids[0], alice.id)
-    survivor_task = await insert_task(app, other["id"], alice.id)
-    await insert_comment(app, survivor_task, alice.id)
+    project = await api_create_project(client, alice, "Doomed")
+    other = await api_create_project(client, alice, "Survivor")
+    task_ids = [await create_task(app, project["id"], alice.id, f"T{i}") for i in range(2)]
+    await create_comment(app, task_ids[0], alice.id)
+    survivor_task = await create_task(app, other["id"], alice.id)
+    await create_comment(app, survivor_task, alice.id)
 
     response = await client.delete(f"{API}/projects/{project['id']}", headers=alice.headers)
     assert response.status_code == 204
@@ -445,7 +442,7 @@ async def test_admin_reads_and_manages_foreign_project(
 ) -> None:
     alice = await make_user("alice")
     admin = await make_user("root", role="admin")
-    project = await create_project(client, alice, "Alice's")
+    project = await api_create_project(client, alice, "Alice's")
     url = f"{API}/projects/{project['id']}"
     got = await client.get(url, headers=admin.headers)
     assert got.status_code == 200
@@ -464,10 +461,10 @@ async def test_membership_change_moves_the_etag(
 ) -> None:
     alice = await make_user("alice")
     bob = await make_user("bob")
-    project = await create_project(client, alice)
+    project = await api_create_project(client, alice)
     url = f"{API}/projects/{project['id']}"
     before = (await client.get(url, headers=alice.headers)).headers["etag"]
-    await add_member(client, alice, project["id"], bob, "viewer")
+    await api_add_member(client, alice, project["id"], bob, "viewer")
     after = (await client.get(url, headers=alice.headers)).headers["etag"]
     assert after != before
 

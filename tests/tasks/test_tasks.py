@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.conftest import UserFactory, problem
-from tests.tasks_support import (
+from tests.conftest import TestUser, UserFactory, problem
+from tests.factories import (
     TASKS,
     add_member,
-    api_key,
-    create,
+    api_create_task,
+    api_get_task,
+    create_api_key,
+    create_project,
     deactivate,
     etag,
-    fetch,
-    new_project,
     parse_time,
 )
 
@@ -47,6 +48,11 @@ async def _count(client: httpx.AsyncClient, headers: dict[str, str]) -> int:
 
 
 # ---- create ------------------------------------------------------------------------------
+
+
+async def _used_key(app: FastAPI, user: TestUser, scopes: list[str]) -> dict[str, str]:
+    """An API key used a moment ago: its reads do not also write ``last_used_at``."""
+    return await create_api_key(app, user, scopes, last_used_at=datetime.now(UTC))
 
 
 async def test_create_goes_to_inbox_with_defaults(
@@ -80,7 +86,7 @@ async def test_create_goes_to_inbox_with_defaults(
 
 async def test_create_normalises_fields(client: httpx.AsyncClient, make_user: UserFactory) -> None:
     alice = await make_user("alice")
-    task = await create(
+    task = await api_create_task(
         client,
         alice,
         description="Milk",
@@ -103,7 +109,7 @@ async def test_tags_are_lowercased_and_deduplicated(
 ) -> None:
     alice = await make_user("alice")
     tags = [f"t{i}" for i in range(15)] + [f"T{i}" for i in range(5)]
-    task = await create(client, alice, tags=tags)
+    task = await api_create_task(client, alice, tags=tags)
     assert task["tags"] == [f"t{i}" for i in range(15)]
 
 
@@ -130,7 +136,7 @@ async def test_create_in_project_needs_edit_rights(
         await make_user("viewer"),
         await make_user("outsider"),
     )
-    project = await new_project(app, owner)
+    project = await create_project(app, owner)
     await add_member(app, project, editor, "editor")
     await add_member(app, project, viewer, "viewer")
 
@@ -156,7 +162,7 @@ async def test_create_in_project_needs_edit_rights(
     )
     assert await _count(client, owner.headers) == 0
 
-    task = await create(client, editor, project_id=project)
+    task = await api_create_task(client, editor, project_id=project)
     assert task["project_id"] == project
     assert task["created_by"] == editor.id
     assert await _count(client, owner.headers) == 1
@@ -174,9 +180,9 @@ async def test_assignee_must_be_a_member(
     assert body["errors"][0]["loc"] == ["body", "assignee_id"]
     assert await _count(client, alice.headers) == 0
 
-    project = await new_project(app, alice)
+    project = await create_project(app, alice)
     await add_member(app, project, bob, "viewer")
-    task = await create(client, alice, project_id=project, assignee_id=bob.id)
+    task = await api_create_task(client, alice, project_id=project, assignee_id=bob.id)
     assert task["assignee_id"] == bob.id
 
 
@@ -238,7 +244,7 @@ async def test_malformed_json_is_400(client: httpx.AsyncClient, make_user: UserF
 
 async def test_requires_authentication(client: httpx.AsyncClient, make_user: UserFactory) -> None:
     alice = await make_user("alice")
-    task = await create(client, alice)
+    task = await api_create_task(client, alice)
     problem(await client.get(f"{TASKS}/{task['id']}"), 401, "NOT_AUTHENTICATED")
     problem(await client.get(TASKS), 401, "NOT_AUTHENTICATED")
     problem(await client.post(TASKS, json={"title": "x"}), 401, "NOT_AUTHENTICATED")
@@ -257,7 +263,7 @@ async def test_unknown_and_invisible_tasks_are_404(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice, bob = await make_user("alice"), await make_user("bob")
-    task = await create(client, alice)
+    task = await api_create_task(client, alice)
     body = problem(
         await client.get(f"{TASKS}/{task['id']}", headers=bob.headers), 404, "RESOURCE_NOT_FOUND"
     )
@@ -298,7 +304,7 @@ async def test_deactivated_user_is_rejected_on_the_hot_path(
     app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice = await make_user("alice")
-    task = await create(client, alice)
+    task = await api_create_task(client, alice)
     await deactivate(app, alice)
     problem(
         await client.get(f"{TASKS}/{task['id']}", headers=alice.headers),
@@ -312,8 +318,8 @@ async def test_admin_reads_and_edits_any_task(
 ) -> None:
     alice = await make_user("alice")
     admin = await make_user("root", role="admin")
-    task = await create(client, alice)
-    assert (await fetch(client, admin, task["id"]))["id"] == task["id"]
+    task = await api_create_task(client, alice)
+    assert (await api_get_task(client, admin, task["id"]))["id"] == task["id"]
     response = await client.patch(
         f"{TASKS}/{task['id']}", json={"priority": 3}, headers=admin.headers
     )
@@ -323,7 +329,7 @@ async def test_admin_reads_and_edits_any_task(
 
 async def test_etag_and_if_none_match(client: httpx.AsyncClient, make_user: UserFactory) -> None:
     alice = await make_user("alice")
-    task = await create(client, alice)
+    task = await api_create_task(client, alice)
     url = f"{TASKS}/{task['id']}"
     current = etag(task)
 
@@ -349,7 +355,7 @@ async def test_invisible_task_is_404_even_with_if_none_match(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice, bob = await make_user("alice"), await make_user("bob")
-    task = await create(client, alice)
+    task = await api_create_task(client, alice)
     response = await client.get(
         f"{TASKS}/{task['id']}", headers={**bob.headers, "If-None-Match": "*"}
     )
@@ -363,7 +369,7 @@ async def test_patch_changes_only_the_fields_sent(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice = await make_user("alice")
-    task = await create(
+    task = await api_create_task(
         client,
         alice,
         description="d",
@@ -419,17 +425,17 @@ async def test_invalid_patch_is_422_and_changes_nothing(
     client: httpx.AsyncClient, make_user: UserFactory, body: dict[str, Any]
 ) -> None:
     alice = await make_user("alice")
-    task = await create(client, alice, description="keep")
+    task = await api_create_task(client, alice, description="keep")
     response = await client.patch(f"{TASKS}/{task['id']}", json=body, headers=alice.headers)
     problem(response, 422, "VALIDATION_ERROR")
-    assert await fetch(client, alice, task["id"]) == task
+    assert await api_get_task(client, alice, task["id"]) == task
 
 
 async def test_empty_patch_is_400_and_changes_nothing(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice = await make_user("alice")
-    task = await create(client, alice)
+    task = await api_create_task(client, alice)
     url = f"{TASKS}/{task['id']}"
     problem(await client.patch(url, json={}, headers=alice.headers), 400, "MALFORMED_REQUEST")
     problem(
@@ -439,14 +445,14 @@ async def test_empty_patch_is_400_and_changes_nothing(
         400,
         "MALFORMED_REQUEST",
     )
-    assert await fetch(client, alice, task["id"]) == task
+    assert await api_get_task(client, alice, task["id"]) == task
 
 
 async def test_put_resets_omitted_fields_to_defaults(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice = await make_user("alice")
-    task = await create(
+    task = await api_create_task(
         client,
         alice,
         description="d",
@@ -481,7 +487,7 @@ async def test_put_needs_a_title_and_changes_nothing_without(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice = await make_user("alice")
-    task = await create(client, alice, priority=3)
+    task = await api_create_task(client, alice, priority=3)
     url = f"{TASKS}/{task['id']}"
     problem(await client.put(url, json={}, headers=alice.headers), 422, "VALIDATION_ERROR")
     problem(
@@ -489,19 +495,19 @@ async def test_put_needs_a_title_and_changes_nothing_without(
         422,
         "VALIDATION_ERROR",
     )
-    assert await fetch(client, alice, task["id"]) == task
+    assert await api_get_task(client, alice, task["id"]) == task
 
 
 async def test_put_moves_between_projects_with_edit_rights_on_both(
     app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice, bob = await make_user("alice"), await make_user("bob")
-    viewed = await new_project(app, bob, "viewed")
+    viewed = await create_project(app, bob, "viewed")
     await add_member(app, viewed, alice, "viewer")
-    hidden = await new_project(app, bob, "hidden")
-    shared = await new_project(app, bob, "shared")
+    hidden = await create_project(app, bob, "hidden")
+    shared = await create_project(app, bob, "shared")
     await add_member(app, shared, alice, "editor")
-    task = await create(client, alice, assignee_id=alice.id)
+    task = await api_create_task(client, alice, assignee_id=alice.id)
     url = f"{TASKS}/{task['id']}"
 
     problem(
@@ -523,7 +529,7 @@ async def test_put_moves_between_projects_with_edit_rights_on_both(
         422,
         "VALIDATION_ERROR",
     )
-    assert await fetch(client, alice, task["id"]) == task
+    assert await api_get_task(client, alice, task["id"]) == task
 
     moved = await client.put(
         url, json={"title": "t", "project_id": shared, "assignee_id": bob.id}, headers=alice.headers
@@ -540,11 +546,11 @@ async def test_patch_move_keeps_assignee_only_if_member_of_destination(
     app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice, bob, carol = await make_user("alice"), await make_user("bob"), await make_user("carol")
-    other = await new_project(app, alice, "other")
+    other = await create_project(app, alice, "other")
     await add_member(app, other, carol, "viewer")
-    bobs = await new_project(app, bob, "bobs")
+    bobs = await create_project(app, bob, "bobs")
     await add_member(app, bobs, alice, "editor")
-    task = await create(client, alice, assignee_id=alice.id)
+    task = await api_create_task(client, alice, assignee_id=alice.id)
     url = f"{TASKS}/{task['id']}"
 
     moved = await client.patch(url, json={"project_id": other}, headers=alice.headers)
@@ -558,7 +564,7 @@ async def test_patch_move_keeps_assignee_only_if_member_of_destination(
     refused = await client.patch(url, json={"project_id": bobs}, headers=alice.headers)
     body = problem(refused, 422, "VALIDATION_ERROR")
     assert body["errors"][0]["loc"] == ["body", "assignee_id"]
-    assert await fetch(client, alice, task["id"]) == before
+    assert await api_get_task(client, alice, task["id"]) == before
 
     ok = await client.patch(
         url, json={"project_id": bobs, "assignee_id": None}, headers=alice.headers
@@ -572,7 +578,7 @@ async def test_completed_at_follows_status(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice = await make_user("alice")
-    task = await create(client, alice)
+    task = await api_create_task(client, alice)
     url = f"{TASKS}/{task['id']}"
     assert task["completed_at"] is None
 
@@ -601,7 +607,7 @@ async def test_completed_at_follows_status(
     assert parse_time(redone["completed_at"]) > parse_time(done["completed_at"])
     assert redone["version"] == 8
 
-    created_done = await create(client, alice, status="completed")
+    created_done = await api_create_task(client, alice, status="completed")
     assert created_done["completed_at"] == created_done["created_at"]
 
 
@@ -612,7 +618,7 @@ async def test_if_match_guards_patch_put_and_delete(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice = await make_user("alice")
-    task = await create(client, alice)
+    task = await api_create_task(client, alice)
     url = f"{TASKS}/{task['id']}"
     current = etag(task)
 
@@ -628,7 +634,7 @@ async def test_if_match_guards_patch_put_and_delete(
             await client.put(url, json={"title": "x"}, headers=headers), 412, "PRECONDITION_FAILED"
         )
         problem(await client.delete(url, headers=headers), 412, "PRECONDITION_FAILED")
-    assert await fetch(client, alice, task["id"]) == task
+    assert await api_get_task(client, alice, task["id"]) == task
 
     ok = await client.patch(
         url, json={"title": "x"}, headers={**alice.headers, "If-Match": f'"a", {current}'}
@@ -669,7 +675,7 @@ async def test_if_match_guards_patch_put_and_delete(
 
 async def test_delete_without_if_match(client: httpx.AsyncClient, make_user: UserFactory) -> None:
     alice = await make_user("alice")
-    task = await create(client, alice)
+    task = await api_create_task(client, alice)
     response = await client.delete(f"{TASKS}/{task['id']}", headers=alice.headers)
     assert response.status_code == 204
     assert await _count(client, alice.headers) == 0
@@ -692,28 +698,24 @@ async def test_roles_decide_who_may_write(
         await make_user("viewer"),
         await make_user("outsider"),
     )
-    project = await new_project(app, owner)
+    project = await create_project(app, owner)
     await add_member(app, project, editor, "editor")
     await add_member(app, project, viewer, "viewer")
-    task = await create(client, owner, project_id=project)
+    task = await api_create_task(client, owner, project_id=project)
     url = f"{TASKS}/{task['id']}"
 
-    assert await fetch(client, viewer, task["id"]) == task
-    for method, kwargs in (
-        ("PATCH", {"json": {"title": "x"}}),
-        ("PUT", {"json": {"title": "x"}}),
-        ("DELETE", {}),
-    ):
+    assert await api_get_task(client, viewer, task["id"]) == task
+    for method, body in (("PATCH", {"title": "x"}), ("PUT", {"title": "x"}), ("DELETE", None)):
         problem(
-            await client.request(method, url, headers=viewer.headers, **kwargs), 403, "FORBIDDEN"
+            await client.request(method, url, json=body, headers=viewer.headers), 403, "FORBIDDEN"
         )
         problem(
-            await client.request(method, url, headers=outsider.headers, **kwargs),
+            await client.request(method, url, json=body, headers=outsider.headers),
             404,
             "RESOURCE_NOT_FOUND",
         )
     problem(await client.get(url, headers=outsider.headers), 404, "RESOURCE_NOT_FOUND")
-    assert await fetch(client, owner, task["id"]) == task
+    assert await api_get_task(client, owner, task["id"]) == task
 
     edited = await client.patch(url, json={"title": "by editor"}, headers=editor.headers)
     assert edited.status_code == 200
@@ -724,11 +726,11 @@ async def test_api_key_scopes(
     app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice = await make_user("alice")
-    task = await create(client, alice)
+    task = await api_create_task(client, alice)
     url = f"{TASKS}/{task['id']}"
-    read_only = await api_key(app, alice, ["tasks:read"])
-    no_tasks = await api_key(app, alice, ["projects:read"])
-    read_write = await api_key(app, alice, ["tasks:read", "tasks:write"])
+    read_only = await _used_key(app, alice, ["tasks:read"])
+    no_tasks = await _used_key(app, alice, ["projects:read"])
+    read_write = await _used_key(app, alice, ["tasks:read", "tasks:write"])
 
     assert (await client.get(url, headers=read_only)).status_code == 200
     assert (await client.get(TASKS, headers=read_only)).status_code == 200
@@ -739,7 +741,7 @@ async def test_api_key_scopes(
     problem(await client.get(url, headers=no_tasks), 403, "FORBIDDEN")
     problem(await client.get(TASKS, headers=no_tasks), 403, "FORBIDDEN")
     problem(await client.get(f"{TASKS}/export", headers=no_tasks), 403, "FORBIDDEN")
-    assert await fetch(client, alice, task["id"]) == task
+    assert await api_get_task(client, alice, task["id"]) == task
     assert await _count(client, alice.headers) == 1
 
     created = await client.post(TASKS, json={"title": "by key"}, headers=read_write)
@@ -752,9 +754,9 @@ async def test_admin_api_key_without_admin_scope_is_not_admin(
 ) -> None:
     alice = await make_user("alice")
     admin = await make_user("root", role="admin")
-    task = await create(client, alice)
-    plain = await api_key(app, admin, ["tasks:read"])
-    powerful = await api_key(app, admin, ["tasks:read", "admin"])
+    task = await api_create_task(client, alice)
+    plain = await _used_key(app, admin, ["tasks:read"])
+    powerful = await _used_key(app, admin, ["tasks:read", "admin"])
     url = f"{TASKS}/{task['id']}"
     problem(await client.get(url, headers=plain), 404, "RESOURCE_NOT_FOUND")
     assert (await client.get(url, headers=powerful)).status_code == 200
@@ -789,8 +791,8 @@ async def test_bearer_and_api_key_reads_agree(
     # On PostgreSQL a bearer GET takes the driver-level fast path while an API-key GET
     # (whose session already holds a connection) goes through SQLAlchemy: same answer.
     alice = await make_user("alice")
-    key = await api_key(app, alice, ["tasks:read"])
-    task = await create(
+    key = await _used_key(app, alice, ["tasks:read"])
+    task = await api_create_task(
         client,
         alice,
         description="d",

@@ -12,14 +12,14 @@ import pytest
 from fastapi import FastAPI
 
 from tests.conftest import UserFactory, problem
-from tests.tasks_support import (
+from tests.factories import (
     API,
     TASKS,
     add_member,
     all_task_rows,
+    api_create_task,
     bulk_tasks,
-    create,
-    new_project,
+    create_project,
 )
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -47,11 +47,11 @@ async def test_list_shows_only_member_projects_and_admin_sees_all(
 ) -> None:
     alice, bob = await make_user("alice"), await make_user("bob")
     admin = await make_user("root", role="admin")
-    shared = await new_project(app, bob, "shared")
+    shared = await create_project(app, bob, "shared")
     await add_member(app, shared, alice, "viewer")
-    mine = await create(client, alice)
-    in_shared = await create(client, bob, project_id=shared)
-    bobs_private = await create(client, bob)
+    mine = await api_create_task(client, alice)
+    in_shared = await api_create_task(client, bob, project_id=shared)
+    bobs_private = await api_create_task(client, bob)
 
     body = await _list(client, alice.headers)
     assert set(_ids(body)) == {mine["id"], in_shared["id"]}
@@ -67,9 +67,9 @@ async def test_list_shows_only_member_projects_and_admin_sees_all(
 
 async def test_filters(app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory) -> None:
     alice, bob = await make_user("alice"), await make_user("bob")
-    project = await new_project(app, alice, "work")
+    project = await create_project(app, alice, "work")
     await add_member(app, project, bob, "editor")
-    a = await create(
+    a = await api_create_task(
         client,
         alice,
         title="Pay 100% of the bill",
@@ -78,7 +78,7 @@ async def test_filters(app: FastAPI, client: httpx.AsyncClient, make_user: UserF
         tags=["Home", "money"],
         due_date="2026-03-01T00:00:00Z",
     )
-    b = await create(
+    b = await api_create_task(
         client,
         alice,
         title="plain_name",
@@ -90,8 +90,8 @@ async def test_filters(app: FastAPI, client: httpx.AsyncClient, make_user: UserF
         project_id=project,
         assignee_id=bob.id,
     )
-    c = await create(client, alice, title="plainXname", assignee_id=alice.id)
-    d = await create(client, bob, title="back\\slash /and/ slash", project_id=project)
+    c = await api_create_task(client, alice, title="plainXname", assignee_id=alice.id)
+    d = await api_create_task(client, bob, title="back\\slash /and/ slash", project_id=project)
 
     async def ids(**params: Any) -> set[int]:
         return set(_ids(await _list(client, alice.headers, **params)))
@@ -211,7 +211,7 @@ async def test_cursor_walk_visits_every_row_once_in_order_for_every_sort(
     app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice, bob = await make_user("alice"), await make_user("bob")
-    second = await new_project(app, alice, "second")
+    second = await create_project(app, alice, "second")
     rows = [
         {
             "project_id": alice.inbox_id if i % 3 else second,
@@ -251,7 +251,7 @@ async def test_cursor_walk_visits_every_row_once_in_order_for_every_sort(
 async def test_bad_cursors_are_422(client: httpx.AsyncClient, make_user: UserFactory) -> None:
     alice = await make_user("alice")
     for i in range(3):
-        await create(client, alice, title=f"t{i}", priority=i + 1)
+        await api_create_task(client, alice, title=f"t{i}", priority=i + 1)
     first = await _list(client, alice.headers, limit=1, sort_by="priority", order="asc")
     cursor = first["next_cursor"]
     assert cursor
@@ -271,12 +271,13 @@ async def test_bad_cursors_are_422(client: httpx.AsyncClient, make_user: UserFac
             )
         )
     # A cursor is only good for the sort and filters it came from.
-    for params in (
+    others: tuple[dict[str, str | int], ...] = (
         {"sort_by": "priority", "order": "desc"},
         {"sort_by": "title", "order": "asc"},
         {"sort_by": "priority", "order": "asc", "status": "pending"},
         {"sort_by": "priority", "order": "asc", "skip": 1},
-    ):
+    )
+    for params in others:
         expect_422(
             await client.get(
                 TASKS, params={"limit": 1, "cursor": cursor, **params}, headers=alice.headers
@@ -294,11 +295,11 @@ async def test_project_tasks(
     app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     alice, bob, eve = await make_user("alice"), await make_user("bob"), await make_user("eve")
-    project = await new_project(app, alice)
+    project = await create_project(app, alice)
     await add_member(app, project, bob, "viewer")
-    inside = await create(client, alice, project_id=project, priority=3)
-    await create(client, alice, project_id=project, priority=1)
-    await create(client, alice)
+    inside = await api_create_task(client, alice, project_id=project, priority=3)
+    await api_create_task(client, alice, project_id=project, priority=1)
+    await api_create_task(client, alice)
     url = f"{API}/projects/{project}/tasks"
 
     body = await _list(client, bob.headers, url)
@@ -322,7 +323,7 @@ async def test_head_sends_the_get_headers_without_a_body(
 ) -> None:
     alice = await make_user("alice")
     for i in range(3):
-        await create(client, alice, title=f"t{i}", priority=1 + i % 2)
+        await api_create_task(client, alice, title=f"t{i}", priority=1 + i % 2)
     response = await client.head(TASKS, headers=alice.headers)
     assert response.status_code == 200
     assert response.content == b""
@@ -353,10 +354,10 @@ async def test_export_csv_neutralises_formulas_and_applies_filters(
     dangerous = ["=1+1", "+SUM(A1)", "-2", "@cmd", "\tTab", "\rReturn"]
     for i, text in enumerate(dangerous):
         # Titles are trimmed, so tab and CR can only lead a description.
-        await create(
+        await api_create_task(
             client, alice, title=text if text.strip() == text else f"d{i}", description=text
         )
-    await create(
+    await api_create_task(
         client,
         alice,
         title="Plain, with comma",
@@ -365,7 +366,7 @@ async def test_export_csv_neutralises_formulas_and_applies_filters(
         priority=5,
         due_date="2026-12-01T17:00:00Z",
     )
-    await create(client, bob, title="not yours")
+    await api_create_task(client, bob, title="not yours")
 
     rows = _csv(
         await client.get(f"{TASKS}/export", params={"format": "csv"}, headers=alice.headers)

@@ -14,12 +14,13 @@ from taskmanager.models.users import User
 from tests.conftest import TEST_PASSWORD, UserFactory, problem
 from tests.factories import (
     add_member,
+    api_login,
+    api_login_response,
     count_rows,
     create_api_key,
     create_project,
     create_task,
 )
-from tests.identity_support import login, login_response
 
 ME = "/api/v1/users/me"
 
@@ -44,7 +45,7 @@ async def test_delete_me_removes_the_account_its_inbox_and_sole_projects(
     # A project with two owners: she may leave it.
     co_owned = await create_project(app, bob, "Co-owned")
     await add_member(app, co_owned, alice, "owner")
-    await login(client, "alice")
+    await api_login(client, "alice")
     key = await create_api_key(app, alice, ["tasks:read"])
 
     response = await _delete(client, alice.headers, TEST_PASSWORD)
@@ -65,7 +66,7 @@ async def test_delete_me_removes_the_account_its_inbox_and_sole_projects(
 
     problem(await client.get(ME, headers=alice.headers), 401, "INVALID_CREDENTIALS")
     problem(await client.get(ME, headers=key), 401, "INVALID_CREDENTIALS")
-    problem(await login_response(client, "alice"), 401, "INVALID_CREDENTIALS")
+    problem(await api_login_response(client, "alice"), 401, "INVALID_CREDENTIALS")
     assert (await client.get(ME, headers=bob.headers)).status_code == 200
 
 

@@ -12,8 +12,7 @@ from fastapi import FastAPI
 
 from taskmanager.kit.passwords import password_problem
 from tests.conftest import TEST_PASSWORD, UserFactory, problem
-from tests.factories import db_execute
-from tests.identity_support import login, register
+from tests.factories import api_login, api_register, db_execute
 
 API = "/api/v1"
 
@@ -46,15 +45,15 @@ def _password_error(body: dict[str, object]) -> str:
 async def test_registration_refuses_guessable_passwords_with_the_reason(
     client: httpx.AsyncClient, app: FastAPI, password: str, reason: str
 ) -> None:
-    response = await register(client, "zoe", email="privatebox@example.com", password=password)
+    response = await api_register(client, "zoe", email="privatebox@example.com", password=password)
     message = _password_error(problem(response, 422, "VALIDATION_ERROR"))
     assert reason in message, message
 
 
 async def test_a_strong_password_is_accepted(client: httpx.AsyncClient, app: FastAPI) -> None:
-    response = await register(client, "yan", password="Violet-Tractor-88")
+    response = await api_register(client, "yan", password="Violet-Tractor-88")
     assert response.status_code == 201, response.text
-    await login(client, "yan", "Violet-Tractor-88")
+    await api_login(client, "yan", "Violet-Tractor-88")
 
 
 async def test_password_change_applies_the_policy_with_the_account_identifiers(
@@ -75,7 +74,7 @@ async def test_password_change_applies_the_policy_with_the_account_identifiers(
         assert any(
             e["loc"] == ["body", "new_password"] and reason in e["msg"] for e in body["errors"]
         ), body
-    await login(client, "walter", TEST_PASSWORD)  # unchanged
+    await api_login(client, "walter", TEST_PASSWORD)  # unchanged
 
 
 async def test_existing_weak_passwords_still_log_in(
@@ -93,7 +92,7 @@ async def test_existing_weak_passwords_still_log_in(
         .where(User.id == user.id)
         .values(password_hash=await hash_password("Password1")),
     )
-    await login(client, "legacy", "Password1")
+    await api_login(client, "legacy", "Password1")
 
 
 def test_the_policy_function_is_the_one_place() -> None:

@@ -14,13 +14,13 @@ from taskmanager.models.auth import RefreshToken
 from taskmanager.models.projects import Project, ProjectMember
 from taskmanager.models.users import User
 from tests.conftest import TEST_PASSWORD, AppFactory, UserFactory, problem
-from tests.identity_support import (
+from tests.factories import (
     STRONG_PASSWORD,
+    api_create_key,
+    api_login,
+    api_login_response,
+    api_register,
     bearer,
-    create_key,
-    login,
-    login_response,
-    register,
 )
 
 ME = "/api/v1/users/me"
@@ -36,7 +36,7 @@ async def _user_count(app: FastAPI) -> int:
 async def test_register_returns_the_user_and_creates_an_inbox(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
-    response = await register(client, "Alice_1", email="Alice@Example.COM")
+    response = await api_register(client, "Alice_1", email="Alice@Example.COM")
     assert response.status_code == 201, response.text
     body = response.json()
     assert set(body) == USER_FIELDS
@@ -60,7 +60,7 @@ async def test_register_returns_the_user_and_creates_an_inbox(
     assert [tuple(row)[:2] for row in inboxes] == [("Inbox", "owner")]
     inbox_ids = [row[2] for row in inboxes]
     # The new account can log in with the mixed-case name it registered with.
-    tokens = await login(client, "ALICE_1", STRONG_PASSWORD)
+    tokens = await api_login(client, "ALICE_1", STRONG_PASSWORD)
     me = await client.get(ME, headers=bearer(tokens["access_token"]))
     assert me.json() == {**body, "inbox_project_id": inbox_ids[0]}
     assert response.headers["location"] == f"/api/v1/users/{body['id']}"
@@ -78,8 +78,8 @@ async def test_register_returns_the_user_and_creates_an_inbox(
 async def test_register_taken_username_or_email_is_409(
     client: httpx.AsyncClient, app: FastAPI, first: tuple[str, str], second: tuple[str, str]
 ) -> None:
-    assert (await register(client, first[0], email=first[1])).status_code == 201
-    problem(await register(client, second[0], email=second[1]), 409, "CONFLICT")
+    assert (await api_register(client, first[0], email=first[1])).status_code == 201
+    problem(await api_register(client, second[0], email=second[1]), 409, "CONFLICT")
     assert await _user_count(app) == 1
 
 
@@ -88,8 +88,8 @@ async def test_simultaneous_registrations_one_wins(
     client: httpx.AsyncClient, app: FastAPI, names: tuple[str, str]
 ) -> None:
     responses = await asyncio.gather(
-        register(client, names[0], email="one@example.com"),
-        register(client, names[1], email="two@example.com"),
+        api_register(client, names[0], email="one@example.com"),
+        api_register(client, names[1], email="two@example.com"),
     )
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [201, 409], [r.text for r in responses]
@@ -152,7 +152,7 @@ async def test_register_mass_assignment_is_422(
     body = {"email": "eve@example.com", "username": "eve", "password": STRONG_PASSWORD, **extra}
     problem(await client.post("/api/v1/users", json=body), 422, "VALIDATION_ERROR")
     assert await _user_count(app) == 0
-    problem(await login_response(client, "eve", STRONG_PASSWORD), 401, "INVALID_CREDENTIALS")
+    problem(await api_login_response(client, "eve", STRONG_PASSWORD), 401, "INVALID_CREDENTIALS")
 
 
 async def test_register_bad_json_and_content_type(client: httpx.AsyncClient, app: FastAPI) -> None:
@@ -173,7 +173,7 @@ async def test_register_bad_json_and_content_type(client: httpx.AsyncClient, app
 
 async def test_registration_can_be_disabled(make_app: AppFactory) -> None:
     app, client = await make_app(allow_registration=False)
-    problem(await register(client, "gina"), 403, "FORBIDDEN")
+    problem(await api_register(client, "gina"), 403, "FORBIDDEN")
     assert await _user_count(app) == 0
 
 
@@ -198,7 +198,7 @@ async def test_get_me(client: httpx.AsyncClient, make_user: UserFactory) -> None
 
 async def test_get_me_with_an_api_key(client: httpx.AsyncClient, make_user: UserFactory) -> None:
     user = await make_user("hank")
-    key = await create_key(client, user.headers, ["tasks:read"])
+    key = await api_create_key(client, user.headers, ["tasks:read"])
     response = await client.get(ME, headers={"X-API-Key": key["key"]})
     assert response.status_code == 200
     assert response.json()["id"] == user.id
@@ -225,7 +225,7 @@ async def test_patch_me(client: httpx.AsyncClient, make_user: UserFactory) -> No
     )
     assert response.json()["username"] == "ivy_new"
     assert response.json()["email"] == "ivy2@example.com"
-    await login(client, "ivy_new")
+    await api_login(client, "ivy_new")
     # Setting one's own current values again is not a conflict with oneself.
     response = await client.patch(
         ME, json={"username": "IVY_NEW", "current_password": TEST_PASSWORD}, headers=user.headers
@@ -271,7 +271,7 @@ async def test_patch_me_with_an_api_key_is_403(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     user = await make_user("liam")
-    key = await create_key(client, user.headers, ["tasks:read", "tasks:write"])
+    key = await api_create_key(client, user.headers, ["tasks:read", "tasks:write"])
     response = await client.patch(
         ME, json={"username": "hijacked"}, headers={"X-API-Key": key["key"]}
     )
@@ -294,8 +294,8 @@ async def test_change_password_revokes_every_refresh_token(
     client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI
 ) -> None:
     user = await make_user("mia")
-    first = await login(client, "mia")
-    second = await login(client, "mia")
+    first = await api_login(client, "mia")
+    second = await api_login(client, "mia")
     response = await client.post(
         PASSWORD, json=_change(TEST_PASSWORD, "Brand-n3w-pass"), headers=user.headers
     )
@@ -309,8 +309,8 @@ async def test_change_password_revokes_every_refresh_token(
             401,
             "INVALID_CREDENTIALS",
         )
-    problem(await login_response(client, "mia", TEST_PASSWORD), 401, "INVALID_CREDENTIALS")
-    await login(client, "mia", "Brand-n3w-pass")
+    problem(await api_login_response(client, "mia", TEST_PASSWORD), 401, "INVALID_CREDENTIALS")
+    await api_login(client, "mia", "Brand-n3w-pass")
     async with app.state.database.snapshot() as session:
         live = (
             await session.execute(
@@ -347,9 +347,9 @@ async def test_change_password_rejections_change_nothing(
     code: str,
 ) -> None:
     user = await make_user("nora")
-    tokens = await login(client, "nora")
+    tokens = await api_login(client, "nora")
     problem(await client.post(PASSWORD, json=body, headers=user.headers), status, code)
-    await login(client, "nora", TEST_PASSWORD)
+    await api_login(client, "nora", TEST_PASSWORD)
     refreshed = await client.post(
         "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
     )
@@ -371,14 +371,14 @@ async def test_change_password_with_an_api_key_is_403(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     user = await make_user("pete")
-    key = await create_key(client, user.headers, ["tasks:write"])
+    key = await api_create_key(client, user.headers, ["tasks:write"])
     response = await client.post(
         PASSWORD,
         json=_change(TEST_PASSWORD, "Brand-n3w-pass"),
         headers={"X-API-Key": key["key"]},
     )
     problem(response, 403, "FORBIDDEN")
-    await login(client, "pete", TEST_PASSWORD)
+    await api_login(client, "pete", TEST_PASSWORD)
 
 
 async def test_change_password_needs_authentication(client: httpx.AsyncClient) -> None:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import UserFactory, problem
-from tests.identity_support import bearer, create_key, login
+from tests.factories import api_create_key, api_login, bearer
 
 USERS = "/api/v1/users"
 ME = "/api/v1/users/me"
@@ -73,8 +73,8 @@ async def test_admin_rights_through_an_api_key_need_the_admin_scope(
     client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     admin = await make_user("root", role="admin")
-    scoped = await create_key(client, admin.headers, ["admin"])
-    unscoped = await create_key(client, admin.headers, ["tasks:read"])
+    scoped = await api_create_key(client, admin.headers, ["admin"])
+    unscoped = await api_create_key(client, admin.headers, ["tasks:read"])
     assert (await client.get(USERS, headers={"X-API-Key": scoped["key"]})).status_code == 200
     problem(await client.get(USERS, headers={"X-API-Key": unscoped["key"]}), 403, "FORBIDDEN")
 
@@ -180,8 +180,8 @@ async def test_deactivation_locks_out_every_credential_at_once(
 ) -> None:
     admin = await make_user("root", role="admin")
     user = await make_user("sam")
-    tokens = await login(client, "sam")
-    key = await create_key(client, bearer(tokens["access_token"]), ["tasks:read"])
+    tokens = await api_login(client, "sam")
+    key = await api_create_key(client, bearer(tokens["access_token"]), ["tasks:read"])
     access = bearer(tokens["access_token"])
     api_key = {"X-API-Key": key["key"]}
     assert (await client.get(ME, headers=access)).status_code == 200
@@ -221,7 +221,7 @@ async def test_deactivation_locks_out_every_credential_at_once(
         401,
         "INVALID_CREDENTIALS",
     )
-    await login(client, "sam")
+    await api_login(client, "sam")
 
 
 async def test_admin_listing_shows_deactivated_users(
