@@ -1,4 +1,8 @@
-"""Mass assignment: read-only and foreign fields in bodies are refused and change nothing."""
+"""Mass assignment: read-only and foreign fields in bodies are refused and change nothing.
+
+The write routes are the rows of tests/route_table.py with ``writes`` set: every one of
+them is tried with every server-owned field of the resource it writes.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tests.conftest import TestUser, UserFactory, problem
-from tests.projects_support import API, add_member, create_project
+from tests.factories import API, api_add_member, api_create_project, database_rows
+from tests.route_table import ROUTES, Row, Seed, seed_world
 
-PROJECT_FIELDS = [
+PROJECT_FIELDS: list[dict[str, Any]] = [
     {"id": 999},
     {"created_by": 1},
     {"version": 50},
@@ -19,7 +25,7 @@ PROJECT_FIELDS = [
     {"created_at": "2020-01-01T00:00:00Z"},
     {"updated_at": "2020-01-01T00:00:00Z"},
 ]
-TASK_FIELDS = [
+TASK_FIELDS: list[dict[str, Any]] = [
     {"id": 999},
     {"created_by": 1},
     {"version": 50},
@@ -28,7 +34,7 @@ TASK_FIELDS = [
     {"completed_at": "2020-01-01T00:00:00Z"},
     {"role": "owner"},
 ]
-COMMENT_FIELDS = [
+COMMENT_FIELDS: list[dict[str, Any]] = [
     {"id": 999},
     {"author_id": 1},
     {"task_id": 1},
@@ -36,6 +42,73 @@ COMMENT_FIELDS = [
     {"updated_at": "2020-01-01T00:00:00Z"},
     {"version": 2},
 ]
+# Server-owned fields by the resource a row ``writes`` (a field one of its routes takes,
+# like a member's ``user_id`` on POST or a user's ``role`` for an administrator, is not here).
+READ_ONLY: dict[str, list[dict[str, Any]]] = {
+    "project": PROJECT_FIELDS,
+    "task": TASK_FIELDS,
+    "comment": COMMENT_FIELDS,
+    "member": [{"id": 999}, {"project_id": 1}, {"created_at": "2020-01-01T00:00:00Z"}],
+    "user": [
+        {"id": 999},
+        {"password_hash": "x"},
+        {"inbox_project_id": 1},
+        {"created_at": "2020-01-01T00:00:00Z"},
+    ],
+    "api_key": [
+        {"id": 999},
+        {"user_id": 1},
+        {"prefix": "tm_abcde"},
+        {"key": "tm_abcdefghijklmnopqrstuvwxyz"},
+        {"last_used_at": "2020-01-01T00:00:00Z"},
+        {"created_at": "2020-01-01T00:00:00Z"},
+    ],
+}
+WRITES = [r for r in ROUTES if r.writes]
+
+
+def _writing(resource: str) -> list[Row]:
+    return [r for r in WRITES if r.writes == resource]
+
+
+def test_every_written_resource_has_its_read_only_fields_listed() -> None:
+    assert {r.writes for r in WRITES} <= READ_ONLY.keys()
+    assert {"project", "task", "comment", "member", "user", "api_key"} <= {r.writes for r in WRITES}
+
+
+@pytest.mark.parametrize(
+    ("row", "extra"),
+    [(r, extra) for r in WRITES for extra in READ_ONLY[str(r.writes)]],
+    ids=[f"{r.operation_id}-{next(iter(e))}" for r in WRITES for e in READ_ONLY[str(r.writes)]],
+)
+async def test_every_write_route_refuses_server_owned_fields(
+    client: httpx.AsyncClient, app: FastAPI, row: Row, extra: dict[str, Any]
+) -> None:
+    world = await seed_world(app)
+    call = row.call(world)
+    assert call.json is not None, row.operation_id
+    before = await database_rows(app)
+    response = await client.request(
+        row.method,
+        row.url(call),
+        json={**call.json, **extra},
+        headers=world.headers(str(row.sent_by)) if row.sent_by else {},
+    )
+    body = problem(response, 422, "VALIDATION_ERROR")
+    assert ["body", next(iter(extra))] in [e["loc"] for e in body["errors"]], body
+    assert await database_rows(app) == before
+
+
+def _attempts(rows: list[Row], seed: Seed, extra: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """Each row's valid body with ``extra`` added; a PATCH also with ``extra`` alone."""
+    attempts = []
+    for row in rows:
+        call = row.call(seed)
+        assert call.json is not None
+        attempts.append((row.method, row.url(call), {**call.json, **extra}))
+        if row.method == "PATCH":
+            attempts.append((row.method, row.url(call), extra))
+    return attempts
 
 
 @pytest.mark.parametrize("extra", PROJECT_FIELDS, ids=lambda e: next(iter(e)))
@@ -43,16 +116,11 @@ async def test_project_read_only_fields_are_422(
     client: httpx.AsyncClient, make_user: UserFactory, extra: dict[str, Any]
 ) -> None:
     alice = await make_user("alice")
-    project = await create_project(client, alice, "Original")
+    project = await api_create_project(client, alice, "Original")
     url = f"{API}/projects/{project['id']}"
     before = await client.get(url, headers=alice.headers)
-    for method, body in (
-        ("POST", {"name": "x", **extra}),
-        ("PUT", {"name": "x", **extra}),
-        ("PATCH", {"name": "x", **extra}),
-        ("PATCH", extra),
-    ):
-        target = f"{API}/projects" if method == "POST" else url
+    seed = Seed(ids={"project": project["id"]})
+    for method, target, body in _attempts(_writing("project"), seed, extra):
         problem(
             await client.request(method, target, json=body, headers=alice.headers),
             422,
@@ -73,13 +141,8 @@ async def test_task_read_only_fields_are_422(
     created = await client.post(f"{API}/tasks", json={"title": "Original"}, headers=alice.headers)
     assert created.status_code == 201, created.text
     url = f"{API}/tasks/{created.json()['id']}"
-    for method, body in (
-        ("POST", {"title": "x", **extra}),
-        ("PUT", {"title": "x", **extra}),
-        ("PATCH", {"title": "x", **extra}),
-        ("PATCH", extra),
-    ):
-        target = f"{API}/tasks" if method == "POST" else url
+    seed = Seed(ids={"task": created.json()["id"], "project": alice.inbox_id})
+    for method, target, body in _attempts(_writing("task"), seed, extra):
         problem(
             await client.request(method, target, json=body, headers=alice.headers),
             422,
@@ -98,11 +161,8 @@ async def test_comment_read_only_fields_are_422(
     task = (await client.post(f"{API}/tasks", json={"title": "t"}, headers=alice.headers)).json()
     comments = f"{API}/tasks/{task['id']}/comments"
     comment = (await client.post(comments, json={"body": "orig"}, headers=alice.headers)).json()
-    for method, target, body in (
-        ("POST", comments, {"body": "x", **extra}),
-        ("PATCH", f"{comments}/{comment['id']}", {"body": "x", **extra}),
-        ("PATCH", f"{comments}/{comment['id']}", extra),
-    ):
+    seed = Seed(ids={"task": task["id"], "comment": comment["id"]})
+    for method, target, body in _attempts(_writing("comment"), seed, extra):
         problem(
             await client.request(method, target, json=body, headers=alice.headers),
             422,
@@ -119,10 +179,10 @@ async def _setup_move(
     alice = await make_user("alice")
     bob = await make_user("bob")
     task = (await client.post(f"{API}/tasks", json={"title": "mine"}, headers=alice.headers)).json()
-    as_viewer = await create_project(client, bob, "viewer here")
-    await add_member(client, bob, as_viewer["id"], alice, "viewer")
-    as_editor = await create_project(client, bob, "editor here")
-    await add_member(client, bob, as_editor["id"], alice, "editor")
+    as_viewer = await api_create_project(client, bob, "viewer here")
+    await api_add_member(client, bob, as_viewer["id"], alice, "viewer")
+    as_editor = await api_create_project(client, bob, "editor here")
+    await api_add_member(client, bob, as_editor["id"], alice, "editor")
     projects = {"invisible": bob.inbox_id, "viewer": as_viewer["id"], "editor": as_editor["id"]}
     return alice, task, projects
 
@@ -176,9 +236,9 @@ async def test_editor_cannot_escalate_through_members(
     editor = await make_user("editor")
     viewer = await make_user("viewer")
     stranger = await make_user("stranger")
-    project = await create_project(client, owner)
-    await add_member(client, owner, project["id"], editor, "editor")
-    await add_member(client, owner, project["id"], viewer, "viewer")
+    project = await api_create_project(client, owner)
+    await api_add_member(client, owner, project["id"], editor, "editor")
+    await api_add_member(client, owner, project["id"], viewer, "viewer")
     members = f"{API}/projects/{project['id']}/members"
     before = (await client.get(members, headers=owner.headers)).json()
 

@@ -51,6 +51,7 @@ from taskmanager.models.api_keys import ApiKey
 from taskmanager.models.users import User
 from taskmanager.projects.inbox import create_inbox
 from tests.conftest import TEST_PASSWORD, TestDatabase, make_settings
+from tests.route_table import ROUTES
 
 # Refusals of schema-valid requests that depend on state the schema cannot describe (see the
 # module docstring), by the problem ``code`` or by every error's ``type``.
@@ -105,11 +106,13 @@ def accepts_schema_valid_requests(ctx: Any, response: Any, case: Any) -> bool | 
         raise
 
 
-# Ends every session of the fuzzing user at once (no password needed): every later request
-# would be a 401 and hide real findings. Covered by the auth tests. (Logging out with a
+# The route table's rows the fuzzer must not call (each row says why: ending every session
+# of the fuzzing user would turn every later request into a 401). Logging out with a
 # refresh token, deleting the account or changing the password need secrets the fuzzer
-# does not have, so they run and are refused.)
-SELF_DESTRUCTIVE = ["auth_logout_all"]
+# does not have, so they run and are refused.
+SELF_DESTRUCTIVE = [row.operation_id for row in ROUTES if not row.fuzz]
+# The API key fuzzes with every scope a route asks of keys.
+KEY_SCOPES = sorted({row.scope.value for row in ROUTES if row.scope is not None})
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,7 @@ async def _prepare(settings: Settings) -> list[Identity]:
                     name="fuzzing",
                     prefix=key[:10],
                     key_hash=digest(key),
-                    scopes=["tasks:read", "tasks:write", "projects:read", "projects:write"],
+                    scopes=KEY_SCOPES,
                 )
             )
     finally:
@@ -205,9 +208,11 @@ def _run(app: Any, identity: Identity, seen: Counter[str]) -> list[str]:
         if isinstance(operation, dict)
     }
     assert set(SELF_DESTRUCTIVE) <= operation_ids, "exclusions of unknown operations"
-    schema = schema.exclude(operation_id=SELF_DESTRUCTIVE)
+    # Every documented operation has its row (the route-table walk checks the converse).
+    assert operation_ids <= {row.operation_id for row in ROUTES}, "operations without a row"
+    fuzzed = schema.exclude(operation_id=SELF_DESTRUCTIVE)
     failures: list[str] = []
-    for event in engine_for(schema).execute():
+    for event in engine_for(fuzzed).execute():
         if isinstance(event, events.ScenarioFinished):
             for interaction in event.recorder.interactions.values():
                 if interaction.response is not None:

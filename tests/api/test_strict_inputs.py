@@ -15,7 +15,8 @@ from fastapi import FastAPI
 from taskmanager.models.api_keys import ApiKey
 from taskmanager.models.tasks import Task
 from tests.conftest import TEST_PASSWORD, UserFactory, problem
-from tests.factories import API, TASKS, count_rows
+from tests.factories import API, TASKS, count_rows, database_rows
+from tests.route_table import ROUTES, seed_world
 
 # API-key creation asks for the caller's password again (step-up).
 STEP_UP = {"current_password": TEST_PASSWORD}
@@ -241,24 +242,45 @@ async def test_repeating_a_single_parameter_is_refused(
 BLANKS = ["", " ", "\u200b", " \u200b\u2060\ufeff ", "\u3164", "\u00a0\t\n", "\U000e0020"]
 
 
+# The routes whose bodies hold required text: the route table's rows with ``text_fields``.
+TEXT_ROWS = [r for r in ROUTES if r.text_fields]
+
+
+def test_text_rows_cover_every_kind_of_text() -> None:
+    named = {(r.operation_id, f) for r in TEXT_ROWS for f in r.text_fields}
+    assert {
+        ("tasks_create", "title"),
+        ("tasks_update", "title"),
+        ("tasks_create", "tags"),
+        ("projects_create", "name"),
+        ("comments_create", "body"),
+        ("api_keys_create", "name"),
+    } <= named
+
+
 @pytest.mark.parametrize("blank", BLANKS, ids=repr)
 async def test_blank_text_is_blank_however_it_is_spelled(
-    client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI, blank: str
+    client: httpx.AsyncClient, app: FastAPI, blank: str
 ) -> None:
-    alice = await make_user("alice")
-    task = (await client.post(TASKS, json={"title": "t"}, headers=alice.headers)).json()
-    for method, url, body, field in (
-        ("POST", TASKS, {"title": blank}, "title"),
-        ("PATCH", f"{TASKS}/{task['id']}", {"title": blank}, "title"),
-        ("POST", TASKS, {"title": "x", "tags": [blank]}, "tags"),
-        ("POST", f"{API}/projects", {"name": blank}, "name"),
-        ("POST", f"{TASKS}/{task['id']}/comments", {"body": blank}, "body"),
-        ("POST", f"{API}/api-keys", {"name": blank, "scopes": ["tasks:read"], **STEP_UP}, "name"),
-    ):
-        errors = _body_errors(await client.request(method, url, json=body, headers=alice.headers))
-        assert errors[0]["loc"][:2] == ["body", field], (url, errors)
-        assert errors[0]["msg"] == "must not be blank", errors
-    assert await count_rows(app, Task) == 1
+    world = await seed_world(app)
+    before = await database_rows(app)
+    for row in TEXT_ROWS:
+        call = row.call(world)
+        assert call.json is not None, row.operation_id
+        assert row.sent_by is not None, row.operation_id
+        for field in row.text_fields:
+            value: Any = [blank] if field == "tags" else blank  # tags: a list of text
+            errors = _body_errors(
+                await client.request(
+                    row.method,
+                    row.url(call),
+                    json={**call.json, field: value},
+                    headers=world.headers(row.sent_by),
+                )
+            )
+            assert errors[0]["loc"][:2] == ["body", field], (row.operation_id, errors)
+            assert errors[0]["msg"] == "must not be blank", errors
+    assert await database_rows(app) == before
 
 
 async def test_text_is_stored_in_nfc_and_limited_on_the_stored_form(
@@ -282,7 +304,9 @@ async def test_validation_errors_are_capped_at_fifty_with_a_count(
     alice = await make_user("alice")
     params = [(f"unknown{i}", "x") for i in range(120)]
     body = problem(
-        await client.get(TASKS, params=params, headers=alice.headers), 422, "VALIDATION_ERROR"
+        await client.get(TASKS, params=tuple(params), headers=alice.headers),
+        422,
+        "VALIDATION_ERROR",
     )
     assert len(body["errors"]) == 50
     assert body["error_count"] == 120
