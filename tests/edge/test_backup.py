@@ -22,8 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from taskmanager.backup import PARTIAL_SUFFIX, _libpq_environment
 from taskmanager.cli import app as cli

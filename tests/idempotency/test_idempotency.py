@@ -361,7 +361,7 @@ async def test_invalid_keys_are_rejected(idem: tuple[FastAPI, Probe], value: str
         response = await client.post(
             f"{BASE}/things",
             json={"name": "k"},
-            headers=[("Idempotency-Key", value.encode("utf-8"))],
+            headers=[(b"Idempotency-Key", value.encode("utf-8"))],
         )
     body = problem(response, 422, "VALIDATION_ERROR")
     assert body["errors"][0]["loc"] == ["header", "Idempotency-Key"]
