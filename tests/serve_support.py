@@ -1,4 +1,4 @@
-"""Start a real ``taskmanager serve`` process for tests that need one."""
+"""Start real ``taskmanager`` processes for tests that need them (processes, signals, sockets)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -21,32 +22,64 @@ def free_port() -> int:
         return port
 
 
-def start_server(cwd: Path, settings: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
-    """Serve with only these TASKMANAGER_* settings; return once /health answers."""
-    port = free_port()
+def command_env(settings: dict[str, str]) -> dict[str, str]:
+    """This environment without any ``TASKMANAGER_*`` variable, plus exactly ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKMANAGER_")}
     env.update(settings)
-    process = subprocess.Popen(
-        [TASKMANAGER, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
+    return env
+
+
+def spawn(cwd: Path, settings: dict[str, str], args: Sequence[str]) -> subprocess.Popen[bytes]:
+    """Run ``taskmanager ARGS`` with only these settings; output is captured (stdout+stderr)."""
+    return subprocess.Popen(
+        [TASKMANAGER, *args],
+        env=command_env(settings),
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 60
+
+
+def output_of(process: subprocess.Popen[bytes]) -> str:
+    """What an exited process wrote (the tail), for assertion messages."""
+    data = process.stdout.read() if process.stdout else b""
+    return data.decode(errors="replace")[-4000:]
+
+
+def wait_until_answering(
+    process: subprocess.Popen[bytes], port: int, path: str = "/health", timeout: float = 60
+) -> None:
+    """Return once GET ``path`` answers 200; fail if the process exits or never answers."""
+    deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
-            output = process.stdout.read() if process.stdout else b""
-            raise AssertionError(f"server exited early: {output.decode(errors='replace')}")
+            raise AssertionError(f"server exited early: {output_of(process)}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process, port
+            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200:
+                return
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
             process.kill()
-            raise AssertionError("server did not start")
+            raise AssertionError(f"server did not answer 200 on {path}")
         time.sleep(0.1)
+
+
+def start_serve(
+    cwd: Path, settings: dict[str, str], port: int, args: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """``taskmanager serve`` on 127.0.0.1:``port`` without waiting for it."""
+    return spawn(cwd, settings, ["serve", "--host", "127.0.0.1", "--port", str(port), *args])
+
+
+def start_server(
+    cwd: Path, settings: dict[str, str], args: Sequence[str] = ()
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Serve with only these TASKMANAGER_* settings; return once /health answers."""
+    port = free_port()
+    process = start_serve(cwd, settings, port, args)
+    wait_until_answering(process, port)
+    return process, port
 
 
 def stop_server(process: subprocess.Popen[bytes]) -> None:

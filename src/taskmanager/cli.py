@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import orjson
 import typer
 
-from taskmanager.kit.config import Settings, SettingsError, load_settings
+from taskmanager.kit.config import Environment, Settings, SettingsError, load_settings
 from taskmanager.models.users import UserRole
 
 if TYPE_CHECKING:
@@ -28,6 +28,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+# How long a --workers child may take to start (or to answer a ping) before it is replaced.
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -66,6 +70,8 @@ def serve(
     from taskmanager import serving
 
     settings = _settings()
+    if settings.env is Environment.PRODUCTION:
+        _refuse_unsafe_serving(settings, workers=workers, reload=reload)
     if settings.is_sqlite:
         _migrate(settings)
     if workers > 1 and settings.is_sqlite and settings.sqlite_path is None:
@@ -90,6 +96,11 @@ def serve(
         forwarded_allow_ips=settings.forwarded_allow_ips,
         server_header=False,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_seconds),
+        # uvicorn's process manager pings each --workers child and kills one that does not
+        # answer in time as hung. A child answers only once it has imported the app, which
+        # on a CPU-starved host (a throttled container, a busy VM) takes longer than the
+        # default 5 s: every worker was then killed mid-start, forever, and nothing served.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
     serving.configure(
         config, max_header_bytes=settings.max_header_bytes, drain_seconds=settings.drain_seconds
@@ -108,6 +119,59 @@ def serve(
         )
         return
     serving.serve(config)
+
+
+# Held open for the life of a production ``serve`` on SQLite (see _refuse_unsafe_serving).
+_sqlite_serve_lock: int | None = None
+
+
+def _refuse_unsafe_serving(settings: Settings, *, workers: int, reload: bool) -> None:
+    """The production profile's checks that need the command line (the rest are settings).
+
+    One ``error:`` line naming the option or variable and the fix, exit status 2:
+
+    * ``--reload`` watches the source tree and restarts on change: development only.
+    * SQLite with ``--workers`` > 1, or a second ``serve`` on the same SQLite file: every
+      process would queue on SQLite's single write lock, so writes stop scaling and wait
+      up to ``TASKMANAGER_SQLITE_BUSY_TIMEOUT_MS`` each; several processes need PostgreSQL.
+      The second ``serve`` is found by an exclusive ``flock`` on ``<database>.serve-lock``,
+      held until the process exits (a crash releases it).
+    * ``--workers`` > 1 without ``TASKMANAGER_REDIS_URL``: rate limits would be counted per
+      process (each allowing the full rate) and events would not reach the other processes.
+    """
+    global _sqlite_serve_lock
+    if reload:
+        _fail("--reload is for development; production refuses it (TASKMANAGER_ENV=production)")
+    if settings.is_sqlite and workers > 1:
+        _fail(
+            f"--workers {workers} with SQLite (TASKMANAGER_DATABASE_URL) is refused in "
+            "production: use --workers 1, or PostgreSQL for several processes"
+        )
+    if workers > 1 and not settings.redis_url:
+        _fail(
+            f"TASKMANAGER_REDIS_URL must be set for --workers {workers} in production: without "
+            "it rate limits and events are per process"
+        )
+    path = settings.sqlite_path
+    if path is None or _sqlite_serve_lock is not None:
+        return
+    import fcntl
+
+    lock_path = path.with_name(path.name + ".serve-lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        _fail(f"TASKMANAGER_DATABASE_URL: cannot create {lock_path}: {exc.strerror}")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        _fail(
+            f"another taskmanager serve already uses the SQLite database {path} "
+            "(TASKMANAGER_DATABASE_URL); production runs one process on SQLite: stop it, "
+            "or use PostgreSQL for several"
+        )
+    _sqlite_serve_lock = fd  # inherited by nothing: os.open descriptors are not inheritable
 
 
 def _prepare_multiprocess_metrics() -> None:

@@ -18,7 +18,7 @@ from taskmanager import __version__
 from taskmanager.docs import install_docs, install_openapi
 from taskmanager.idempotency.store import purge_legacy_redis_records
 from taskmanager.kit.availability import Breaker
-from taskmanager.kit.config import Environment, Settings, load_settings
+from taskmanager.kit.config import Settings, load_settings
 from taskmanager.kit.db import Database
 from taskmanager.kit.logging import configure_logging
 from taskmanager.kit.mail import Mailer
@@ -50,11 +50,6 @@ log = structlog.get_logger("taskmanager.main")
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
-    if settings.env is Environment.PRODUCTION and not settings.metrics_token:
-        log.warning(
-            "metrics_open",
-            detail="/metrics is public: set TASKMANAGER_METRICS_TOKEN to require a bearer token",
-        )
     database = Database(settings)
     app.state.database = database
     # Shared Redis (events, readiness); None means in-process. Callers check the breaker

@@ -258,6 +258,8 @@ async def test_without_smtp_production_answers_503(
         secret_key="p" * 48,
         database_url="postgresql+asyncpg://db.example.com/taskmanager",
         data_dir=tmp_path,
+        allowed_origins=["https://app.example.com"],
+        metrics_token="m" * 32,
     )
     mailer = Mailer(production)
     assert not mailer.available

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-
 import httpx
-import pytest
 
 from tests.conftest import AppFactory, problem, redis_url_or_skip
 
@@ -140,37 +137,3 @@ async def test_docs_can_be_switched_off(make_app: AppFactory) -> None:
     for path in ("/docs", "/redoc", "/openapi.json", "/docs/static/swagger-ui.css"):
         problem(await client.get(path), 404, "RESOURCE_NOT_FOUND")
     assert (await client.get("/health")).status_code == 200
-
-
-async def test_production_warns_when_metrics_are_open(
-    make_app: AppFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    from taskmanager.kit.config import Environment
-
-    caplog.set_level(logging.WARNING)
-    app, _ = await make_app()
-    # Production settings on this test database (which production would refuse as a temp
-    # file): the warning comes from the lifespan, so run it with production settings.
-    settings = app.state.settings.model_copy(update={"env": Environment.PRODUCTION})
-    from asgi_lifespan import LifespanManager
-
-    from taskmanager.main import create_app
-
-    production = create_app(settings)
-    async with LifespanManager(production):
-        pass
-    warned = [
-        r.msg
-        for r in caplog.records
-        if isinstance(r.msg, dict) and r.msg.get("event") == "metrics_open"
-    ]
-    assert len(warned) == 1
-    caplog.clear()
-    guarded = create_app(settings.model_copy(update={"metrics_token": "t" * 32}))
-    async with LifespanManager(guarded):
-        pass
-    assert not [
-        r
-        for r in caplog.records
-        if isinstance(r.msg, dict) and r.msg.get("event") == "metrics_open"
-    ]

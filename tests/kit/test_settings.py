@@ -83,6 +83,7 @@ def _production(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
         "data_dir": tmp_path / "data",
         "database_url": "postgresql+asyncpg://app@db/app",
         "allowed_origins": ["https://app.example.com"],
+        "metrics_token": "m" * 32,
     }
     values.update(overrides)
     return values
@@ -90,6 +91,9 @@ def _production(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
 
 def test_production_accepts_safe_settings(tmp_path: Path) -> None:
     assert load_settings(**_production(tmp_path)).env == "production"
+    # An open /metrics, said so explicitly; no CORS origins at all.
+    opened = _production(tmp_path, metrics_token="", metrics_public=True, allowed_origins=[])
+    assert load_settings(**opened).metrics_public
 
 
 @pytest.mark.parametrize(
@@ -102,6 +106,16 @@ def test_production_accepts_safe_settings(tmp_path: Path) -> None:
         ({"webhook_allow_private_targets": True}, "TASKMANAGER_WEBHOOK_ALLOW_PRIVATE_TARGETS"),
         ({"allowed_origins": ["*"]}, "TASKMANAGER_ALLOWED_ORIGINS"),
         ({"fault_injection": True}, "TASKMANAGER_FAULT_INJECTION"),
+        ({"allowed_origins": ["http://app.example.com"]}, "TASKMANAGER_ALLOWED_ORIGINS"),
+        ({"metrics_token": ""}, "TASKMANAGER_METRICS_TOKEN"),
+        (
+            {
+                "smtp_url": "smtp://mail.example.com",
+                "mail_from": "noreply@example.com",
+                "password_reset_url": "http://app.example.com/reset?token={token}",
+            },
+            "TASKMANAGER_PASSWORD_RESET_URL",
+        ),
     ],
 )
 def test_production_refuses_unsafe_defaults(

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     password_hash_wait_seconds: float = Field(default=2.0, gt=0, le=60)
 
     metrics_token: str = Field(default="", repr=False)
+    # Production refuses an open /metrics unless the operator says it is meant to be open
+    # (e.g. reachable only on a private network that Prometheus scrapes).
+    metrics_public: bool = False
     docs_enabled: bool = True
 
     # Outgoing mail (password reset): smtp://user:pass@host:port or smtps://...
@@ -263,6 +266,26 @@ class Settings(BaseSettings):
             )
         if "*" in self.allowed_origins:
             raise ValueError("TASKMANAGER_ALLOWED_ORIGINS may not contain '*' in production")
+        plain = [origin for origin in self.allowed_origins if not origin.startswith("https://")]
+        if plain:
+            # A page served over plain HTTP can be rewritten in transit, and with it every
+            # credentialed request it makes to the API (the Fetch standard's CORS model
+            # trusts the origin, not the network path).
+            raise ValueError(
+                f"TASKMANAGER_ALLOWED_ORIGINS: {plain[0]!r} is not https:// in production; "
+                "list your front end's https:// origins, or [] for none"
+            )
+        if not self.metrics_token and not self.metrics_public:
+            raise ValueError(
+                "TASKMANAGER_METRICS_TOKEN is empty, so /metrics would be open: set it "
+                "(a bearer token for the scraper), or set TASKMANAGER_METRICS_PUBLIC=true "
+                "if /metrics is meant to be open"
+            )
+        if self.smtp_url and not self.password_reset_url.startswith("https://"):
+            raise ValueError(
+                "TASKMANAGER_PASSWORD_RESET_URL must be an https:// URL in production: "
+                "the reset mail's link carries a single-use token"
+            )
         if self.fault_injection:
             raise ValueError(
                 "TASKMANAGER_FAULT_INJECTION is test-only; it must be false in production"
