@@ -52,7 +52,6 @@ from taskmanager.tasks.filters import SortBy, SortOrder, TaskListQuery
 TASKS = cast(Table, Task.__table__)
 _t = TASKS.c
 _PROJECTS = cast(Table, Project.__table__)
-_MEMBERS = cast(Table, ProjectMember.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,6 +399,45 @@ def page_statement(
     if skip:
         stmt = stmt.offset(skip)
     return stmt.limit(limit)
+
+
+async def list_page(
+    session: AsyncSession,
+    query: TaskListQuery,
+    *,
+    viewer_id: int,
+    is_admin: bool,
+    seek: Seek | None,
+    skip: int,
+    limit: int,
+    count: bool,
+) -> tuple[list[TaskRow], int | None]:
+    """One page of rows, and with ``count`` the list's total, in one statement.
+
+    The total is an uncorrelated scalar subquery in the page's select list: each database
+    computes it once per statement (PostgreSQL as an InitPlan, from the same indexes as the
+    page), and it rides on every row. None when not asked for, or when the page is empty
+    (there is no row to carry it).
+    """
+    dialect = _dialect(session)
+    stmt = page_statement(
+        query,
+        viewer_id=viewer_id,
+        is_admin=is_admin,
+        dialect=dialect,
+        seek=seek,
+        skip=skip,
+        limit=limit,
+    )
+    if not count:
+        return [task_row(row) for row in await session.execute(stmt)], None
+    conditions = _conditions(query, viewer_id=viewer_id, is_admin=is_admin, dialect=dialect)
+    # correlate(None): the count reads its own tasks, not the page's row.
+    total = select(func.count()).select_from(TASKS).where(*conditions).correlate(None)
+    rows = (await session.execute(stmt.add_columns(total.scalar_subquery()))).all()
+    if not rows:
+        return [], None
+    return [TaskRow(*row[: len(TASK_FIELDS)]) for row in rows], int(rows[0][-1])
 
 
 async def list_tasks(

@@ -297,8 +297,11 @@ async def list_tasks(
 ) -> tuple[TaskListQuery, ListPage[TaskRow]]:
     """One page, by offset or by cursor (a keyset seek whose cost does not grow with depth).
 
-    ``sent``: the query's names the client sent; with a cursor they must match it. Returns
-    the query the page was made for (the cursor's, when one was given) and the page.
+    One statement: the page, with the total counted in the same statement — except on a
+    cursor page, which repeats the total its cursor carries (counted when the list was
+    started) and counts nothing. ``sent``: the query's names the client sent; with a
+    cursor they must match it. Returns the query the page was made for (the cursor's, when
+    one was given) and the page.
     """
     resumed = resume(page, query.as_json(), sent, key=signing_key, context=_CURSOR_CONTEXT)
     if page.cursor is not None:
@@ -310,8 +313,7 @@ async def list_tasks(
     if resumed.seek is not None:
         seek = Seek(sort_value_from_json(query.sort_by, resumed.seek.value), resumed.seek.last_id)
     viewer_id, is_admin = principal.user_id, principal.is_admin
-    total = await repo.count_tasks(session, query, viewer_id=viewer_id, is_admin=is_admin)
-    rows = await repo.list_tasks(
+    rows, counted = await repo.list_page(
         session,
         query,
         viewer_id=viewer_id,
@@ -319,7 +321,17 @@ async def list_tasks(
         seek=seek,
         skip=resumed.skip,
         limit=resumed.limit + 1,  # one extra row tells whether there is a next page
+        count=resumed.total is None,
     )
+    if resumed.total is not None:
+        total = resumed.total
+    elif counted is not None:
+        total = counted
+    elif seek is None and resumed.skip == 0:
+        total = 0  # the first page is empty: nothing matches
+    else:
+        # An empty page past the end (or an old cursor without a total): count on its own.
+        total = await repo.count_tasks(session, query, viewer_id=viewer_id, is_admin=is_admin)
     sort_by = query.sort_by.value
     return query, finish_page(
         rows,
@@ -329,6 +341,7 @@ async def list_tasks(
         row_id=lambda row: row.id,
         key=signing_key,
         context=_CURSOR_CONTEXT,
+        carry_total=True,
     )
 
 
