@@ -6,9 +6,8 @@ the domains, migrations) may use the tables.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Index, Integer, MetaData
