@@ -13,7 +13,7 @@ PostgreSQL builds them ``CONCURRENTLY`` (outside the migration's transaction), s
 table keeps taking writes while they are built.
 
 Revision ID: 0006_performance
-Revises: 0004_inputs
+Revises: 0005_realtime
 Create Date: 2026-12-03 10:00:00
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0006_performance"
-down_revision: str | None = "0004_inputs"
+down_revision: str | None = "0005_realtime"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
