@@ -25,7 +25,7 @@ from fastapi import FastAPI
 from sqlalchemy import event
 
 from tests.conftest import TestDatabase, UserFactory
-from tests.tasks_support import TASKS
+from tests.factories import TASKS
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.slow]
 

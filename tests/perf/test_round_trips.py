@@ -34,7 +34,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from tests.conftest import TestDatabase, UserFactory
-from tests.tasks_support import TASKS, add_member, new_project
+from tests.factories import TASKS, add_member, create_project
 
 # Statements per request on the successful path, transaction control not included.
 BUDGET = {
@@ -147,7 +147,7 @@ async def test_each_hot_route_stays_within_its_round_trip_budget(
 ) -> None:
     alice = await make_user("alice")
     bob = await make_user("bob")
-    project = await new_project(app, alice)
+    project = await create_project(app, alice)
     await add_member(app, project, bob, "editor")
     h = alice.headers
     for i in range(3):
