@@ -6,11 +6,12 @@ string instead of a token) and returns the rows as FastAPI's default JSON. Serve
 uvicorn as the real app, so a ratio measures our stack, not the server.
 
 Environment: ``BENCH_DSN`` (``postgresql://...`` for asyncpg or ``sqlite:///path`` for
-aiosqlite), ``BENCH_POOL_SIZE`` (PostgreSQL pool, default 10, like the app's),
+aiosqlite), ``BENCH_POOL_SIZE`` (PostgreSQL pool, default 32, like the app's),
 ``BENCH_SQLITE_READERS`` (read connections, default 8, like the app's) and
-``BENCH_SQLITE_SYNCHRONOUS`` (default FULL, like the app), ``BENCH_PASSWORD_HASH`` (the hash the
-login route verifies, made with pwdlib's default parameters), ``BENCH_ECHO_REQUEST_ID=1``
-(echo ``X-Request-ID`` so the overload scenario can time each answer).
+``BENCH_SQLITE_SYNCHRONOUS`` (default FULL, like the app), ``BENCH_PASSWORD_HASH`` (the hash
+the login route verifies, made with the app's Argon2 parameters: bench/passwords.py),
+``BENCH_ECHO_REQUEST_ID=1`` (echo ``X-Request-ID`` so the overload scenario can time each
+answer).
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ import aiosqlite
 import asyncpg
 import jwt
 from fastapi import FastAPI, Form, HTTPException, Query
-from pwdlib import PasswordHash
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bench.passwords import password_hasher
 
 DSN = os.environ["BENCH_DSN"]
 SQLITE = DSN.startswith("sqlite:///")
@@ -98,7 +100,7 @@ class PostgresDriver:
 
     @classmethod
     async def open(cls) -> PostgresDriver:
-        size = int(os.environ.get("BENCH_POOL_SIZE", "10"))
+        size = int(os.environ.get("BENCH_POOL_SIZE", "32"))
         return cls(await asyncpg.create_pool(DSN, min_size=size, max_size=size))
 
     async def one(self, sql: str, args: Sequence[Any], *, write: bool = False) -> Any:
@@ -191,7 +193,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 api = FastAPI(lifespan=lifespan)
-hasher = PasswordHash.recommended()
+hasher = password_hasher()
 PASSWORD_HASH = os.environ.get("BENCH_PASSWORD_HASH", "")
 
 

@@ -38,6 +38,10 @@ TASK_COLUMNS = (
     "updated_at",
     "completed_at",
     "version",
+    # What ``q`` searches: the app's search fold of title and description (bench/seeding.py
+    # computes it as the app does; the app fills these columns on every write).
+    "title_folded",
+    "description_folded",
 )
 
 

@@ -27,9 +27,8 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from pwdlib import PasswordHash
-
 from bench import databases, loads, machine, render, seeding, servers, wrk
+from bench.passwords import password_hasher
 from bench.report import Report
 from bench.scenarios import PROCEDURES, Bench, Options, throughput
 
@@ -167,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir=workdir,
         server_cpus=server_cpus,
         client_cpus=client_cpus,
-        password_hash=PasswordHash.recommended().hash(seeding.PASSWORD),
+        password_hash=password_hasher().hash(seeding.PASSWORD),
         report=report,
         log=log,
     )

@@ -139,6 +139,9 @@ def make_settings(database: TestDatabase, data_dir: Path, **overrides: Any) -> S
         # queue instead of being shed. The overload and outage tests set their own limits.
         "max_concurrency": 10_000,
         "db_pool_timeout_seconds": 30,
+        # Several suites share one PostgreSQL server (max_connections 100): each app keeps
+        # to the pool size the suite was written for, not the production default.
+        "db_pool_size": 10,
         "webhook_allow_private_targets": True,
         "log_level": "WARNING",
     }

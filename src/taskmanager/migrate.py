@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from taskmanager.models import Base
+from taskmanager.models.base import schema_filter
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -70,7 +71,10 @@ async def upgrade_async(database_url: str, revision: str = "head") -> list[Appli
 
 
 def _diff(connection: Connection) -> list[object]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        connection,
+        opts={"compare_type": True, "include_object": schema_filter(connection.dialect.name)},
+    )
     return list(compare_metadata(context, Base.metadata))
 
 

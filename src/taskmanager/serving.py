@@ -18,11 +18,16 @@ their requests, and only then runs uvicorn's graceful shutdown, which finishes i
 requests (bounded by ``TASKMANAGER_SHUTDOWN_TIMEOUT_SECONDS``) and closes the pools. A second
 signal skips the rest of the drain. The listening socket is ours: uvicorn gets a duplicate,
 so closing its server does not close the listener before the queue is emptied.
+
+**A frozen start-up heap.** Once the app has started, ``gc.freeze()`` takes what start-up
+built out of the cyclic collector's generations, so a full collection no longer pauses the
+worker to walk the whole application (measured: GET p99 118 → 68 ms, issue 13).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import time
 import uuid
@@ -195,6 +200,17 @@ def _find_app_state(app: Any) -> Any:
     return None
 
 
+def _freeze_startup_heap() -> None:
+    """Move everything start-up built (modules, routes, compiled statements) out of the
+    collector's reach (``gc.freeze``): a full collection then walks only what requests
+    create, instead of pausing the worker to re-examine the whole application each time.
+    Collected first, so no garbage is frozen with it. Only in the serving process: tests
+    build many apps in one process and freezing would keep each one's cycles forever.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class DrainingServer(Server):
     """A uvicorn server that drains before it stops (see the module docstring)."""
 
@@ -242,6 +258,7 @@ class DrainingServer(Server):
             return made
 
         self._protocol_factory = protocol
+        _freeze_startup_heap()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in getattr(self, "servers", []):

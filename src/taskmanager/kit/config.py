@@ -99,7 +99,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "json"
 
-    db_pool_size: int = Field(default=10, ge=1, le=200)
+    # Sized for the concurrency a worker admits (``effective_max_concurrency`` is twice it):
+    # a request holds its connection for most of its life, so a pool far below the admitted
+    # concurrency turns into a queue inside the worker, with the latency of a queue
+    # (README, Performance). Workers x pool must stay under PostgreSQL's max_connections.
+    db_pool_size: int = Field(default=32, ge=1, le=200)
     # No overflow by default: QueuePool closes overflow connections on check-in, so load
     # above pool_size reconnects (TCP, TLS, auth) on every burst; queueing is far cheaper.
     db_max_overflow: int = Field(default=0, ge=0, le=200)
@@ -116,7 +120,7 @@ class Settings(BaseSettings):
     # the outage lasts, up to 5 s): requests answer 503 at once instead of each timing out.
     outage_backoff_seconds: float = Field(default=0.5, gt=0, le=5)
 
-    # Requests in progress per worker before shedding with 503; 0 picks 4 x the pool size
+    # Requests in progress per worker before shedding with 503; 0 picks 2 x the pool size
     # (at least 64). A request over the limit waits admission_timeout_ms for a slot.
     max_concurrency: int = Field(default=0, ge=0, le=100_000)
     admission_timeout_ms: int = Field(default=20, ge=0, le=10_000)
@@ -294,8 +298,13 @@ class Settings(BaseSettings):
 
     @property
     def effective_max_concurrency(self) -> int:
-        """Requests in progress per worker before load is shed."""
-        return self.max_concurrency or max(64, 4 * self.db_pool_size)
+        """Requests in progress per worker before load is shed.
+
+        Twice the pool, at least 64: every admitted request can get a connection after at
+        most one other request's turn, and the requests that need none (the fast read's
+        is brief; a login's password check holds none) fill the rest.
+        """
+        return self.max_concurrency or max(64, 2 * self.db_pool_size)
 
     @property
     def effective_database_url(self) -> str:

@@ -11,6 +11,10 @@ row's sort value and id, so ``?cursor=...`` alone continues the list; parameters
 it must match the ones it carries (else 422). The signature's context names the list, so
 a cursor cannot be forged, edited or replayed against another list.
 
+A list may also carry its ``total`` in the cursor (the task list does): counted once, with
+the page that issued the first cursor, and repeated on every page that continues it, so
+following a cursor never counts again. It is then the total as of that first page.
+
 Framework-free: services use it; the HTTP side (query aliases, headers) is ``kit.http``'s.
 """
 
@@ -86,6 +90,8 @@ class KeysetCursor:
     # The last row's sort value in JSON form (an ISO string, int, str or None).
     value: Any
     last_id: int
+    # The list's total as counted when the list was started; None: count it on each page.
+    total: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +110,8 @@ class Resumed:
     skip: int
     limit: int
     seek: Seek | None
+    # The total the cursor carries (see KeysetCursor.total), if any.
+    total: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,12 +139,15 @@ def _signature(payload: bytes, key: str, context: bytes) -> bytes:
 
 def encode_cursor(cursor: KeysetCursor, key: str, *, context: bytes) -> str:
     """Sign a cursor. ``context`` names the list (``b"tasks/v2"``) so lists cannot swap cursors."""
-    payload = zlib.compress(
-        orjson.dumps(
-            {"q": cursor.query, "n": cursor.limit, "v": cursor.value, "i": cursor.last_id},
-            option=orjson.OPT_SORT_KEYS,
-        )
-    )
+    data: dict[str, Any] = {
+        "q": cursor.query,
+        "n": cursor.limit,
+        "v": cursor.value,
+        "i": cursor.last_id,
+    }
+    if cursor.total is not None:
+        data["t"] = cursor.total
+    payload = zlib.compress(orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
     return f"{_b64encode(payload)}.{_b64encode(_signature(payload, key, context))}"
 
 
@@ -155,13 +166,20 @@ def decode_cursor(token: str, key: str, *, context: bytes) -> KeysetCursor:
     # Signed by us, so the payload is ours: decompressing it cannot be a bomb.
     try:
         data = orjson.loads(zlib.decompress(payload))
-        cursor = KeysetCursor(query=data["q"], limit=data["n"], value=data["v"], last_id=data["i"])
-    except (zlib.error, orjson.JSONDecodeError, KeyError, TypeError):
+        cursor = KeysetCursor(
+            query=data["q"],
+            limit=data["n"],
+            value=data["v"],
+            last_id=data["i"],
+            total=data.get("t"),
+        )
+    except (zlib.error, orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
         raise InvalidCursor("cursor is malformed") from None
     if (
         not isinstance(cursor.query, dict)
         or not isinstance(cursor.limit, int)
         or not isinstance(cursor.last_id, int)
+        or not isinstance(cursor.total, int | None)
     ):
         raise InvalidCursor("cursor is malformed")
     return cursor
@@ -205,7 +223,13 @@ def resume(
                 INVALID_CURSOR,
             )
     limit = page.limit if page.limit_sent else cursor.limit
-    return Resumed(query=cursor.query, skip=0, limit=limit, seek=Seek(cursor.value, cursor.last_id))
+    return Resumed(
+        query=cursor.query,
+        skip=0,
+        limit=limit,
+        seek=Seek(cursor.value, cursor.last_id),
+        total=cursor.total,
+    )
 
 
 def json_sort_value(value: Any) -> Any:
@@ -222,10 +246,13 @@ def finish_page(
     key: str,
     context: bytes,
     sort_value: Callable[[RowT], Any] | None = None,
+    carry_total: bool = False,
 ) -> ListPage[RowT]:
     """The page from ``limit + 1`` fetched rows: the extra row says there is a next page.
 
     ``sort_value``: the row's value in the list's order; None for lists ordered by id alone.
+    ``carry_total``: put ``total`` in the next cursor, so the pages that follow need not
+    count again (see KeysetCursor.total).
     """
     next_cursor = None
     if len(rows) > resumed.limit:
@@ -237,6 +264,7 @@ def finish_page(
                 limit=resumed.limit,
                 value=None if sort_value is None else json_sort_value(sort_value(last)),
                 last_id=row_id(last),
+                total=total if carry_total else None,
             ),
             key,
             context=context,

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from taskmanager.models import Base
+from taskmanager.models.base import schema_filter
 
 config = context.config
 target_metadata = Base.metadata
@@ -28,6 +29,8 @@ def _run(connection: Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         compare_type=True,
+        # Indexes of one backend only (PostgreSQL's GIN indexes) are not missing on another.
+        include_object=schema_filter(connection.dialect.name),
         # SQLite cannot ALTER most things in place; batch mode copies the table.
         render_as_batch=connection.dialect.name == "sqlite",
         # ``taskmanager.migrate.upgrade`` passes a callback to learn what it applied.

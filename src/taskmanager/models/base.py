@@ -6,9 +6,11 @@ the domains, migrations) may use the tables.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, MetaData
+from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Index, Integer, MetaData
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -28,6 +30,30 @@ JSONList = JSON().with_variant(JSONB(), "postgresql")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def only_on(dialect: str, index: Index) -> Index:
+    """An index that exists only on ``dialect`` (a GIN index has no SQLite counterpart).
+
+    ``ddl_if`` keeps ``create_all`` from building it elsewhere; the ``info`` mark is what
+    ``schema_filter`` reads, since Alembic's autogenerate does not honour ``ddl_if``.
+    """
+    index.info["only_on"] = dialect
+    return index.ddl_if(dialect=dialect)
+
+
+def schema_filter(dialect: str) -> Callable[..., bool]:
+    """Alembic's ``include_object`` for a database of ``dialect``: skip other dialects' indexes."""
+
+    def include_object(
+        obj: Any, _name: str | None, type_: str, _reflected: bool, _compare_to: Any
+    ) -> bool:
+        if type_ != "index":
+            return True
+        wanted = obj.info.get("only_on") if isinstance(obj, Index) else None
+        return wanted is None or wanted == dialect
+
+    return include_object
 
 
 def utcnow() -> datetime:

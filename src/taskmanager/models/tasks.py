@@ -9,7 +9,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, SmallInteger
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column
 
-from taskmanager.models.base import Base, BigIntId, JSONList, UTCDateTime, utcnow
+from taskmanager.models.base import Base, BigIntId, JSONList, UTCDateTime, only_on, utcnow
 
 
 class TaskStatus(StrEnum):
@@ -58,8 +58,39 @@ class Task(Base):
         Index("ix_tasks_project_priority", "project_id", "priority", "id"),
         Index("ix_tasks_project_title", "project_id", "title", "id"),
         Index("ix_tasks_project_due", "project_id", "due_date", "id"),
+        # The status filter, in the default order, and its count from the index alone.
+        Index("ix_tasks_project_status", "project_id", "status", "created_at", "id"),
         # Admins list across projects.
         Index("ix_tasks_created", "created_at", "id"),
+        # PostgreSQL only (migration 0006): GIN on tags for the ``tag`` filter's ``@>``, and
+        # pg_trgm trigram GIN on the folded text for ``q``'s ``LIKE '%term%'``.
+        only_on(
+            "postgresql",
+            Index(
+                "ix_tasks_tags",
+                "tags",
+                postgresql_using="gin",
+                postgresql_ops={"tags": "jsonb_path_ops"},
+            ),
+        ),
+        only_on(
+            "postgresql",
+            Index(
+                "ix_tasks_title_trgm",
+                "title_folded",
+                postgresql_using="gin",
+                postgresql_ops={"title_folded": "gin_trgm_ops"},
+            ),
+        ),
+        only_on(
+            "postgresql",
+            Index(
+                "ix_tasks_description_trgm",
+                "description_folded",
+                postgresql_using="gin",
+                postgresql_ops={"description_folded": "gin_trgm_ops"},
+            ),
+        ),
         # Never reuse an id: a recreated row must not match a deleted one's ETag.
         {"sqlite_autoincrement": True},
     )

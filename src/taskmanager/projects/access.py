@@ -5,6 +5,11 @@ writes its own membership query. Each check is one scoped query (the row's proje
 caller's role in it), then ``projects.policy.decide``: a non-member gets NotFound (never
 reveal existence), a member without the permission Forbidden, an admin passes.
 Repositories that list rows scope them with ``visible_project_ids``.
+
+The hot writes (``tasks.service``) authorize inside the write itself: ``may`` is the same
+rule as ``decide`` (and the live-caller check of ``kit.authn.authenticate``) written as one
+SQL condition, so "authorize, write and read back" is one statement. When such a write
+matches nothing, ``principal_of`` and the checks above tell which error it was.
 """
 
 from __future__ import annotations
@@ -13,16 +18,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Exists, Row, ScalarSelect, Select, exists, select
+from sqlalchemy import (
+    ColumnElement,
+    Exists,
+    Row,
+    ScalarSelect,
+    Select,
+    Table,
+    and_,
+    exists,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from taskmanager.kit.errors import NotFound
-from taskmanager.kit.identity import Principal
+from taskmanager.kit.errors import InvalidCredentials, NotFound
+from taskmanager.kit.identity import Identity, Principal, Scope
 from taskmanager.models.projects import Project, ProjectMember
 from taskmanager.models.tasks import Task
-from taskmanager.models.users import User
-from taskmanager.projects.policy import Permission, decide
+from taskmanager.models.users import User, UserRole
+from taskmanager.projects.policy import Permission, decide, roles_allowing
+
+_USERS: Table = User.__table__  # type: ignore[assignment]
+_MEMBERS: Table = ProjectMember.__table__  # type: ignore[assignment]
+_PROJECTS: Table = Project.__table__  # type: ignore[assignment]
 
 
 def project_not_found(project_id: int) -> NotFound:
@@ -43,6 +63,79 @@ def member_role(user_id: Any, project_id: ColumnElement[int]) -> ScalarSelect[st
         .where(ProjectMember.project_id == project_id, ProjectMember.user_id == user_id)
         .scalar_subquery()
     )
+
+
+def is_member_sql(project_id: Any, user_id: Any) -> Exists:
+    """SQL: the user (a value or a column) is a member of the project (value or column)."""
+    member = _MEMBERS.c
+    return (
+        exists()
+        .where(member.project_id == project_id, member.user_id == user_id)
+        .correlate_except(_MEMBERS)
+    )
+
+
+def project_exists_sql(project_id: Any) -> Exists:
+    return exists().where(_PROJECTS.c.id == project_id).correlate_except(_PROJECTS)
+
+
+def may(identity: Identity, permission: Permission, project_id: Any) -> Exists:
+    """SQL: the caller is live and allowed ``permission`` on the project (value or column).
+
+    Live: the user exists, is active and is still at the credential's session generation
+    (what ``kit.authn.authenticate`` checks). Allowed: a member whose role carries the
+    permission (``projects.policy``), or an administrator — whose API key, if that is the
+    credential, must carry the ``admin`` scope (``Principal.is_admin``). One ``EXISTS`` on
+    the user's primary key, with the membership's primary key inside it.
+    """
+    user, member = _USERS.c, _MEMBERS.c
+    # Correlated explicitly: ``project_id`` may be a column of the enclosing statement
+    # (tasks, projects), which must never be re-listed in the subquery's FROM.
+    allowed: ColumnElement[bool] = (
+        exists()
+        .where(
+            member.project_id == project_id,
+            member.user_id == identity.user_id,
+            member.role.in_(roles_allowing(permission)),
+        )
+        .correlate_except(_MEMBERS)
+    )
+    if identity.has_scope(Scope.ADMIN):
+        allowed = or_(user.role == UserRole.ADMIN.value, allowed)
+    return (
+        exists()
+        .where(
+            and_(
+                user.id == identity.user_id,
+                user.is_active.is_(True),
+                user.session_generation == identity.generation,
+                allowed,
+            )
+        )
+        .correlate_except(_USERS)
+    )
+
+
+async def principal_of(session: AsyncSession, identity: Identity) -> Principal:
+    """The verified caller behind ``identity``: one query on the user.
+
+    For the error path of a write that authorized itself in SQL (``may``) and matched
+    nothing. Raises InvalidCredentials when the user is gone, inactive or has ended the
+    credential's sessions.
+    """
+    user = _USERS.c
+    role = (
+        await session.execute(
+            select(user.role).where(
+                user.id == identity.user_id,
+                user.is_active.is_(True),
+                user.session_generation == identity.generation,
+            )
+        )
+    ).scalar_one_or_none()
+    if role is None:
+        raise InvalidCredentials("The credentials are invalid or the account is inactive")
+    return identity.verified(role)
 
 
 def visible_project_ids(user_id: int) -> Select[int]:

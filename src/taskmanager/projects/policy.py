@@ -29,6 +29,11 @@ def role_allows(role: str | None, permission: Permission) -> bool:
     return role is not None and permission in ROLE_PERMISSIONS[ProjectRole(role)]
 
 
+def roles_allowing(permission: Permission) -> tuple[str, ...]:
+    """The project roles that carry ``permission``, for a query that decides in SQL."""
+    return tuple(role.value for role, allowed in ROLE_PERMISSIONS.items() if permission in allowed)
+
+
 def decide(
     principal: Principal, role: str | None, permission: Permission, not_found: NotFound
 ) -> None:

@@ -1,9 +1,15 @@
 """Task queries. SQLAlchemy Core on the mapped table: typed rows, never ORM objects.
 
-Access is decided before these run (``projects.access``); list queries scope themselves to
-the caller's projects with ``visible_project_ids``. Writes are compare-and-set statements:
-the condition the service checked (project, and the ``If-Match`` version) is repeated in the
-``WHERE`` of the write itself.
+The hot writes authorize themselves: ``create``, ``update`` and ``delete`` are each one
+statement that checks the caller (``projects.access.may``), the ``If-Match`` version and the
+assignee's membership in its ``WHERE`` and reads the row back with ``RETURNING`` — one round
+trip, no ORM unit of work. Statements are built from the same few shapes with bound values,
+so SQLAlchemy's compiled cache and the driver's prepared statements serve them.
+When one matches nothing, the service explains it with the step-by-step checks
+(``projects.access``, ``is_member``, ``current_state``) and the compare-and-set writes
+(``update_task``/``delete_task``: the condition the service checked is repeated in the
+``WHERE``). List queries scope themselves to the caller's projects with
+``visible_project_ids``.
 """
 
 from __future__ import annotations
@@ -34,15 +40,18 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import UnaryExpression
 
+from taskmanager.kit.identity import Identity
 from taskmanager.kit.pagination import Seek
 from taskmanager.models.base import UTCDateTime
-from taskmanager.models.projects import ProjectMember
+from taskmanager.models.projects import Project, ProjectMember
 from taskmanager.models.tasks import Task, TaskStatus, search_fold
-from taskmanager.projects.access import visible_project_ids
+from taskmanager.projects.access import is_member_sql, may, project_exists_sql, visible_project_ids
+from taskmanager.projects.policy import Permission
 from taskmanager.tasks.filters import SortBy, SortOrder, TaskListQuery
 
 TASKS = cast(Table, Task.__table__)
 _t = TASKS.c
+_PROJECTS = cast(Table, Project.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +96,44 @@ async def insert_task(session: AsyncSession, values: dict[str, Any]) -> TaskRow:
     # The search columns are filled by the table's column defaults (``models.tasks``).
     result = await session.execute(insert(TASKS).values(**values).returning(*TASK_COLUMNS))
     return task_row(result.one())
+
+
+async def create_authorized(
+    session: AsyncSession,
+    identity: Identity,
+    values: dict[str, Any],
+    *,
+    project_id: int | None,
+) -> TaskRow | None:
+    """Insert the task if the caller may add tasks to the project; the row, else None.
+
+    One ``INSERT ... SELECT ... FROM projects WHERE <project> AND <caller may edit tasks
+    there> AND <the assignee, if any, is a member> RETURNING``. ``project_id`` None: the
+    caller's Inbox. ``values``: every task column but ``id``, ``project_id`` and the
+    folded search copies (computed here). None when the project is missing or not the
+    caller's to edit, the caller is no longer live, or the assignee is not a member.
+    """
+    project = _PROJECTS.c
+    columns = dict(_with_search_columns(dict(values)))
+    names = [name for name in columns if name != "project_id"]
+    selected = [literal(columns[name], _t[name].type) for name in names]
+    if project_id is None:
+        where = [
+            project.is_inbox.is_(True),
+            project.created_by == identity.user_id,
+            is_member_sql(project.id, identity.user_id),
+        ]
+    else:
+        where = [project.id == project_id]
+    where.append(may(identity, Permission.EDIT_TASKS, project.id))
+    if columns.get("assignee_id") is not None:
+        where.append(is_member_sql(project.id, columns["assignee_id"]))
+    source = select(*selected, project.id).where(*where)
+    if project_id is None:
+        source = source.order_by(project.id).limit(1)
+    stmt = insert(TASKS).from_select([*names, "project_id"], source).returning(*TASK_COLUMNS)
+    row = (await session.execute(stmt)).first()
+    return None if row is None else task_row(row)
 
 
 def _with_search_columns(values: dict[str, Any]) -> dict[str, Any]:
@@ -139,6 +186,71 @@ async def update_task(
     result = await session.execute(stmt.values(**changes).returning(*TASK_COLUMNS))
     row = result.first()
     return None if row is None else task_row(row)
+
+
+async def update_authorized(
+    session: AsyncSession,
+    identity: Identity,
+    task_id: int,
+    *,
+    values: dict[str, Any],
+    move_to: int | None,
+    expected_versions: Sequence[int] | None,
+    now: datetime,
+) -> TaskRow | None:
+    """Apply ``values`` (and the move) if allowed, in one ``UPDATE ... RETURNING``; else None.
+
+    The ``WHERE`` holds every rule the step-by-step path checks: the caller may edit tasks
+    in the task's project (and in ``move_to``, which must exist), the version is one of
+    ``expected_versions``, and the assignee (the new one, or the current one when the task
+    moves) is a member of the project the task ends up in. The version goes up by exactly
+    one. None when any of them fails (or the task does not exist).
+    """
+    changes: dict[str, Any] = _with_search_columns(dict(values))
+    if "status" in changes:
+        changes["completed_at"] = _completed_at(changes["status"], now)
+    changes["version"] = _t.version + 1
+    changes["updated_at"] = now
+    stmt = update(TASKS).where(
+        _t.id == task_id, may(identity, Permission.EDIT_TASKS, _t.project_id)
+    )
+    destination: Any = _t.project_id
+    if move_to is not None:
+        changes["project_id"] = move_to
+        destination = literal(move_to, _t.project_id.type)
+        stmt = stmt.where(
+            project_exists_sql(destination), may(identity, Permission.EDIT_TASKS, destination)
+        )
+    if expected_versions is not None:
+        stmt = stmt.where(_t.version.in_(expected_versions))
+    if "assignee_id" in changes:
+        assignee = changes["assignee_id"]
+        if assignee is not None:
+            stmt = stmt.where(is_member_sql(destination, literal(assignee, _t.assignee_id.type)))
+    elif move_to is not None:
+        stmt = stmt.where(or_(_t.assignee_id.is_(None), is_member_sql(destination, _t.assignee_id)))
+    result = await session.execute(stmt.values(**changes).returning(*TASK_COLUMNS))
+    row = result.first()
+    return None if row is None else task_row(row)
+
+
+async def delete_authorized(
+    session: AsyncSession,
+    identity: Identity,
+    task_id: int,
+    *,
+    expected_versions: Sequence[int] | None,
+) -> bool:
+    """Delete the task if the caller may edit its project's tasks (and the version matches).
+
+    One ``DELETE ... WHERE <allowed> RETURNING id``; False when nothing matched.
+    """
+    stmt = delete(TASKS).where(
+        _t.id == task_id, may(identity, Permission.EDIT_TASKS, _t.project_id)
+    )
+    if expected_versions is not None:
+        stmt = stmt.where(_t.version.in_(expected_versions))
+    return (await session.execute(stmt.returning(_t.id))).first() is not None
 
 
 async def delete_task(
@@ -287,6 +399,45 @@ def page_statement(
     if skip:
         stmt = stmt.offset(skip)
     return stmt.limit(limit)
+
+
+async def list_page(
+    session: AsyncSession,
+    query: TaskListQuery,
+    *,
+    viewer_id: int,
+    is_admin: bool,
+    seek: Seek | None,
+    skip: int,
+    limit: int,
+    count: bool,
+) -> tuple[list[TaskRow], int | None]:
+    """One page of rows, and with ``count`` the list's total, in one statement.
+
+    The total is an uncorrelated scalar subquery in the page's select list: each database
+    computes it once per statement (PostgreSQL as an InitPlan, from the same indexes as the
+    page), and it rides on every row. None when not asked for, or when the page is empty
+    (there is no row to carry it).
+    """
+    dialect = _dialect(session)
+    stmt = page_statement(
+        query,
+        viewer_id=viewer_id,
+        is_admin=is_admin,
+        dialect=dialect,
+        seek=seek,
+        skip=skip,
+        limit=limit,
+    )
+    if not count:
+        return [task_row(row) for row in await session.execute(stmt)], None
+    conditions = _conditions(query, viewer_id=viewer_id, is_admin=is_admin, dialect=dialect)
+    # correlate(None): the count reads its own tasks, not the page's row.
+    total = select(func.count()).select_from(TASKS).where(*conditions).correlate(None)
+    rows = (await session.execute(stmt.add_columns(total.scalar_subquery()))).all()
+    if not rows:
+        return [], None
+    return [TaskRow(*row[: len(TASK_FIELDS)]) for row in rows], int(rows[0][-1])
 
 
 async def list_tasks(

@@ -1,4 +1,8 @@
-"""Task routes: thin HTTP wiring around ``tasks.service`` (and ``tasks.fast_read``)."""
+"""Task routes: thin HTTP wiring around ``tasks.service`` (and ``tasks.fast_read``).
+
+The writes take the caller's ``CurrentIdentity`` (no query for a bearer token): the service
+checks the user inside its one write statement, so a write costs one round trip.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from starlette.responses import Response
 
 from taskmanager.kit.deps import (
     OPENAPI_SECURITY,
+    CurrentIdentity,
     CurrentPrincipal,
     SessionDep,
     SettingsDep,
@@ -151,9 +156,9 @@ async def options() -> Response:
         ),
     },
 )
-async def create(session: SessionDep, principal: CurrentPrincipal, body: TaskCreate) -> Response:
+async def create(session: SessionDep, identity: CurrentIdentity, body: TaskCreate) -> Response:
     """Create a task in a project you may edit (your Inbox when ``project_id`` is left out)."""
-    row = await service.create_task(session, principal, body)
+    row = await service.create_task(session, identity, body)
     return _task_response(row, status_code=201)
 
 
@@ -228,12 +233,12 @@ async def replace(
     task_id: TaskId,
     body: TaskReplace,
     session: SessionDep,
-    principal: CurrentPrincipal,
+    identity: CurrentIdentity,
     if_match: IfMatch = None,
 ) -> Response:
     """Full replacement: fields left out go back to their defaults (``If-Match`` honoured)."""
     versions = expected_versions(if_match, task_id)
-    row = await service.replace_task(session, principal, task_id, body, versions)
+    row = await service.replace_task(session, identity, task_id, body, versions)
     return _task_response(row)
 
 
@@ -248,12 +253,12 @@ async def update(
     task_id: TaskId,
     body: TaskPatch,
     session: SessionDep,
-    principal: CurrentPrincipal,
+    identity: CurrentIdentity,
     if_match: IfMatch = None,
 ) -> Response:
     """Change only the fields sent; ``null`` clears description, due_date or assignee_id."""
     versions = expected_versions(if_match, task_id)
-    row = await service.patch_task(session, principal, task_id, body, versions)
+    row = await service.patch_task(session, identity, task_id, body, versions)
     return _task_response(row)
 
 
@@ -269,11 +274,11 @@ async def update(
 async def delete(
     task_id: TaskId,
     session: SessionDep,
-    principal: CurrentPrincipal,
+    identity: CurrentIdentity,
     if_match: IfMatch = None,
 ) -> Response:
     """Delete a task and its comments (``If-Match`` honoured)."""
-    await service.delete_task(session, principal, task_id, expected_versions(if_match, task_id))
+    await service.delete_task(session, identity, task_id, expected_versions(if_match, task_id))
     return Response(status_code=204)
 
 

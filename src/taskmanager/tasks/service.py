@@ -3,6 +3,14 @@
 Raises domain errors only; knows nothing of HTTP. Never commits: the request owns the
 transaction. Access is the gate's (``projects.access``); the single-task read has its own
 fast module (``tasks.fast_read``).
+
+Create, update and delete take the caller's ``Identity`` (for a bearer token, unchecked
+against the database yet) and make one statement that authorizes, writes and reads back
+(``repository.*_authorized``). Only when it matches nothing do they take the step-by-step
+path — the caller verified, then the access gate, the version and the assignee, each in
+its own query — which raises the error the client should see (401, 404, 403, 412, 422) or,
+if the world changed in between, does the write itself. Error paths cost more round trips;
+the successful ones cost one.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taskmanager.kit.db import Database, utcnow
 from taskmanager.kit.errors import Conflict, PreconditionFailed, ValidationFailed
 from taskmanager.kit.etags import strong_etag
-from taskmanager.kit.identity import Principal
+from taskmanager.kit.identity import Identity, Principal
 from taskmanager.kit.pagination import (
     ListPage,
     PageRequest,
@@ -26,7 +34,12 @@ from taskmanager.kit.pagination import (
     resume,
 )
 from taskmanager.models.tasks import TaskStatus
-from taskmanager.projects.access import project_access, task_access, task_not_found
+from taskmanager.projects.access import (
+    principal_of,
+    project_access,
+    task_access,
+    task_not_found,
+)
 from taskmanager.projects.inbox import inbox_id_of
 from taskmanager.projects.policy import Permission
 from taskmanager.tasks import repository as repo
@@ -60,7 +73,36 @@ def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-async def create_task(session: AsyncSession, principal: Principal, body: TaskCreate) -> TaskRow:
+def _new_task_values(identity: Identity, body: TaskCreate) -> dict[str, Any]:
+    now = utcnow()
+    values = _column_values(body.model_dump(exclude={"project_id"}))
+    values.update(
+        created_by=identity.user_id,
+        created_at=now,
+        updated_at=now,
+        completed_at=now if values["status"] == TaskStatus.COMPLETED else None,
+        version=1,
+    )
+    return values
+
+
+async def create_task(session: AsyncSession, identity: Identity, body: TaskCreate) -> TaskRow:
+    """Create the task in one statement; on a refusal, find which error it was.
+
+    Raises InvalidCredentials (the caller is gone), ValidationFailed (no Inbox, or the
+    assignee is not a member), NotFound (no such project, or not the caller's) or Forbidden.
+    """
+    values = _new_task_values(identity, body)
+    row = await repo.create_authorized(session, identity, values, project_id=body.project_id)
+    if row is not None:
+        return row
+    principal = await principal_of(session, identity)
+    return await _create_step_by_step(session, principal, body)
+
+
+async def _create_step_by_step(
+    session: AsyncSession, principal: Principal, body: TaskCreate
+) -> TaskRow:
     project_id = body.project_id
     if project_id is None:
         project_id = await inbox_id_of(session, principal.user_id)
@@ -71,16 +113,8 @@ async def create_task(session: AsyncSession, principal: Principal, body: TaskCre
     await project_access(session, principal, project_id, Permission.EDIT_TASKS)
     if body.assignee_id is not None:
         await _require_assignable(session, project_id, body.assignee_id)
-    now = utcnow()
-    values = _column_values(body.model_dump(exclude={"project_id"}))
-    values.update(
-        project_id=project_id,
-        created_by=principal.user_id,
-        created_at=now,
-        updated_at=now,
-        completed_at=now if values["status"] == TaskStatus.COMPLETED else None,
-        version=1,
-    )
+    values = _new_task_values(principal.identity, body)
+    values["project_id"] = project_id
     return await repo.insert_task(session, values)
 
 
@@ -110,6 +144,31 @@ async def _explain_miss(
 
 
 async def _update(
+    session: AsyncSession,
+    identity: Identity,
+    task_id: int,
+    fields: dict[str, Any],
+    move_to: int | None,
+    expected_versions: Sequence[int] | None,
+) -> TaskRow:
+    row = await repo.update_authorized(
+        session,
+        identity,
+        task_id,
+        values=_column_values(fields),
+        move_to=move_to,
+        expected_versions=expected_versions,
+        now=utcnow(),
+    )
+    if row is not None:
+        return row
+    principal = await principal_of(session, identity)
+    return await _update_step_by_step(
+        session, principal, task_id, fields, move_to, expected_versions
+    )
+
+
+async def _update_step_by_step(
     session: AsyncSession,
     principal: Principal,
     task_id: int,
@@ -149,19 +208,19 @@ async def _update(
 
 async def replace_task(
     session: AsyncSession,
-    principal: Principal,
+    identity: Identity,
     task_id: int,
     body: TaskReplace,
     expected_versions: Sequence[int] | None,
 ) -> TaskRow:
     """PUT: every field is set; the ones left out go back to their defaults."""
     fields = body.model_dump(exclude={"project_id"})
-    return await _update(session, principal, task_id, fields, body.project_id, expected_versions)
+    return await _update(session, identity, task_id, fields, body.project_id, expected_versions)
 
 
 async def patch_task(
     session: AsyncSession,
-    principal: Principal,
+    identity: Identity,
     task_id: int,
     body: TaskPatch,
     expected_versions: Sequence[int] | None,
@@ -169,15 +228,21 @@ async def patch_task(
     """PATCH: only the fields sent change; null clears a nullable one."""
     fields = body.changes()
     move_to = fields.pop("project_id", None)
-    return await _update(session, principal, task_id, fields, move_to, expected_versions)
+    return await _update(session, identity, task_id, fields, move_to, expected_versions)
 
 
 async def delete_task(
     session: AsyncSession,
-    principal: Principal,
+    identity: Identity,
     task_id: int,
     expected_versions: Sequence[int] | None,
 ) -> None:
+    """Delete in one statement; on a refusal raise 401, 404, 403 or 412 (or delete then)."""
+    if await repo.delete_authorized(
+        session, identity, task_id, expected_versions=expected_versions
+    ):
+        return
+    principal = await principal_of(session, identity)
     for _ in range(_MOVE_RETRIES):
         current = await _load_for_edit(session, principal, task_id)
         if expected_versions is not None and current.version not in expected_versions:
@@ -232,8 +297,11 @@ async def list_tasks(
 ) -> tuple[TaskListQuery, ListPage[TaskRow]]:
     """One page, by offset or by cursor (a keyset seek whose cost does not grow with depth).
 
-    ``sent``: the query's names the client sent; with a cursor they must match it. Returns
-    the query the page was made for (the cursor's, when one was given) and the page.
+    One statement: the page, with the total counted in the same statement — except on a
+    cursor page, which repeats the total its cursor carries (counted when the list was
+    started) and counts nothing. ``sent``: the query's names the client sent; with a
+    cursor they must match it. Returns the query the page was made for (the cursor's, when
+    one was given) and the page.
     """
     resumed = resume(page, query.as_json(), sent, key=signing_key, context=_CURSOR_CONTEXT)
     if page.cursor is not None:
@@ -245,8 +313,7 @@ async def list_tasks(
     if resumed.seek is not None:
         seek = Seek(sort_value_from_json(query.sort_by, resumed.seek.value), resumed.seek.last_id)
     viewer_id, is_admin = principal.user_id, principal.is_admin
-    total = await repo.count_tasks(session, query, viewer_id=viewer_id, is_admin=is_admin)
-    rows = await repo.list_tasks(
+    rows, counted = await repo.list_page(
         session,
         query,
         viewer_id=viewer_id,
@@ -254,7 +321,17 @@ async def list_tasks(
         seek=seek,
         skip=resumed.skip,
         limit=resumed.limit + 1,  # one extra row tells whether there is a next page
+        count=resumed.total is None,
     )
+    if resumed.total is not None:
+        total = resumed.total
+    elif counted is not None:
+        total = counted
+    elif seek is None and resumed.skip == 0:
+        total = 0  # the first page is empty: nothing matches
+    else:
+        # An empty page past the end (or an old cursor without a total): count on its own.
+        total = await repo.count_tasks(session, query, viewer_id=viewer_id, is_admin=is_admin)
     sort_by = query.sort_by.value
     return query, finish_page(
         rows,
@@ -264,6 +341,7 @@ async def list_tasks(
         row_id=lambda row: row.id,
         key=signing_key,
         context=_CURSOR_CONTEXT,
+        carry_total=True,
     )
 
 

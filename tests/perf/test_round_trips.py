@@ -1,0 +1,240 @@
+"""Database round trips per request, counted (never timed): the budget of each hot route.
+
+``counting`` records every statement one HTTP request sends, on every engine the app uses:
+
+- SQLAlchemy's ``before_cursor_execute`` event, on both backends: every statement run
+  through a DBAPI cursor.
+- On PostgreSQL also asyncpg's query logger on each connection the pool hands out, which
+  sees what bypasses SQLAlchemy's cursors: the fast task read's one query (sent straight
+  through the driver) and the transaction's ``BEGIN`` and ``COMMIT``. (It does not see
+  executions of prepared statements, which is how SQLAlchemy's cursor runs everything, so
+  the two logs are merged, a statement seen by both counted once.)
+
+Nothing is dropped silently: transaction control (``BEGIN``, SQLite's ``BEGIN IMMEDIATE``,
+``COMMIT``, ``ROLLBACK``) is counted apart from the statements and asserted on its own.
+SQLite's ``COMMIT`` is sent by the driver's ``commit()``, not through a cursor, so it does
+not appear at all on SQLite; on PostgreSQL a write costs ``BEGIN`` and ``COMMIT`` as two
+more round trips on top of its statements, and reads run in autocommit with neither.
+
+The budgets are per route (``BUDGET``): a change that adds a statement to one route shows
+as exactly that route's number going up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from tests.conftest import TestDatabase, UserFactory
+from tests.factories import TASKS, add_member, create_project
+
+# Statements per request on the successful path, transaction control not included.
+BUDGET = {
+    "GET /tasks/{id}": 1,  # the fast read: caller, role and task in one query
+    "POST /tasks": 1,  # INSERT ... SELECT ... WHERE <caller may edit> RETURNING
+    "POST /tasks (Inbox)": 1,
+    "PATCH /tasks/{id}": 1,  # UPDATE ... WHERE <caller may edit, version> RETURNING
+    "PUT /tasks/{id}": 1,
+    "DELETE /tasks/{id}": 1,
+    "GET /tasks": 2,  # the caller's role, then the page with its total
+    "GET /tasks (filtered)": 2,
+    "GET /tasks?cursor=": 2,  # the total rides in the cursor: nothing is counted again
+}
+# What the issue allows each route (the outbox will add one statement to every write).
+CEILING = {route: 1 if route.startswith("GET /tasks/") else 2 for route in BUDGET}
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK")
+
+
+@dataclass
+class StatementLog:
+    """The statements one request sent, split into queries and transaction control."""
+
+    cursor: list[str] = field(default_factory=list)
+    wire: list[str] = field(default_factory=list)
+    backend: str = "sqlite"
+
+    @property
+    def sent(self) -> list[str]:
+        seen = {_normalise(s) for s in self.cursor}
+        return self.cursor + [s for s in self.wire if _normalise(s) not in seen]
+
+    @property
+    def statements(self) -> list[str]:
+        return [s for s in self.sent if not _is_transaction_control(s)]
+
+    @property
+    def transaction_control(self) -> list[str]:
+        return [s for s in self.sent if _is_transaction_control(s)]
+
+
+def _is_transaction_control(sql: str) -> bool:
+    return sql.lstrip().upper().startswith(TRANSACTION_CONTROL)
+
+
+@contextmanager
+def counting(app: FastAPI, backend: str) -> Iterator[StatementLog]:
+    """Record what the app sends to its database inside the ``with`` block."""
+    database = app.state.database
+    engines: list[Engine] = [database.write_engine.sync_engine]
+    if database.read_engine.sync_engine.pool is not database.write_engine.sync_engine.pool:
+        engines.append(database.read_engine.sync_engine)
+    log = StatementLog(backend=backend)
+    logged: list[Any] = []
+
+    def on_cursor(*args: Any) -> None:
+        log.cursor.append(str(args[2]))
+
+    def on_wire(query: Any) -> None:
+        log.wire.append(str(query.query))
+
+    def on_checkout(dbapi_connection: Any, *_: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        if backend == "postgres" and driver not in logged:
+            driver.add_query_logger(on_wire)
+            logged.append(driver)
+
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", on_cursor)
+    event.listen(engines[0].pool, "checkout", on_checkout)
+    try:
+        yield log
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", on_cursor)
+        event.remove(engines[0].pool, "checkout", on_checkout)
+        for driver in logged:
+            driver.remove_query_logger(on_wire)
+
+
+def _normalise(sql: str) -> str:
+    return " ".join(sql.split())
+
+
+async def _check(
+    app: FastAPI,
+    database: TestDatabase,
+    route: str,
+    send: Callable[[], Awaitable[httpx.Response]],
+    status: int,
+) -> httpx.Response:
+    with counting(app, database.backend) as log:
+        response = await send()
+        # asyncpg hands its log records over with loop.call_soon: let them arrive.
+        await asyncio.sleep(0)
+    assert response.status_code == status, response.text
+    assert len(log.statements) == BUDGET[route], (route, log.statements)
+    assert BUDGET[route] <= CEILING[route]
+    if database.backend == "postgres":
+        writes = route.split()[0] in {"POST", "PATCH", "PUT", "DELETE"}
+        expected = ["BEGIN", "COMMIT"] if writes else []
+        assert [s.split()[0].upper().rstrip(";") for s in log.transaction_control] == expected
+    else:
+        writes = route.split()[0] in {"POST", "PATCH", "PUT", "DELETE"}
+        assert log.transaction_control == (["BEGIN IMMEDIATE"] if writes else [])
+    return response
+
+
+async def test_each_hot_route_stays_within_its_round_trip_budget(
+    app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory, database: TestDatabase
+) -> None:
+    alice = await make_user("alice")
+    bob = await make_user("bob")
+    project = await create_project(app, alice)
+    await add_member(app, project, bob, "editor")
+    h = alice.headers
+    for i in range(3):
+        created = await client.post(
+            TASKS, json={"title": f"t{i}", "project_id": project}, headers=h
+        )
+        assert created.status_code == 201
+    # One request first, so pools, caches and prepared statements are warm as in service.
+    assert (await client.get(TASKS, headers=h)).status_code == 200
+
+    body = {"title": "Write the report", "project_id": project, "assignee_id": bob.id}
+    created = await _check(
+        app, database, "POST /tasks", lambda: client.post(TASKS, json=body, headers=h), 201
+    )
+    await _check(
+        app,
+        database,
+        "POST /tasks (Inbox)",
+        lambda: client.post(TASKS, json={"title": "Inbox item"}, headers=h),
+        201,
+    )
+    url = created.headers["location"]
+    got = await _check(app, database, "GET /tasks/{id}", lambda: client.get(url, headers=h), 200)
+    patched = await _check(
+        app,
+        database,
+        "PATCH /tasks/{id}",
+        lambda: client.patch(
+            url,
+            json={"status": "completed"},
+            headers={**h, "If-Match": got.headers["etag"]},
+        ),
+        200,
+    )
+    assert patched.json()["version"] == 2
+    await _check(
+        app,
+        database,
+        "PUT /tasks/{id}",
+        lambda: client.put(url, json={"title": "Again", "project_id": project}, headers=h),
+        200,
+    )
+    page = await _check(
+        app, database, "GET /tasks", lambda: client.get(TASKS, params={"limit": 2}, headers=h), 200
+    )
+    assert page.json()["total"] == 5
+    await _check(
+        app,
+        database,
+        "GET /tasks (filtered)",
+        lambda: client.get(
+            TASKS, params={"q": "report", "status": "pending", "tag": "x"}, headers=h
+        ),
+        200,
+    )
+    cursor = page.json()["next_cursor"]
+    following = await _check(
+        app,
+        database,
+        "GET /tasks?cursor=",
+        lambda: client.get(TASKS, params={"cursor": cursor}, headers=h),
+        200,
+    )
+    assert following.json()["total"] == 5
+    await _check(app, database, "DELETE /tasks/{id}", lambda: client.delete(url, headers=h), 204)
+
+
+async def test_a_cursor_carries_the_total_counted_when_the_list_started(
+    client: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    alice = await make_user("alice")
+    for i in range(3):
+        assert (await client.post(TASKS, json={"title": f"t{i}"}, headers=alice.headers)).is_success
+    first = await client.get(TASKS, params={"limit": 1}, headers=alice.headers)
+    assert first.status_code == 200
+    assert first.json()["total"] == 3
+    assert (await client.post(TASKS, json={"title": "late"}, headers=alice.headers)).is_success
+
+    # Pages that continue the list repeat its total; a fresh start counts again.
+    following = await client.get(
+        TASKS, params={"cursor": first.json()["next_cursor"]}, headers=alice.headers
+    )
+    assert following.json()["total"] == 3
+    assert following.headers["x-total-count"] == "3"
+    again = await client.get(TASKS, params={"limit": 1}, headers=alice.headers)
+    assert again.json()["total"] == 4
+    # An offset page past the end still answers the true total.
+    beyond = await client.get(TASKS, params={"skip": 10}, headers=alice.headers)
+    assert beyond.json()["items"] == []
+    assert beyond.json()["total"] == 4
