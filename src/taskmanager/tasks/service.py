@@ -17,6 +17,7 @@ from taskmanager.kit.db import Database, utcnow
 from taskmanager.kit.errors import Conflict, PreconditionFailed, ValidationFailed
 from taskmanager.kit.etags import strong_etag
 from taskmanager.kit.identity import Principal
+from taskmanager.kit.outbox import EventType, record
 from taskmanager.kit.pagination import (
     ListPage,
     PageRequest,
@@ -29,10 +30,11 @@ from taskmanager.models.tasks import TaskStatus
 from taskmanager.projects.access import project_access, task_access, task_not_found
 from taskmanager.projects.inbox import inbox_id_of
 from taskmanager.projects.policy import Permission
+from taskmanager.projects.repository import member_ids
 from taskmanager.tasks import repository as repo
 from taskmanager.tasks.filters import SortBy, TaskFilters, TaskListQuery
 from taskmanager.tasks.repository import TASK_COLUMNS, TaskRow, task_row
-from taskmanager.tasks.schemas import TaskCreate, TaskPatch, TaskReplace
+from taskmanager.tasks.schemas import TaskCreate, TaskOut, TaskPatch, TaskReplace
 
 EXPORT_BATCH = 500
 # A write that lost a race with a concurrent move re-checks access this many times.
@@ -42,6 +44,35 @@ _CURSOR_CONTEXT = b"taskmanager/tasks/cursor/v2"
 
 
 # ---- writes ------------------------------------------------------------------------------
+
+# Bookkeeping that changes on every write: not listed in a task.updated event's ``changed``.
+_UNLISTED_CHANGES = frozenset({"updated_at", "version"})
+
+
+def _event_data(row: TaskRow) -> dict[str, Any]:
+    """The task as the API shows it (the ``data`` of its events)."""
+    return TaskOut.model_validate(row, from_attributes=True).model_dump(mode="json")
+
+
+async def _record_update(
+    session: AsyncSession, principal: Principal, before: TaskRow, after: TaskRow
+) -> None:
+    """task.updated in the task's (new) project; on a move the old project's members hear too."""
+    changed = [
+        name
+        for name in TaskOut.model_fields
+        if name not in _UNLISTED_CHANGES and getattr(before, name) != getattr(after, name)
+    ]
+    moved_from = before.project_id != after.project_id
+    await record(
+        session,
+        type=EventType.TASK_UPDATED,
+        project_id=after.project_id,
+        actor_id=principal.user_id,
+        data=_event_data(after),
+        changed=changed,
+        also_notify=await member_ids(session, before.project_id) if moved_from else (),
+    )
 
 
 async def _require_assignable(session: AsyncSession, project_id: int, assignee_id: int) -> None:
@@ -81,7 +112,15 @@ async def create_task(session: AsyncSession, principal: Principal, body: TaskCre
         completed_at=now if values["status"] == TaskStatus.COMPLETED else None,
         version=1,
     )
-    return await repo.insert_task(session, values)
+    row = await repo.insert_task(session, values)
+    await record(
+        session,
+        type=EventType.TASK_CREATED,
+        project_id=project_id,
+        actor_id=principal.user_id,
+        data=_event_data(row),
+    )
+    return row
 
 
 def _precondition_failed(task_id: int, version: int) -> PreconditionFailed:
@@ -141,6 +180,7 @@ async def _update(
             now=utcnow(),
         )
         if row is not None:
+            await _record_update(session, principal, current, row)
             return row
         await _explain_miss(session, task_id, expected_versions)
         # Moved to another project between our read and our write: check access again.
@@ -189,6 +229,14 @@ async def delete_task(
             expected_versions=expected_versions,
         )
         if deleted:
+            # Its comments (and attachments) go with it: no event of their own (README).
+            await record(
+                session,
+                type=EventType.TASK_DELETED,
+                project_id=current.project_id,
+                actor_id=principal.user_id,
+                data=_event_data(current),
+            )
             return
         await _explain_miss(session, task_id, expected_versions)
     raise Conflict("The task kept changing while it was being deleted; retry")
