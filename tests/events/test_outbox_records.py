@@ -46,14 +46,18 @@ async def test_each_change_writes_one_event_with_its_representation(
     )
     assert edited.status_code == 200
     assert (await client.delete(f"{comments}/{comment['id']}", headers=owner.headers)).is_success
-    renamed = await client.patch(f"{API}/projects/{pid}", json={"name": "Go"}, headers=owner.headers)
+    renamed = await client.patch(
+        f"{API}/projects/{pid}", json={"name": "Go"}, headers=owner.headers
+    )
     assert renamed.status_code == 200
     promoted = await client.patch(
         f"{API}/projects/{pid}/members/{editor.id}", json={"role": "owner"}, headers=owner.headers
     )
     assert promoted.status_code == 200
     assert (await client.delete(f"{TASKS}/{task['id']}", headers=owner.headers)).is_success
-    removed = await client.delete(f"{API}/projects/{pid}/members/{editor.id}", headers=owner.headers)
+    removed = await client.delete(
+        f"{API}/projects/{pid}/members/{editor.id}", headers=owner.headers
+    )
     assert removed.status_code == 204
     assert (await client.delete(f"{API}/projects/{pid}", headers=owner.headers)).is_success
 
@@ -79,9 +83,7 @@ async def test_each_change_writes_one_event_with_its_representation(
     assert by_type["task.created"]["title"] == "Draft"
     assert by_type["task.deleted"]["id"] == task["id"]
     assert by_type["comment.updated"] == edited.json()
-    assert by_type["project.updated"] == {
-        k: v for k, v in renamed.json().items() if k != "role"
-    }
+    assert by_type["project.updated"] == {k: v for k, v in renamed.json().items() if k != "role"}
     assert by_type["member.added"] == {
         "user_id": editor.id,
         "username": editor.username,

@@ -113,9 +113,7 @@ async def edit_comment(
         raise Forbidden(f"Your role '{access.role}' does not allow this action")
     changed = ["body"] if comment.body != body else []
     edited = await repository.set_body(session, comment.id, body)
-    await _record(
-        session, EventType.COMMENT_UPDATED, access.project_id, principal, edited, changed
-    )
+    await _record(session, EventType.COMMENT_UPDATED, access.project_id, principal, edited, changed)
     return edited
 
 

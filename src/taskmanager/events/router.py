@@ -2,10 +2,12 @@
 
 One connection: authenticate (``?token=``, else the ``Authorization`` or ``X-API-Key``
 header, through ``kit.authn`` like every route), check the optional ``project_id`` through
-the access gate, take a connection slot, register with the hub, replay what ``since``
-missed from the outbox, then go live. Replay and live meet without a gap or a repeat: the
-subscriber is registered (and its queue collecting) before the replay reads, and anything
-in the queue at or below the last replayed ``seq`` is dropped.
+the access gate, take a connection slot, register with the hub, complete the handshake,
+replay what ``since`` missed from the outbox, then go live. Every event published after
+the handshake completed reaches the client (if its filter admits it). Replay and live meet
+without a gap or a repeat: the subscriber is registered (and its queue collecting) before
+the replay reads, and anything in the queue at or below the last replayed ``seq`` is
+dropped.
 
 Close codes (RFC 6455 §7.4.2 private range mirrors HTTP): 4401 not authenticated or the
 credential ended (token expired, signed out everywhere, key revoked), 4403 deactivated or
@@ -25,7 +27,7 @@ import anyio
 import structlog
 from fastapi import APIRouter, WebSocket
 from sqlalchemy import select
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from taskmanager.events.hub import READ_BATCH, Hub, Published, Subscriber, read_after
 from taskmanager.kit.authn import access_claims, authenticate, read_credential
@@ -122,7 +124,6 @@ class _Stream:
     async def run(self) -> int:
         """Serve until closed; returns the close code sent (1000 when the client left)."""
         websocket = self.websocket
-        await websocket.accept()
         try:
             if self.hub.going_away.is_set():
                 raise _Closing(GOING_AWAY, "The server is shutting down")
@@ -149,9 +150,13 @@ class _Stream:
         return 1000
 
     async def _close(self, code: int, reason: str) -> None:
+        """Close with ``code``; a refusal is accepted first, since only an open WebSocket
+        carries a close code (before the handshake the server could only answer HTTP 403)."""
         with anyio.move_on_after(_CLOSE_TIMEOUT_SECONDS, shield=True):
             # The client may be gone already.
             with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+                if self.websocket.client_state is WebSocketState.CONNECTING:
+                    await self.websocket.accept()
                 await self.websocket.close(code, reason[:120])
 
     async def _check_project(self, principal: Principal, project_id: int) -> None:
@@ -174,10 +179,12 @@ class _Stream:
             project_id=project_id,
             queue_size=self.settings.ws_queue_size,
         )
-        # Registered first, so nothing published during the replay is missed.
+        # Registered first, so nothing published during the replay is missed; and before
+        # the handshake completes, so a client that is connected misses nothing either.
         await self.hub.subscribe(subscriber)
         outcome: list[_Closing] = []
         try:
+            await self.websocket.accept()
             async with anyio.create_task_group() as tasks:
 
                 def end(code: int, reason: str) -> None:
