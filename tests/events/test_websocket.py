@@ -12,13 +12,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from httpx_ws import aconnect_ws
 from sqlalchemy import update
 
 from taskmanager.kit.security import create_access_token
 from taskmanager.models.users import User
 from tests.conftest import AppFactory, TestUser, UserFactory
-from tests.events.ws_support import WS, close_code, next_event, ws_client
+from tests.events.ws_support import WS, close_code, connect, next_event, ws_client
 from tests.factories import (
     API,
     TASKS,
@@ -38,7 +37,7 @@ async def test_a_member_receives_each_change_as_the_api_shows_it(
     app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     user = await make_user()
-    async with ws_client(app) as wsc, aconnect_ws(_token(user), wsc) as ws:
+    async with ws_client(app) as wsc, connect(_token(user), wsc) as ws:
         task = await api_create_task(client, user, title="Live")
         created = await next_event(ws)
         patched = await client.patch(
@@ -61,7 +60,7 @@ async def test_an_outsider_receives_nothing_of_a_project_it_is_not_in(
     app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     owner, outsider = await make_user(), await make_user()
-    async with ws_client(app) as wsc, aconnect_ws(_token(outsider), wsc) as ws:
+    async with ws_client(app) as wsc, connect(_token(outsider), wsc) as ws:
         await api_create_task(client, owner, title="Secret")
         mine = await api_create_task(client, outsider, title="Mine")
         first = await next_event(ws)
@@ -73,7 +72,7 @@ async def test_removal_stops_events_and_joining_starts_them(
 ) -> None:
     owner, member = await make_user(), await make_user()
     pid = (await api_create_project(client, owner, "Team"))["id"]
-    async with ws_client(app) as wsc, aconnect_ws(_token(member), wsc) as ws:
+    async with ws_client(app) as wsc, connect(_token(member), wsc) as ws:
         await api_create_task(client, owner, project_id=pid, title="Before joining")
         await api_add_member(client, owner, pid, member, "viewer")
         joined = await next_event(ws)
@@ -97,7 +96,7 @@ async def test_an_admin_receives_every_project(
     app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     admin, user = await make_user(role="admin"), await make_user()
-    async with ws_client(app) as wsc, aconnect_ws(_token(admin), wsc) as ws:
+    async with ws_client(app) as wsc, connect(_token(admin), wsc) as ws:
         task = await api_create_task(client, user)
         event = await next_event(ws)
     assert (event["type"], event["data"]["id"]) == ("task.created", task["id"])
@@ -108,7 +107,7 @@ async def test_project_id_narrows_the_stream(
 ) -> None:
     user = await make_user()
     pid = (await api_create_project(client, user, "Narrow"))["id"]
-    async with ws_client(app) as wsc, aconnect_ws(f"{_token(user)}&project_id={pid}", wsc) as ws:
+    async with ws_client(app) as wsc, connect(f"{_token(user)}&project_id={pid}", wsc) as ws:
         await api_create_task(client, user, title="In the Inbox")
         wanted = await api_create_task(client, user, project_id=pid, title="In the project")
         event = await next_event(ws)
@@ -120,13 +119,13 @@ async def test_since_replays_exactly_what_was_missed_then_goes_live(
 ) -> None:
     user = await make_user()
     async with ws_client(app) as wsc:
-        async with aconnect_ws(_token(user), wsc) as ws:
+        async with connect(_token(user), wsc) as ws:
             await api_create_task(client, user, title="Seen")
             last_seen = (await next_event(ws))["id"]
         missed = [
             (await api_create_task(client, user, title=f"Missed {n}"))["id"] for n in range(100)
         ]
-        async with aconnect_ws(f"{_token(user)}&since={last_seen}", wsc) as ws:
+        async with connect(f"{_token(user)}&since={last_seen}", wsc) as ws:
             replayed = [await next_event(ws) for _ in missed]
             live = await api_create_task(client, user, title="Live")
             following = await next_event(ws)
@@ -154,7 +153,7 @@ async def test_refusals_close_with_their_code(
 ) -> None:
     user, other = await make_user(), await make_user()
     url = WS + query.format(token=user.token, foreign=other.inbox_id)
-    async with ws_client(app) as wsc, aconnect_ws(url, wsc) as ws:
+    async with ws_client(app) as wsc, connect(url, wsc) as ws:
         assert await close_code(ws) == code
 
 
@@ -165,12 +164,12 @@ async def test_api_keys_authenticate_by_header_and_need_tasks_read(
     reader = await create_api_key(app, user, ["tasks:read"])
     writer_only = await create_api_key(app, user, ["tasks:write"])
     async with ws_client(app) as wsc:
-        async with aconnect_ws(WS, wsc, headers=writer_only) as ws:
+        async with connect(WS, wsc, headers=writer_only) as ws:
             assert await close_code(ws) == 4403
-        async with aconnect_ws(WS, wsc, headers=reader) as ws:
+        async with connect(WS, wsc, headers=reader) as ws:
             task = await api_create_task(client, user)
             event = await next_event(ws)
-        async with aconnect_ws(WS, wsc, headers=user.headers) as ws:
+        async with connect(WS, wsc, headers=user.headers) as ws:
             other = await api_create_task(client, user)
             by_header = await next_event(ws)
     assert event["data"]["id"] == task["id"]
@@ -182,7 +181,7 @@ async def test_the_socket_closes_when_the_access_token_expires(
 ) -> None:
     user = await make_user()
     token = create_access_token(user.id, app.state.settings.signing_key, timedelta(seconds=3))
-    async with ws_client(app) as wsc, aconnect_ws(f"{WS}?token={token}", wsc) as ws:
+    async with ws_client(app) as wsc, connect(f"{WS}?token={token}", wsc) as ws:
         code = await close_code(ws)
     assert code == 4401
 
@@ -192,7 +191,7 @@ async def test_the_socket_closes_when_the_user_is_deactivated(
 ) -> None:
     app, client = await make_app(ws_recheck_seconds=0.2)
     user = await make_user()
-    async with ws_client(app) as wsc, aconnect_ws(_token(user), wsc) as ws:
+    async with ws_client(app) as wsc, connect(_token(user), wsc) as ws:
         task = await api_create_task(client, user)
         assert (await next_event(ws))["data"]["id"] == task["id"]
         await db_execute(app, update(User).where(User.id == user.id).values(is_active=False))
@@ -205,7 +204,7 @@ async def test_signing_out_everywhere_closes_the_socket(
 ) -> None:
     app, client = await make_app(ws_recheck_seconds=0.2)
     user = await make_user()
-    async with ws_client(app) as wsc, aconnect_ws(_token(user), wsc) as ws:
+    async with ws_client(app) as wsc, connect(_token(user), wsc) as ws:
         response = await client.post(f"{API}/auth/logout-all", headers=user.headers)
         assert response.status_code == 204
         code = await close_code(ws)
@@ -219,15 +218,15 @@ async def test_connections_beyond_the_per_user_limit_are_refused(
     user, other = await make_user(), await make_user()
     async with (
         ws_client(app) as wsc,
-        aconnect_ws(_token(user), wsc) as first,
-        aconnect_ws(_token(user), wsc) as second,
+        connect(_token(user), wsc) as first,
+        connect(_token(user), wsc) as second,
     ):
         # Both hold their slot once they receive (slots are taken after authentication).
         task = await api_create_task(client, user)
         events: list[dict[str, Any]] = [await next_event(first), await next_event(second)]
-        async with aconnect_ws(_token(user), wsc) as third:
+        async with connect(_token(user), wsc) as third:
             assert await close_code(third) == 4429
-        async with aconnect_ws(_token(other), wsc) as someone_else:
+        async with connect(_token(other), wsc) as someone_else:
             mine = await api_create_task(client, other)
             assert (await next_event(someone_else))["data"]["id"] == mine["id"]
     assert [e["data"]["id"] for e in events] == [task["id"], task["id"]]
@@ -238,7 +237,7 @@ async def test_draining_closes_sockets_with_going_away(
 ) -> None:
     app, _ = await make_app()
     user = await make_user()
-    async with ws_client(app) as wsc, aconnect_ws(_token(user), wsc) as ws:
+    async with ws_client(app) as wsc, connect(_token(user), wsc) as ws:
         app.state.draining = True  # what the SIGTERM handler sets (serving.DrainingServer)
         code = await close_code(ws)
     assert code == 1001

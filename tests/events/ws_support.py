@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect
+from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
 from httpx_ws.transport import ASGIWebSocketTransport
 
 WS = "/api/v1/ws"
@@ -24,6 +24,16 @@ async def ws_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
     ):
         yield client
+
+
+def connect(
+    url: str, client: httpx.AsyncClient, headers: dict[str, str] | None = None
+) -> AbstractAsyncContextManager[AsyncWebSocketSession]:
+    """A WebSocket session on ``client`` (httpx-ws's ``aconnect_ws``, typed)."""
+    session: AbstractAsyncContextManager[AsyncWebSocketSession] = aconnect_ws(
+        url, client, headers=headers
+    )
+    return session
 
 
 async def next_event(ws: AsyncWebSocketSession) -> dict[str, Any]:

@@ -1,0 +1,101 @@
+"""The stream across real ``taskmanager serve`` processes (sockets, Redis, separate memory)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from fastapi import FastAPI
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+
+from tests.conftest import TestDatabase, redis_url_or_skip
+from tests.events.ws_support import RECEIVE_TIMEOUT
+from tests.factories import STRONG_PASSWORD
+from tests.serve_support import start_server, stop_server
+
+SECRET = "events-process-secret-key-0123456789abcdef"
+
+
+async def _account(base: str, username: str) -> str:
+    """Register through the API and log in; returns an access token."""
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        created = await client.post(
+            "/api/v1/users",
+            json={
+                "email": f"{username}@example.com",
+                "username": username,
+                "password": STRONG_PASSWORD,
+            },
+        )
+        assert created.status_code == 201, created.text
+        login = await client.post(
+            "/api/v1/auth/token", data={"username": username, "password": STRONG_PASSWORD}
+        )
+        assert login.status_code == 200, login.text
+        token: str = login.json()["access_token"]
+        return token
+
+
+async def _receive(ws: ClientConnection) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), RECEIVE_TIMEOUT))
+    return message
+
+
+async def _create(client: httpx.AsyncClient, token: str, **fields: Any) -> dict[str, Any]:
+    response = await client.post(
+        "/api/v1/tasks",
+        json={"title": "Task", **fields},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@pytest.mark.postgres_only
+async def test_a_change_through_one_process_reaches_a_socket_on_another(
+    app: FastAPI, database: TestDatabase, tmp_path: Path
+) -> None:
+    settings = {
+        "TASKMANAGER_DATABASE_URL": database.url,
+        "TASKMANAGER_REDIS_URL": redis_url_or_skip(),
+        "TASKMANAGER_DATA_DIR": str(tmp_path / "data"),
+        "TASKMANAGER_SECRET_KEY": SECRET,
+        "TASKMANAGER_RATE_LIMIT_ENABLED": "false",
+        # Far longer than the receive bound: the events must come through Redis.
+        "TASKMANAGER_EVENT_POLL_SECONDS": "60",
+        "TASKMANAGER_LOG_LEVEL": "WARNING",
+    }
+    first, first_port = start_server(tmp_path, settings)
+    second, second_port = start_server(tmp_path, settings)
+    try:
+        writer_base = f"http://127.0.0.1:{second_port}"
+        token = await _account(writer_base, "crossproc")
+        stream = f"ws://127.0.0.1:{first_port}/api/v1/ws?token={token}"
+        async with httpx.AsyncClient(base_url=writer_base, timeout=30) as writer:
+            async with ws_connect(stream) as ws:
+                task = await _create(writer, token, title="Through the other process")
+                seen = await _receive(ws)
+            assert (seen["type"], seen["data"]) == ("task.created", task)
+
+            # Disconnected: 100 changes through the second process.
+            missed = [(await _create(writer, token, title=f"Missed {n}"))["id"] for n in range(100)]
+            async with ws_connect(f"{stream}&since={seen['id']}") as ws:
+                replayed = [await _receive(ws) for _ in missed]
+                live = await _create(writer, token, title="Live again")
+                following = await _receive(ws)
+        assert [e["data"]["id"] for e in replayed] == missed
+        ids = [e["id"] for e in replayed]
+        assert ids == sorted(set(ids))
+        assert following["data"]["id"] == live["id"]
+        assert following["id"] > ids[-1]
+    finally:
+        stop_server(first)
+        stop_server(second)
