@@ -99,3 +99,70 @@ async def test_a_change_through_one_process_reaches_a_socket_on_another(
     finally:
         stop_server(first)
         stop_server(second)
+
+
+def _slow_socket(port: int) -> socket.socket:
+    """A connected socket with a tiny receive buffer, so unread data backs up to the server."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock
+
+
+async def test_a_slow_reader_is_dropped_while_a_fast_one_keeps_receiving(tmp_path: Path) -> None:
+    settings = {
+        "TASKMANAGER_DATA_DIR": str(tmp_path / "data"),
+        "TASKMANAGER_SECRET_KEY": SECRET,
+        "TASKMANAGER_RATE_LIMIT_ENABLED": "false",
+        "TASKMANAGER_WS_QUEUE_SIZE": "32",
+        # Keep-alive out of the picture: the slow client answers no ping while it stalls.
+        "TASKMANAGER_WS_PING_SECONDS": "600",
+        "TASKMANAGER_LOG_LEVEL": "WARNING",
+        "TASKMANAGER_DB_POOL_TIMEOUT_SECONDS": "60",
+    }
+    server, port = start_server(tmp_path, settings)
+    changes = 2000
+    try:
+        base = f"http://127.0.0.1:{port}"
+        token = await _account(base, "slowfast")
+        stream = f"ws://127.0.0.1:{port}/api/v1/ws?token={token}"
+        async with (
+            httpx.AsyncClient(base_url=base, timeout=60) as writer,
+            ws_connect(stream, compression=None) as fast,
+            # Flow control on: once 1 message is buffered it stops reading the socket.
+            # No compression: the events must fill the socket buffers byte for byte.
+            ws_connect(
+                stream, sock=_slow_socket(port), max_queue=1, ping_interval=None, compression=None
+            ) as slow,
+        ):
+            received: list[int] = []
+
+            async def read_fast() -> None:
+                while len(received) < changes:
+                    received.append((await _receive(fast))["data"]["id"])
+
+            reader = asyncio.create_task(read_fast())
+            created: list[int] = []
+            padding = "x" * 1900  # about 2.5 KB per event: the slow socket's buffers fill
+            for start in range(0, changes, 10):
+                batch = [
+                    _create(writer, token, title=f"Change {n}", description=padding)
+                    for n in range(start, start + 10)
+                ]
+                created.extend(task["id"] for task in await asyncio.gather(*batch))
+            await asyncio.wait_for(reader, RECEIVE_TIMEOUT)
+            assert sorted(received) == sorted(created)
+            slow_count = 0
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    try:
+                        await asyncio.wait_for(slow.recv(), RECEIVE_TIMEOUT)
+                    except TimeoutError:
+                        raise AssertionError(f"no close after {slow_count} events") from None
+                    slow_count += 1
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4408
+        assert slow_count < changes
+    finally:
+        stop_server(server)

@@ -163,11 +163,14 @@ class Hub:
     async def read_new(self) -> int:
         """Read what was published since the last read and offer it; returns how many."""
         total = 0
+        # Never more at once than a queue holds: a client that keeps up empties its queue
+        # between reads, so only one that does not keep up can overflow.
+        batch = min(READ_BATCH, self.settings.ws_queue_size)
         while self.subscribers and self._cursor is not None:
-            events = await read_after(self.database, self._cursor)
+            events = await read_after(self.database, self._cursor, limit=batch)
             self._fan_out(events)
             total += len(events)
-            if len(events) < READ_BATCH:
+            if len(events) < batch:
                 break
             await anyio.lowlevel.checkpoint()  # let the senders drain between batches
         return total

@@ -52,8 +52,6 @@ INVALID = 4422
 TOO_MANY = 4429
 GOING_AWAY = 1001
 UNAVAILABLE = 1011
-# A close handshake with a client that reads nothing must not hold the connection forever.
-_CLOSE_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
@@ -152,7 +150,9 @@ class _Stream:
     async def _close(self, code: int, reason: str) -> None:
         """Close with ``code``; a refusal is accepted first, since only an open WebSocket
         carries a close code (before the handshake the server could only answer HTTP 403)."""
-        with anyio.move_on_after(_CLOSE_TIMEOUT_SECONDS, shield=True):
+        # The close frame queues behind what a slow client has not read yet; it gets as
+        # long to read it as a silent client gets to answer a ping, then it is cut off.
+        with anyio.move_on_after(self.settings.ws_ping_seconds * 2, shield=True):
             # The client may be gone already.
             with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
                 if self.websocket.client_state is WebSocketState.CONNECTING:
