@@ -31,7 +31,7 @@ def connect(
 ) -> AbstractAsyncContextManager[AsyncWebSocketSession]:
     """A WebSocket session on ``client`` (httpx-ws's ``aconnect_ws``, typed)."""
     session: AbstractAsyncContextManager[AsyncWebSocketSession] = aconnect_ws(
-        url, client, headers=headers
+        url, client, headers=dict(headers or {})
     )
     return session
 
