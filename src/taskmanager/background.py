@@ -72,12 +72,18 @@ async def _supervised(loop: Loop, context: Context) -> None:
 
 @asynccontextmanager
 async def running(
-    database: Database, settings: Settings, *, redis: Redis | None = None, hub: Hub | None = None
+    database: Database,
+    settings: Settings,
+    *,
+    redis: Redis | None = None,
+    hub: Hub | None = None,
+    loops: bool = True,
 ) -> AsyncIterator[None]:
-    """Run every loop of ``LOOPS`` (and the hub, when serving) until the block exits."""
+    """Run every loop of ``LOOPS`` (unless ``loops`` is false) and the hub, when serving,
+    until the block exits."""
     context = Context(database, settings, redis)
     async with anyio.create_task_group() as tasks:
-        for loop in LOOPS:
+        for loop in LOOPS if loops else ():
             tasks.start_soon(_supervised, loop, context)
         if hub is not None:
             tasks.start_soon(_supervised, lambda _: hub.run(), context)

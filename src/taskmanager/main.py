@@ -71,7 +71,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tasks:
             if metrics.multiprocess:
                 tasks.start_soon(_sample_pools, metrics)
-            async with background.running(database, settings, redis=app.state.redis, hub=hub):
+            async with background.running(
+                database,
+                settings,
+                redis=app.state.redis,
+                hub=hub,
+                loops=settings.background_in_serve,
+            ):
                 yield
             tasks.cancel_scope.cancel()
     finally:

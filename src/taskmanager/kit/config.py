@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     # How often a process looks for events without being told (no Redis, a Redis outage,
     # events committed by a process that died before numbering them).
     event_poll_seconds: float = Field(default=2.0, gt=0, le=60)
+    # false: ``serve`` runs none of the background loops (event numbering, pruning, ...),
+    # only its WebSocket hub; ``taskmanager worker`` processes do that work.
+    background_in_serve: bool = True
     # WebSocket /api/v1/ws (API.md §7): events queued per connection before it is closed
     # as too slow (4408); open connections per user and server process (4429); how often a
     # connection re-checks that its user is active and its credential still good (4403,
