@@ -84,7 +84,7 @@ async def pools_checked_out(app: FastAPI) -> int:
     database = app.state.database
     pools = {database.read_engine.sync_engine.pool, database.write_engine.sync_engine.pool}
     for _ in range(100):
-        out = sum(pool.checkedout() for pool in pools)
+        out = int(sum(pool.checkedout() for pool in pools))
         if out == 0:
             return 0
         await asyncio.sleep(0.05)
