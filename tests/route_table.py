@@ -485,7 +485,12 @@ ROUTES: list[Row] = [
         204,
         lambda seed: Call(path={"key_id": seed.ids["key"]}),
     ),
+    # the event stream (tests/events/ prove its behaviour; HTTP tools cannot speak to it)
+    Row(WEBSOCKET, f"{API}/ws", "stream", Rule.CALLER, TR, 101, fuzz=False),
 ]
+# Every route an HTTP request reaches; the WebSocket's callers (each close code, who
+# receives what) are tested through a WebSocket client in tests/events/test_websocket.py.
+HTTP_ROUTES: list[Row] = [r for r in ROUTES if r.method != WEBSOCKET]
 
 ROWS_BY_ID: dict[str, Row] = {row.operation_id: row for row in ROUTES}
 

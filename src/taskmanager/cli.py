@@ -1,4 +1,4 @@
-"""The ``taskmanager`` command: serve, migrate, create-admin, set-role, openapi, backup."""
+"""The ``taskmanager`` command: serve, worker, migrate, create-admin, set-role, openapi, backup."""
 
 from __future__ import annotations
 
@@ -101,6 +101,10 @@ def serve(
         # on a CPU-starved host (a throttled container, a busy VM) takes longer than the
         # default 5 s: every worker was then killed mid-start, forever, and nothing served.
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+        # WebSocket keep-alive (RFC 6455 ping/pong): a client that does not answer a ping
+        # within the interval is closed.
+        ws_ping_interval=settings.ws_ping_seconds,
+        ws_ping_timeout=settings.ws_ping_seconds,
     )
     serving.configure(
         config, max_header_bytes=settings.max_header_bytes, drain_seconds=settings.drain_seconds
@@ -172,6 +176,26 @@ def _refuse_unsafe_serving(settings: Settings, *, workers: int, reload: bool) ->
             "or use PostgreSQL for several"
         )
     _sqlite_serve_lock = fd  # inherited by nothing: os.open descriptors are not inheritable
+
+
+@app.command()
+def worker() -> None:
+    """Run event dispatch and the other background loops without serving HTTP.
+
+    Runs until SIGTERM or SIGINT, then exits 0. Any number may run beside the servers.
+    """
+    import asyncio
+
+    from taskmanager import background
+    from taskmanager.kit.logging import configure_logging
+    from taskmanager.main import redis_client
+
+    settings = _settings()
+    if settings.is_sqlite:
+        _migrate(settings)
+    configure_logging(settings)
+    redis = redis_client(settings) if settings.redis_url else None
+    asyncio.run(background.work(settings, redis=redis))
 
 
 def _prepare_multiprocess_metrics() -> None:

@@ -14,8 +14,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from starlette.routing import Mount, Route
 
-from taskmanager import __version__
+from taskmanager import __version__, background
 from taskmanager.docs import install_docs, install_openapi
+from taskmanager.events.hub import Hub
 from taskmanager.idempotency.store import purge_legacy_redis_records
 from taskmanager.kit.availability import Breaker
 from taskmanager.kit.config import Settings, load_settings
@@ -58,11 +59,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = redis_client(settings) if settings.redis_url else None
     if app.state.redis is not None:
         await _purge_legacy_idempotency_records(app.state.redis)
+    # WebSocket subscribers of this process; the background loops number and publish events.
+    hub = Hub(database, settings, draining=lambda: bool(getattr(app.state, "draining", False)))
+    app.state.hub = hub
     try:
         async with anyio.create_task_group() as tasks:
             if metrics.multiprocess:
                 tasks.start_soon(_sample_pools, metrics)
-            yield
+            async with background.running(
+                database,
+                settings,
+                redis=app.state.redis,
+                hub=hub,
+                loops=settings.background_in_serve,
+            ):
+                yield
             tasks.cancel_scope.cancel()
     finally:
         await app.state.counters.aclose()

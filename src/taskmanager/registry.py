@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 from taskmanager.api_keys.router import router as api_keys
 from taskmanager.auth.router import router as auth
 from taskmanager.comments.router import router as comments
+from taskmanager.events.router import router as events
 from taskmanager.kit.http import API_PREFIX
 from taskmanager.projects.router import router as projects
 from taskmanager.tasks.router import router as tasks
@@ -37,6 +38,7 @@ DOMAINS: tuple[Domain, ...] = (
     Domain("projects", "Projects and their members", projects, hot=True),
     Domain("tasks", "Tasks: CRUD, lists, search, export", tasks, hot=True),
     Domain("comments", "Comments on tasks", comments),
+    Domain("events", "The live event stream (WebSocket /api/v1/ws)", events),
 )
 
 

@@ -22,7 +22,15 @@ from taskmanager.kit.security import digest
 from taskmanager.models.api_keys import ApiKey
 from tests.conftest import UserFactory, problem
 from tests.factories import API, api_add_member, api_create_project
-from tests.route_table import PROJECT_RULES, ROLES_WITH, ROUTES, Row, Rule, Seed, seed_world
+from tests.route_table import (
+    HTTP_ROUTES,
+    PROJECT_RULES,
+    ROLES_WITH,
+    Row,
+    Rule,
+    Seed,
+    seed_world,
+)
 
 ALL_SCOPES = (Scope.TASKS_READ, Scope.TASKS_WRITE, Scope.PROJECTS_READ, Scope.PROJECTS_WRITE)
 
@@ -57,7 +65,7 @@ class Case:
 
 def _cases() -> list[Case]:
     cases = []
-    for row in ROUTES:
+    for row in HTTP_ROUTES:
         if row.rule in (Rule.AUTHOR, Rule.AUTHOR_OR_MANAGE):
             cases += [Case(row, "owner"), Case(row, "editor")]
         elif row.rule in PROJECT_RULES or (row.rule is Rule.CALLER and row.scope in ALL_SCOPES):
@@ -159,7 +167,7 @@ def test_the_matrix_covers_every_project_task_and_comment_route() -> None:
     domains = ("projects_", "tasks_", "comments_")
     left_out = [
         row.operation_id
-        for row in ROUTES
+        for row in HTTP_ROUTES
         if row.operation_id.startswith(domains)
         and row.rule is not Rule.PUBLIC
         and row.operation_id not in in_matrix

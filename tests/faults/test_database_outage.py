@@ -125,6 +125,9 @@ async def proxied(
         db_pool_timeout_seconds=1,
         outage_backoff_seconds=0.2,
         log_level="INFO",
+        # The request paths are under test: no background loop may take the proxy's
+        # fault or a pooled connection in their place (the worker runs them elsewhere).
+        background_in_serve=False,
     )
     user = await make_user()
     task_id = await create_task(app, user.inbox_id, user, title="before")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.comments import repository
+from taskmanager.comments.schemas import CommentOut
 from taskmanager.kit.errors import Forbidden, NotFound
 from taskmanager.kit.identity import Principal
+from taskmanager.kit.outbox import EventType, record
 from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume, seek_datetime
 from taskmanager.models.comments import Comment
 from taskmanager.projects.access import Access, task_access
@@ -20,6 +24,25 @@ async def _comment(session: AsyncSession, task_id: int, comment_id: int) -> Comm
     if comment is None:
         raise NotFound(f"Comment {comment_id} not found on task {task_id}")
     return comment
+
+
+async def _record(
+    session: AsyncSession,
+    type: EventType,
+    project_id: int,
+    principal: Principal,
+    comment: Comment,
+    changed: list[str] | None = None,
+) -> None:
+    data: dict[str, Any] = CommentOut.model_validate(comment).model_dump(mode="json")
+    await record(
+        session,
+        type=type,
+        project_id=project_id,
+        actor_id=principal.user_id,
+        data=data,
+        changed=changed,
+    )
 
 
 def _may_edit(principal: Principal, access: Access) -> bool:
@@ -67,8 +90,12 @@ async def get_comment(
 async def create_comment(
     session: AsyncSession, principal: Principal, task_id: int, *, body: str
 ) -> Comment:
-    await task_access(session, principal, task_id, Permission.EDIT_TASKS)
-    return await repository.insert(session, task_id=task_id, author_id=principal.user_id, body=body)
+    access = await task_access(session, principal, task_id, Permission.EDIT_TASKS)
+    comment = await repository.insert(
+        session, task_id=task_id, author_id=principal.user_id, body=body
+    )
+    await _record(session, EventType.COMMENT_CREATED, access.project_id, principal, comment)
+    return comment
 
 
 async def edit_comment(
@@ -84,7 +111,10 @@ async def edit_comment(
         raise Forbidden("Only the author may edit a comment")
     if not _may_edit(principal, access):
         raise Forbidden(f"Your role '{access.role}' does not allow this action")
-    return await repository.set_body(session, comment.id, body)
+    changed = ["body"] if comment.body != body else []
+    edited = await repository.set_body(session, comment.id, body)
+    await _record(session, EventType.COMMENT_UPDATED, access.project_id, principal, edited, changed)
+    return edited
 
 
 async def delete_comment(
@@ -97,4 +127,5 @@ async def delete_comment(
     author = comment.author_id == principal.user_id and _may_edit(principal, access)
     if not (manager or author):
         raise Forbidden("Only the author or a project owner may delete a comment")
+    await _record(session, EventType.COMMENT_DELETED, access.project_id, principal, comment)
     await repository.delete_comment(session, comment.id)

@@ -95,6 +95,20 @@ class Settings(BaseSettings):
     storage_url: str = ""
     # How long events stay in the outbox, replayable with ?since= (API.md §7).
     event_retention_days: int = Field(default=7, ge=1, le=3650)
+    # How often a process looks for events without being told (no Redis, a Redis outage,
+    # events committed by a process that died before numbering them).
+    event_poll_seconds: float = Field(default=2.0, gt=0, le=60)
+    # false: ``serve`` runs none of the background loops (event numbering, pruning, ...),
+    # only its WebSocket hub; ``taskmanager worker`` processes do that work.
+    background_in_serve: bool = True
+    # WebSocket /api/v1/ws (API.md §7): events queued per connection before it is closed
+    # as too slow (4408); open connections per user and server process (4429); how often a
+    # connection re-checks that its user is active and its credential still good (4403,
+    # 4401); protocol-level ping interval, a client not answering within it is closed.
+    ws_queue_size: int = Field(default=1000, ge=1, le=100_000)
+    ws_max_connections_per_user: int = Field(default=10, ge=1, le=10_000)
+    ws_recheck_seconds: float = Field(default=30.0, gt=0, le=3600)
+    ws_ping_seconds: float = Field(default=20.0, gt=0, le=600)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -159,6 +159,26 @@ def _is_terminal(stream: Any) -> bool:
         return False
 
 
+class RedactServerPaths(logging.Filter):
+    """Redact query strings in uvicorn's own lines: it logs every WebSocket handshake as
+    ``"WebSocket /path?query"``, and ``/api/v1/ws?token=`` carries an access token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(_redact_path(arg) for arg in record.args)
+        return True
+
+
+def _redact_path(value: object) -> object:
+    if isinstance(value, str) and value.startswith("/") and "?" in value:
+        path, _, query = value.partition("?")
+        return f"{path}?{redact_query(query)}"
+    return value
+
+
+_SERVER_PATHS_FILTER = RedactServerPaths()
+
+
 def configure_logging(settings: Settings) -> None:
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -200,6 +220,9 @@ def configure_logging(settings: Settings) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    server_log = logging.getLogger("uvicorn.error")
+    if _SERVER_PATHS_FILTER not in server_log.filters:
+        server_log.addFilter(_SERVER_PATHS_FILTER)
     # Our own access log replaces uvicorn's, which would log raw query strings.
     logging.getLogger("uvicorn.access").handlers[:] = []
     logging.getLogger("uvicorn.access").propagate = False

@@ -31,7 +31,17 @@ from taskmanager.models.base import JSONList, UTCDateTime, utcnow
 from taskmanager.models.events import Event, EventType
 from taskmanager.models.projects import ProjectMember
 
-__all__ = ["EventType", "format_event_id", "parse_event_id", "record", "sequence"]
+__all__ = [
+    "RECORDED_KEY",
+    "EventType",
+    "format_event_id",
+    "parse_event_id",
+    "record",
+    "sequence",
+]
+
+# Set in ``session.info`` by ``record``: the dispatcher is woken when such a session commits.
+RECORDED_KEY = "taskmanager.outbox.recorded"
 
 _EVENT_ID = re.compile(r"evt_([0-9]{16})")
 # pg_advisory_xact_lock key of the sequencer ("outbox" in ASCII, as a bigint).
@@ -92,6 +102,7 @@ async def record(
         ),
     )
     await session.execute(statement)
+    session.info[RECORDED_KEY] = True
 
 
 async def sequence(session: AsyncSession, *, batch: int = 500) -> list[Event]:

@@ -75,10 +75,6 @@ def is_member_sql(project_id: Any, user_id: Any) -> Exists:
     )
 
 
-def project_exists_sql(project_id: Any) -> Exists:
-    return exists().where(_PROJECTS.c.id == project_id).correlate_except(_PROJECTS)
-
-
 def may(identity: Identity, permission: Permission, project_id: Any) -> Exists:
     """SQL: the caller is live and allowed ``permission`` on the project (value or column).
 

@@ -126,6 +126,14 @@ async def is_member(session: AsyncSession, project_id: int, user_id: int) -> boo
     return found.first() is not None
 
 
+async def member_ids(session: AsyncSession, project_id: int) -> list[int]:
+    """The ids of the project's members."""
+    rows = await session.scalars(
+        select(ProjectMember.user_id).where(ProjectMember.project_id == project_id)
+    )
+    return list(rows.all())
+
+
 async def count_members(session: AsyncSession, project_id: int) -> int:
     return (
         await session.execute(

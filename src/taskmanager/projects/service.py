@@ -10,16 +10,62 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.kit.errors import Conflict, NotFound, PreconditionFailed
 from taskmanager.kit.identity import Principal
+from taskmanager.kit.outbox import EventType, record
 from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume
 from taskmanager.models.projects import Project, ProjectRole
 from taskmanager.projects import repository
 from taskmanager.projects.access import project_access, project_not_found
 from taskmanager.projects.policy import Permission
 from taskmanager.projects.repository import MemberRow
+from taskmanager.projects.schemas import MemberOut, ProjectOut
 
 # Name each list in its cursors' signatures, so no other list's cursor is accepted.
 _PROJECTS_CURSOR = b"taskmanager/projects/cursor/v1"
 _MEMBERS_CURSOR = b"taskmanager/members/cursor/v1"
+
+
+def project_data(project: Project) -> dict[str, Any]:
+    """A project as its events show it: ``ProjectOut`` without the viewer's ``role``."""
+    out = ProjectOut.model_validate(
+        {
+            "id": project.id,
+            "name": project.name,
+            "description": project.description,
+            "is_inbox": project.is_inbox,
+            "created_by": project.created_by,
+            "created_at": project.created_at,
+            "updated_at": project.updated_at,
+            "role": None,
+        }
+    )
+    return out.model_dump(mode="json", exclude={"role"})
+
+
+def member_data(member: MemberRow) -> dict[str, Any]:
+    """A membership as the API shows it (``MemberOut``)."""
+    out = MemberOut.model_validate(
+        {"user_id": member.user_id, "username": member.username, "role": member.role}
+    )
+    return out.model_dump(mode="json")
+
+
+async def _record_member(
+    session: AsyncSession,
+    type: EventType,
+    project_id: int,
+    actor_id: int,
+    member: MemberRow,
+    *,
+    also_notify: tuple[int, ...] = (),
+) -> None:
+    await record(
+        session,
+        type=type,
+        project_id=project_id,
+        actor_id=actor_id,
+        data=member_data(member),
+        also_notify=also_notify,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +127,20 @@ async def update_project(
 ) -> ProjectView:
     """Apply ``values`` (already validated) if the caller may manage the project."""
     view = await _load(session, principal, project_id, Permission.MANAGE)
+    before = {name: getattr(view.project, name) for name in values}
     updated = await repository.update_fields(
         session, project_id, values, expected_versions=expected_versions
     )
     if updated is None:
         raise PreconditionFailed("The project has changed since you read it (ETag mismatch)")
+    await record(
+        session,
+        type=EventType.PROJECT_UPDATED,
+        project_id=project_id,
+        actor_id=principal.user_id,
+        data=project_data(updated),
+        changed=[name for name, old in before.items() if getattr(updated, name) != old],
+    )
     return ProjectView(updated, view.role)
 
 
@@ -99,6 +154,15 @@ async def delete_project(
     view = await _load(session, principal, project_id, Permission.MANAGE)
     if view.project.is_inbox:
         raise Conflict("An Inbox cannot be deleted")
+    # Before the delete, while the members (the audience) are still there. Its tasks,
+    # comments and memberships go with it, with no event each (README, "Events").
+    await record(
+        session,
+        type=EventType.PROJECT_DELETED,
+        project_id=project_id,
+        actor_id=principal.user_id,
+        data={"id": project_id},
+    )
     if not await repository.delete_project(
         session, project_id, expected_versions=expected_versions
     ):
@@ -174,7 +238,10 @@ async def add_member(
         raise Conflict(f"User {user[0]} is already a member of project {project_id}")
     await repository.add_member(session, project_id, user[0], role.value)
     await repository.touch(session, project_id)
-    return MemberRow(user[0], user[1], role.value)
+    member = MemberRow(user[0], user[1], role.value)
+    # After the insert: the new member is in the audience of its own member.added.
+    await _record_member(session, EventType.MEMBER_ADDED, project_id, principal.user_id, member)
+    return member
 
 
 async def _require_member(session: AsyncSession, project_id: int, user_id: int) -> MemberRow:
@@ -204,7 +271,9 @@ async def change_member_role(
         await _ensure_owner_remains(session, project_id, member)
     await repository.set_role(session, project_id, user_id, role.value)
     await repository.touch(session, project_id)
-    return MemberRow(member.user_id, member.username, role.value)
+    changed = MemberRow(member.user_id, member.username, role.value)
+    await _record_member(session, EventType.MEMBER_UPDATED, project_id, principal.user_id, changed)
+    return changed
 
 
 async def remove_member(
@@ -218,6 +287,15 @@ async def remove_member(
     await _ensure_owner_remains(session, project_id, member)
     await repository.remove_member(session, project_id, user_id)
     await repository.touch(session, project_id)
+    # The removed member is no longer in the audience; it still hears of its removal.
+    await _record_member(
+        session,
+        EventType.MEMBER_REMOVED,
+        project_id,
+        principal.user_id,
+        member,
+        also_notify=(user_id,),
+    )
 
 
 # --- a member's account ends ---------------------------------------------------------------
@@ -243,7 +321,21 @@ async def release_member(session: AsyncSession, user_id: int) -> None:
             f"You are the last owner of project(s) {listed}, which have other members: "
             "make someone else an owner, or remove the other members, first"
         )
-    await repository.delete_projects(session, [m.project_id for m in memberships if m.members == 1])
+    alone = [m.project_id for m in memberships if m.members == 1]
+    for project_id in alone:
+        await record(
+            session,
+            type=EventType.PROJECT_DELETED,
+            project_id=project_id,
+            actor_id=user_id,
+            data={"id": project_id},
+        )
+    await repository.delete_projects(session, alone)
     for membership in memberships:
         if membership.members > 1:
             await repository.touch(session, membership.project_id)
+            # The membership goes with the user row (FK cascade); the others hear of it.
+            member = await _require_member(session, membership.project_id, user_id)
+            await _record_member(
+                session, EventType.MEMBER_REMOVED, membership.project_id, user_id, member
+            )

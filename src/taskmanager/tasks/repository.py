@@ -45,7 +45,7 @@ from taskmanager.kit.pagination import Seek
 from taskmanager.models.base import UTCDateTime
 from taskmanager.models.projects import Project, ProjectMember
 from taskmanager.models.tasks import Task, TaskStatus, search_fold
-from taskmanager.projects.access import is_member_sql, may, project_exists_sql, visible_project_ids
+from taskmanager.projects.access import is_member_sql, may, visible_project_ids
 from taskmanager.projects.policy import Permission
 from taskmanager.tasks.filters import SortBy, SortOrder, TaskListQuery
 
@@ -188,69 +188,25 @@ async def update_task(
     return None if row is None else task_row(row)
 
 
-async def update_authorized(
-    session: AsyncSession,
-    identity: Identity,
-    task_id: int,
-    *,
-    values: dict[str, Any],
-    move_to: int | None,
-    expected_versions: Sequence[int] | None,
-    now: datetime,
-) -> TaskRow | None:
-    """Apply ``values`` (and the move) if allowed, in one ``UPDATE ... RETURNING``; else None.
-
-    The ``WHERE`` holds every rule the step-by-step path checks: the caller may edit tasks
-    in the task's project (and in ``move_to``, which must exist), the version is one of
-    ``expected_versions``, and the assignee (the new one, or the current one when the task
-    moves) is a member of the project the task ends up in. The version goes up by exactly
-    one. None when any of them fails (or the task does not exist).
-    """
-    changes: dict[str, Any] = _with_search_columns(dict(values))
-    if "status" in changes:
-        changes["completed_at"] = _completed_at(changes["status"], now)
-    changes["version"] = _t.version + 1
-    changes["updated_at"] = now
-    stmt = update(TASKS).where(
-        _t.id == task_id, may(identity, Permission.EDIT_TASKS, _t.project_id)
-    )
-    destination: Any = _t.project_id
-    if move_to is not None:
-        changes["project_id"] = move_to
-        destination = literal(move_to, _t.project_id.type)
-        stmt = stmt.where(
-            project_exists_sql(destination), may(identity, Permission.EDIT_TASKS, destination)
-        )
-    if expected_versions is not None:
-        stmt = stmt.where(_t.version.in_(expected_versions))
-    if "assignee_id" in changes:
-        assignee = changes["assignee_id"]
-        if assignee is not None:
-            stmt = stmt.where(is_member_sql(destination, literal(assignee, _t.assignee_id.type)))
-    elif move_to is not None:
-        stmt = stmt.where(or_(_t.assignee_id.is_(None), is_member_sql(destination, _t.assignee_id)))
-    result = await session.execute(stmt.values(**changes).returning(*TASK_COLUMNS))
-    row = result.first()
-    return None if row is None else task_row(row)
-
-
 async def delete_authorized(
     session: AsyncSession,
     identity: Identity,
     task_id: int,
     *,
     expected_versions: Sequence[int] | None,
-) -> bool:
+) -> TaskRow | None:
     """Delete the task if the caller may edit its project's tasks (and the version matches).
 
-    One ``DELETE ... WHERE <allowed> RETURNING id``; False when nothing matched.
+    One ``DELETE ... WHERE <allowed> RETURNING <the task>``: the deleted task (its event's
+    data), or None when nothing matched.
     """
     stmt = delete(TASKS).where(
         _t.id == task_id, may(identity, Permission.EDIT_TASKS, _t.project_id)
     )
     if expected_versions is not None:
         stmt = stmt.where(_t.version.in_(expected_versions))
-    return (await session.execute(stmt.returning(_t.id))).first() is not None
+    row = (await session.execute(stmt.returning(*TASK_COLUMNS))).first()
+    return None if row is None else task_row(row)
 
 
 async def delete_task(

@@ -25,6 +25,7 @@ from taskmanager.kit.db import Database, utcnow
 from taskmanager.kit.errors import Conflict, PreconditionFailed, ValidationFailed
 from taskmanager.kit.etags import strong_etag
 from taskmanager.kit.identity import Identity, Principal
+from taskmanager.kit.outbox import EventType, record
 from taskmanager.kit.pagination import (
     ListPage,
     PageRequest,
@@ -42,10 +43,11 @@ from taskmanager.projects.access import (
 )
 from taskmanager.projects.inbox import inbox_id_of
 from taskmanager.projects.policy import Permission
+from taskmanager.projects.repository import member_ids
 from taskmanager.tasks import repository as repo
 from taskmanager.tasks.filters import SortBy, TaskFilters, TaskListQuery
 from taskmanager.tasks.repository import TASK_COLUMNS, TaskRow, task_row
-from taskmanager.tasks.schemas import TaskCreate, TaskPatch, TaskReplace
+from taskmanager.tasks.schemas import TaskCreate, TaskOut, TaskPatch, TaskReplace
 
 EXPORT_BATCH = 500
 # A write that lost a race with a concurrent move re-checks access this many times.
@@ -55,6 +57,35 @@ _CURSOR_CONTEXT = b"taskmanager/tasks/cursor/v2"
 
 
 # ---- writes ------------------------------------------------------------------------------
+
+# Bookkeeping that changes on every write: not listed in a task.updated event's ``changed``.
+_UNLISTED_CHANGES = frozenset({"updated_at", "version"})
+
+
+def _event_data(row: TaskRow) -> dict[str, Any]:
+    """The task as the API shows it (the ``data`` of its events)."""
+    return TaskOut.model_validate(row, from_attributes=True).model_dump(mode="json")
+
+
+async def _record_update(
+    session: AsyncSession, principal: Principal, before: TaskRow, after: TaskRow
+) -> None:
+    """task.updated in the task's (new) project; on a move the old project's members hear too."""
+    changed = [
+        name
+        for name in TaskOut.model_fields
+        if name not in _UNLISTED_CHANGES and getattr(before, name) != getattr(after, name)
+    ]
+    moved_from = before.project_id != after.project_id
+    await record(
+        session,
+        type=EventType.TASK_UPDATED,
+        project_id=after.project_id,
+        actor_id=principal.user_id,
+        data=_event_data(after),
+        changed=changed,
+        also_notify=await member_ids(session, before.project_id) if moved_from else (),
+    )
 
 
 async def _require_assignable(session: AsyncSession, project_id: int, assignee_id: int) -> None:
@@ -95,6 +126,13 @@ async def create_task(session: AsyncSession, identity: Identity, body: TaskCreat
     values = _new_task_values(identity, body)
     row = await repo.create_authorized(session, identity, values, project_id=body.project_id)
     if row is not None:
+        await record(
+            session,
+            type=EventType.TASK_CREATED,
+            project_id=row.project_id,
+            actor_id=identity.user_id,
+            data=_event_data(row),
+        )
         return row
     principal = await principal_of(session, identity)
     return await _create_step_by_step(session, principal, body)
@@ -115,7 +153,15 @@ async def _create_step_by_step(
         await _require_assignable(session, project_id, body.assignee_id)
     values = _new_task_values(principal.identity, body)
     values["project_id"] = project_id
-    return await repo.insert_task(session, values)
+    row = await repo.insert_task(session, values)
+    await record(
+        session,
+        type=EventType.TASK_CREATED,
+        project_id=project_id,
+        actor_id=principal.user_id,
+        data=_event_data(row),
+    )
+    return row
 
 
 def _precondition_failed(task_id: int, version: int) -> PreconditionFailed:
@@ -151,17 +197,9 @@ async def _update(
     move_to: int | None,
     expected_versions: Sequence[int] | None,
 ) -> TaskRow:
-    row = await repo.update_authorized(
-        session,
-        identity,
-        task_id,
-        values=_column_values(fields),
-        move_to=move_to,
-        expected_versions=expected_versions,
-        now=utcnow(),
-    )
-    if row is not None:
-        return row
+    # Not one UPDATE ... RETURNING like create and delete: the task.updated event names the
+    # fields that changed, which needs the row as it was (SQLite's RETURNING cannot show
+    # it), so an update reads first: three statements with the event (README Performance).
     principal = await principal_of(session, identity)
     return await _update_step_by_step(
         session, principal, task_id, fields, move_to, expected_versions
@@ -200,6 +238,7 @@ async def _update_step_by_step(
             now=utcnow(),
         )
         if row is not None:
+            await _record_update(session, principal, current, row)
             return row
         await _explain_miss(session, task_id, expected_versions)
         # Moved to another project between our read and our write: check access again.
@@ -238,9 +277,18 @@ async def delete_task(
     expected_versions: Sequence[int] | None,
 ) -> None:
     """Delete in one statement; on a refusal raise 401, 404, 403 or 412 (or delete then)."""
-    if await repo.delete_authorized(
+    gone = await repo.delete_authorized(
         session, identity, task_id, expected_versions=expected_versions
-    ):
+    )
+    if gone is not None:
+        # Its comments (and attachments) go with it: no event of their own (README).
+        await record(
+            session,
+            type=EventType.TASK_DELETED,
+            project_id=gone.project_id,
+            actor_id=identity.user_id,
+            data=_event_data(gone),
+        )
         return
     principal = await principal_of(session, identity)
     for _ in range(_MOVE_RETRIES):
@@ -254,6 +302,14 @@ async def delete_task(
             expected_versions=expected_versions,
         )
         if deleted:
+            # Its comments (and attachments) go with it: no event of their own (README).
+            await record(
+                session,
+                type=EventType.TASK_DELETED,
+                project_id=current.project_id,
+                actor_id=principal.user_id,
+                data=_event_data(current),
+            )
             return
         await _explain_miss(session, task_id, expected_versions)
     raise Conflict("The task kept changing while it was being deleted; retry")

@@ -1,0 +1,1 @@
+"""Events: the public event schemas, the per-process hub, the dispatcher and ``/api/v1/ws``."""
