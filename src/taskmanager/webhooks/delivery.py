@@ -101,7 +101,7 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
-class _Job:
+class Job:
     """A claimed attempt with what sending it needs (read in the claiming transaction)."""
 
     delivery_id: int
@@ -114,6 +114,14 @@ class _Job:
     secret: str
     previous_secret: str | None
     previous_expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Attempts leased to one deliverer under one token."""
+
+    jobs: list[Job]
+    token: str
 
 
 def _bounded(text: str) -> str:
@@ -205,14 +213,15 @@ class Deliverer:
 
     async def run_once(self) -> int:
         """One round: claim due attempts, send them concurrently, record them; how many."""
-        jobs, token = await self._claim()
-        if jobs:
-            await asyncio.gather(*(self._deliver(job, token) for job in jobs))
-        return len(jobs)
+        claim = await self.claim()
+        if claim.jobs:
+            await asyncio.gather(*(self.deliver(job, claim.token) for job in claim.jobs))
+        return len(claim.jobs)
 
     # ---- claim -----------------------------------------------------------------------------
 
-    async def _claim(self) -> tuple[list[_Job], str]:
+    async def claim(self) -> Claim:
+        """Lease up to ``batch`` due attempts to this deliverer (a transaction of its own)."""
         token = secrets.token_hex(16)
         now = self.clock()
         async with self.database.side_transaction() as session:
@@ -220,7 +229,7 @@ class Deliverer:
                 session, now=now, lease_until=now + self.lease, token=token, limit=self.batch
             )
             if not claimed:
-                return [], token
+                return Claim([], token)
             ids = {d.webhook_id for d in claimed}
             webhooks = {
                 w.id: w
@@ -230,7 +239,7 @@ class Deliverer:
         for delivery in claimed:
             webhook = webhooks[delivery.webhook_id]
             jobs.append(
-                _Job(
+                Job(
                     delivery_id=delivery.id,
                     webhook_id=webhook.id,
                     event_id=delivery.event_id,
@@ -243,11 +252,11 @@ class Deliverer:
                     previous_expires_at=webhook.previous_secret_expires_at,
                 )
             )
-        return jobs, token
+        return Claim(jobs, token)
 
     # ---- send ------------------------------------------------------------------------------
 
-    def _signing_secrets(self, job: _Job, now: datetime) -> list[str]:
+    def _signing_secrets(self, job: Job, now: datetime) -> list[str]:
         found = [self.box.open(job.secret)]
         if (
             job.previous_secret is not None
@@ -258,7 +267,7 @@ class Deliverer:
                 found.append(self.box.open(job.previous_secret))
         return found
 
-    async def send(self, job: _Job) -> Outcome:
+    async def send(self, job: Job) -> Outcome:
         """Make one attempt; never raises (every failure is an Outcome with its error)."""
         started = time.monotonic()
 
@@ -325,7 +334,8 @@ class Deliverer:
 
     # ---- record ----------------------------------------------------------------------------
 
-    async def _deliver(self, job: _Job, token: str) -> None:
+    async def deliver(self, job: Job, token: str) -> None:
+        """Send one claimed attempt and record its outcome (if ``token`` still holds it)."""
         outcome = await self.send(job)
         try:
             await self._record(job, token, outcome)
@@ -337,7 +347,7 @@ class Deliverer:
                 error=_bounded(f"{type(exc).__name__}: {exc}"),
             )
 
-    async def _record(self, job: _Job, token: str, outcome: Outcome) -> None:
+    async def _record(self, job: Job, token: str, outcome: Outcome) -> None:
         async with self.database.side_transaction() as session:
             now = self.clock()
             webhook = (
