@@ -15,7 +15,8 @@ worker``, through ``background.py``). Each round it
    valid secret, space-separated, made by the ``standardwebhooks`` library). Each attempt
    has ``ATTEMPT_TIMEOUT_SECONDS`` in all, reads at most ``MAX_RESPONSE_BYTES`` of the
    answer, and never follows a redirect. Only a 2xx answer is a success.
-3. **records** each outcome in its own transaction, if the lease is still its own: the
+3. **records** the batch's outcomes in one transaction, each only if its lease is still
+   this deliverer's: the
    attempt's row becomes ``succeeded`` or ``failed``; a failure queues the next attempt
    (a new row) after the back-off below, ``410 Gone`` disables the webhook, and so does a
    failure when every attempt for ``DISABLE_AFTER`` has failed.
@@ -46,6 +47,7 @@ import httpx
 import standardwebhooks
 import structlog
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager import __version__
 from taskmanager.kit.config import Settings
@@ -144,7 +146,7 @@ class Deliverer:
         clock: Callable[[], datetime] = utcnow,
         resolver: Resolver = system_resolver,
         rng: random.Random | None = None,
-        batch: int = 20,
+        batch: int = 50,
         poll_seconds: float = 1.0,
         lease_seconds: float = LEASE_SECONDS,
         attempt_timeout: float = ATTEMPT_TIMEOUT_SECONDS,
@@ -215,7 +217,8 @@ class Deliverer:
         """One round: claim due attempts, send them concurrently, record them; how many."""
         claim = await self.claim()
         if claim.jobs:
-            await asyncio.gather(*(self.deliver(job, claim.token) for job in claim.jobs))
+            outcomes = await asyncio.gather(*(self.send(job) for job in claim.jobs))
+            await self._record(claim.token, list(zip(claim.jobs, outcomes, strict=True)))
         return len(claim.jobs)
 
     # ---- claim -----------------------------------------------------------------------------
@@ -336,25 +339,42 @@ class Deliverer:
 
     async def deliver(self, job: Job, token: str) -> None:
         """Send one claimed attempt and record its outcome (if ``token`` still holds it)."""
-        outcome = await self.send(job)
+        await self._record(token, [(job, await self.send(job))])
+
+    async def _record(self, token: str, results: list[tuple[Job, Outcome]]) -> None:
+        """Record a batch's outcomes in one transaction (one commit, not one per attempt).
+
+        A failure here loses nothing: the leases run out and the attempts are made again.
+        """
         try:
-            await self._record(job, token, outcome)
+            async with self.database.side_transaction() as session:
+                await self._apply(session, token, results)
         except Exception as exc:
-            # The lease runs out and the attempt is made again: at-least-once.
             log.warning(
                 "webhook_record_failed",
-                delivery_id=job.delivery_id,
+                deliveries=[job.delivery_id for job, _ in results],
                 error=_bounded(f"{type(exc).__name__}: {exc}"),
             )
 
-    async def _record(self, job: Job, token: str, outcome: Outcome) -> None:
-        async with self.database.side_transaction() as session:
-            now = self.clock()
-            webhook = (
-                await session.execute(
-                    select(Webhook).where(Webhook.id == job.webhook_id).with_for_update()
+    async def _apply(
+        self, session: AsyncSession, token: str, results: list[tuple[Job, Outcome]]
+    ) -> None:
+        now = self.clock()
+        # Locked in id order (PostgreSQL), so concurrent deliverers never deadlock on them.
+        ids = sorted({job.webhook_id for job, _ in results})
+        webhooks = {
+            w.id: w
+            for w in (
+                await session.scalars(
+                    select(Webhook)
+                    .where(Webhook.id.in_(ids))
+                    .order_by(Webhook.id)
+                    .with_for_update()
                 )
-            ).scalar_one_or_none()
+            ).all()
+        }
+        for job, outcome in results:
+            webhook = webhooks.get(job.webhook_id)
             values: dict[str, Any] = {
                 "status": DeliveryStatus.SUCCEEDED if outcome.succeeded else DeliveryStatus.FAILED,
                 "response_status": outcome.response_status,
@@ -378,9 +398,9 @@ class Deliverer:
                     retry_at = now + retry_delay(job.attempt, self.rng)
                     values["next_attempt_at"] = retry_at
             if not await repository.finish_attempt(session, job.delivery_id, token, values):
-                return  # the lease ran out and another deliverer took the attempt over
+                continue  # the lease ran out and another deliverer took the attempt over
             if webhook is None:
-                return
+                continue
             if outcome.succeeded:
                 webhook.failing_since = None
             else:
