@@ -82,7 +82,7 @@ async def test_every_event_arrives_at_least_once_across_kill_9(
     owner = await make_user()
     project = await create_project(app, owner)
     hook = await create_webhook(client, owner, receiver.url(), events=["task.updated"])
-    rng = random.Random(11)  # noqa: S311 - test randomness
+    rng = random.Random(11)
     process = _start(app, database, tmp_path)
     kills = 0
     produced = asyncio.Event()
