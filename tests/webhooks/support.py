@@ -7,6 +7,7 @@ it records every request and answers as the test says, per path.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ class Answer:
     body: bytes = b""
     # Bytes to stream after ``body`` (to see whether the client stops reading).
     stream_bytes: int = 0
+    # Seconds to wait before answering (a target that hangs).
+    delay: float = 0.0
 
 
 class Receiver:
@@ -63,6 +66,8 @@ class Receiver:
                         Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                     )
                 answer = receiver.answers.get(self.path, Answer())
+                if answer.delay:
+                    time.sleep(answer.delay)
                 self.send_response(answer.status)
                 for name, value in answer.headers.items():
                     self.send_header(name, value)
