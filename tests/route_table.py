@@ -34,7 +34,9 @@ from taskmanager.models.comments import Comment
 from taskmanager.models.projects import Project, ProjectMember
 from taskmanager.models.tasks import Task
 from taskmanager.models.users import User
+from taskmanager.models.webhooks import Webhook, WebhookDelivery
 from taskmanager.projects.inbox import create_inbox
+from taskmanager.webhooks.crypto import SecretBox, generate_secret
 from tests.factories import STRONG_PASSWORD, TEST_PASSWORD, test_password_hash
 
 API = API_PREFIX
@@ -165,6 +167,10 @@ def _get(
 
 def _task(seed: Seed, **call: Any) -> Call:
     return Call(path={"task_id": seed.ids["task"]}, **call)
+
+
+def _webhook(seed: Seed, **call: Any) -> Call:
+    return Call(path={"webhook_id": seed.ids["webhook"]}, **call)
 
 
 def _project(seed: Seed, **call: Any) -> Call:
@@ -487,6 +493,72 @@ ROUTES: list[Row] = [
     ),
     # the event stream (tests/events/ prove its behaviour; HTTP tools cannot speak to it)
     Row(WEBSOCKET, f"{API}/ws", "stream", Rule.CALLER, TR, 101, fuzz=False),
+    # Webhooks (a login token only; each user's own)
+    Row(
+        "POST",
+        f"{API}/webhooks",
+        "webhooks_create",
+        Rule.LOGIN,
+        None,
+        201,
+        lambda seed: Call(json={"url": "http://127.0.0.1:9/hook", "events": ["task.created"]}),
+    ),
+    *_get(f"{API}/webhooks", "webhooks_list", Rule.LOGIN, None),
+    *_get(f"{API}/webhooks/{{webhook_id}}", "webhooks_get", Rule.LOGIN, None, _webhook),
+    Row(
+        "PATCH",
+        f"{API}/webhooks/{{webhook_id}}",
+        "webhooks_update",
+        Rule.LOGIN,
+        None,
+        200,
+        lambda seed: _webhook(seed, json={"description": "renamed"}),
+    ),
+    Row(
+        "DELETE",
+        f"{API}/webhooks/{{webhook_id}}",
+        "webhooks_delete",
+        Rule.LOGIN,
+        None,
+        204,
+        _webhook,
+    ),
+    Row(
+        "POST",
+        f"{API}/webhooks/{{webhook_id}}/rotate-secret",
+        "webhooks_rotate_secret",
+        Rule.LOGIN,
+        None,
+        200,
+        _webhook,
+    ),
+    Row(
+        "POST",
+        f"{API}/webhooks/{{webhook_id}}/ping",
+        "webhooks_ping",
+        Rule.LOGIN,
+        None,
+        202,
+        _webhook,
+    ),
+    *_get(
+        f"{API}/webhooks/{{webhook_id}}/deliveries",
+        "webhooks_list_deliveries",
+        Rule.LOGIN,
+        None,
+        _webhook,
+    ),
+    Row(
+        "POST",
+        f"{API}/webhooks/{{webhook_id}}/deliveries/{{delivery_id}}/redeliver",
+        "webhooks_redeliver",
+        Rule.LOGIN,
+        None,
+        202,
+        lambda seed: Call(
+            path={"webhook_id": seed.ids["webhook"], "delivery_id": seed.ids["delivery"]}
+        ),
+    ),
 ]
 # Every route an HTTP request reaches; the WebSocket's callers (each close code, who
 # receives what) are tested through a WebSocket client in tests/events/test_websocket.py.
@@ -627,7 +699,22 @@ async def seed_world(app: FastAPI) -> Seed:
             key_hash=digest(raw_key),
             scopes=[s.value for s in (TR, TW, PR, PW)],
         )
-        session.add_all([owner_comment, editor_comment, key])
+        webhook = Webhook(
+            owner_id=owner,
+            url="http://127.0.0.1:9/hook",
+            events=["task.created"],
+            secret_encrypted=SecretBox(app.state.settings.signing_key).seal(generate_secret()),
+        )
+        session.add_all([owner_comment, editor_comment, key, webhook])
+        await session.flush()
+        delivery = WebhookDelivery(
+            webhook_id=webhook.id,
+            event_id="evt_0000000000000001",
+            event_type="task.created",
+            payload="{}",
+            status="succeeded",
+        )
+        session.add(delivery)
         session.add(
             RefreshToken(
                 user_id=owner,
@@ -653,6 +740,8 @@ async def seed_world(app: FastAPI) -> Seed:
             "editor_comment": editor_comment.id,
             "comment": owner_comment.id,
             "key": key.id,
+            "webhook": webhook.id,
+            "delivery": delivery.id,
         }
     signing_key = app.state.settings.signing_key
     tokens = {

@@ -10,19 +10,23 @@ restarted after a pause; it never takes the server down.
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
 import structlog
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.events.dispatcher import Dispatcher, SequencedHook
 from taskmanager.events.hub import Hub
 from taskmanager.events.retention import prune_loop
 from taskmanager.kit.config import Settings
 from taskmanager.kit.db import Database
+from taskmanager.models.events import Event
+from taskmanager.webhooks.delivery import Deliverer
+from taskmanager.webhooks.fanout import enqueue_deliveries
 
 log = structlog.get_logger("taskmanager.background")
 
@@ -40,8 +44,13 @@ class Context:
 
 Loop = Callable[[Context], Awaitable[None]]
 
+
+async def _webhook_fan_out(session: AsyncSession, events: Sequence[Event]) -> None:
+    await enqueue_deliveries(session, events)
+
+
 # Run in the transaction that numbers events, with the numbered batch (webhook fan-out).
-ON_SEQUENCED: tuple[SequencedHook, ...] = ()
+ON_SEQUENCED: tuple[SequencedHook, ...] = (_webhook_fan_out,)
 
 
 def dispatch(context: Context) -> Awaitable[None]:
@@ -57,7 +66,12 @@ def prune_events(context: Context) -> Awaitable[None]:
     return prune_loop(context.database, context.settings)
 
 
-LOOPS: tuple[Loop, ...] = (dispatch, prune_events)
+def deliver_webhooks(context: Context) -> Awaitable[None]:
+    """Send due webhook deliveries (leased, so any number of processes may run this)."""
+    return Deliverer(context.database, context.settings).run()
+
+
+LOOPS: tuple[Loop, ...] = (dispatch, prune_events, deliver_webhooks)
 
 
 async def _supervised(loop: Loop, context: Context) -> None:

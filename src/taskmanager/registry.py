@@ -19,6 +19,8 @@ from taskmanager.kit.http import API_PREFIX
 from taskmanager.projects.router import router as projects
 from taskmanager.tasks.router import router as tasks
 from taskmanager.users.router import router as users
+from taskmanager.webhooks.openapi import webhook_catalogue
+from taskmanager.webhooks.router import router as webhooks
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,7 @@ DOMAINS: tuple[Domain, ...] = (
     Domain("tasks", "Tasks: CRUD, lists, search, export", tasks, hot=True),
     Domain("comments", "Comments on tasks", comments),
     Domain("events", "The live event stream (WebSocket /api/v1/ws)", events),
+    Domain("webhooks", "Signed event deliveries to your URLs (Standard Webhooks)", webhooks),
 )
 
 
@@ -49,6 +52,8 @@ def include_domains(app: FastAPI) -> None:
     # /projects/{id}/tasks is the busier of the two.
     for domain in sorted(DOMAINS, key=lambda d: (not d.hot, d.tag != "tasks")):
         app.include_router(domain.router, prefix=API_PREFIX)
+    # The OpenAPI ``webhooks`` section: what the server sends, one entry per event type.
+    app.webhooks.include_router(webhook_catalogue())
 
 
 def openapi_tags() -> list[dict[str, str]]:

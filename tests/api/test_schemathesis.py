@@ -57,7 +57,14 @@ from tests.route_table import ROUTES
 # module docstring), by the problem ``code`` or by every error's ``type``.
 STATE_CODES = frozenset({"IDEMPOTENCY_KEY_REUSED", "PRECONDITION_FAILED"})
 STATE_ERROR_TYPES = frozenset(
-    {"invalid_cursor", "parameter_conflict", "not_a_member", "invalid_token"}
+    # invalid_webhook_target: where a URL leads (DNS, address ranges) is no schema's to say.
+    {
+        "invalid_cursor",
+        "parameter_conflict",
+        "not_a_member",
+        "invalid_token",
+        "invalid_webhook_target",
+    }
 )
 # Field-level rules a schema cannot state: an expiry in the future, password strength.
 STATE_FIELD_RULES = frozenset(

@@ -52,7 +52,13 @@ async def _world(client: httpx.AsyncClient, make_user: UserFactory) -> tuple[Any
         json={"name": "k", "scopes": ["tasks:read"], "current_password": TEST_PASSWORD},
         headers=owner.headers,
     )
+    webhook = await client.post(
+        f"{API}/webhooks",
+        json={"url": "http://127.0.0.1:9/hook", "events": ["task.created"]},
+        headers=owner.headers,
+    )
     ids = {
+        "webhook_id": webhook.json()["id"],
         "project_id": project_id,
         "task_id": task.json()["id"],
         "comment_id": comment.json()["id"],
@@ -161,6 +167,7 @@ async def test_every_201_has_a_location_that_resolves(
         f"{API}/projects/{{project_id}}/members": {"user_id": newcomer.id, "role": "viewer"},
         f"{API}/tasks": {"title": "t2"},
         f"{API}/tasks/{{task_id}}/comments": {"body": "again"},
+        f"{API}/webhooks": {"url": "http://127.0.0.1:9/h2", "events": ["task.updated"]},
     }
     document = (await client.get("/openapi.json")).json()
     created = {
