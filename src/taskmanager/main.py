@@ -25,6 +25,7 @@ from taskmanager.kit.mail import Mailer
 from taskmanager.kit.problems import install_exception_handlers
 from taskmanager.kit.routing import CheckedRoute
 from taskmanager.kit.security import configure_password_hashing
+from taskmanager.kit.storage import open_storage
 from taskmanager.kit.throttle import Counters
 from taskmanager.middleware import install_middleware
 from taskmanager.middleware.context import API_CSP
@@ -57,6 +58,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
     database = Database(settings)
     app.state.database = database
+    app.state.storage = await open_storage(settings.effective_storage_url)
     # Shared Redis (events, readiness); None means in-process. Callers check the breaker
     # first and report failures to it, so a frozen Redis costs one timeout, not one each.
     app.state.redis_breaker = Breaker("redis", backoff_seconds=settings.outage_backoff_seconds)
@@ -73,6 +75,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.counters.aclose()
         if app.state.redis is not None:
             await app.state.redis.aclose()
+        await app.state.storage.aclose()
         await database.dispose()
         metrics.mark_process_dead()
 

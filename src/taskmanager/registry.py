@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, FastAPI
 
 from taskmanager.api_keys.router import router as api_keys
+from taskmanager.attachments.router import router as attachments
 from taskmanager.auth.router import router as auth
 from taskmanager.comments.router import router as comments
 from taskmanager.kit.http import API_PREFIX
@@ -37,6 +38,7 @@ DOMAINS: tuple[Domain, ...] = (
     Domain("projects", "Projects and their members", projects, hot=True),
     Domain("tasks", "Tasks: CRUD, lists, search, export", tasks, hot=True),
     Domain("comments", "Comments on tasks", comments),
+    Domain("attachments", "Files attached to tasks", attachments),
 )
 
 

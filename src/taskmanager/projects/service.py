@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taskmanager.kit.errors import Conflict, NotFound, PreconditionFailed
 from taskmanager.kit.identity import Principal
 from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume
+from taskmanager.kit.storage import discard_attachments
 from taskmanager.models.projects import Project, ProjectRole
 from taskmanager.projects import repository
 from taskmanager.projects.access import project_access, project_not_found
@@ -99,6 +100,7 @@ async def delete_project(
     view = await _load(session, principal, project_id, Permission.MANAGE)
     if view.project.is_inbox:
         raise Conflict("An Inbox cannot be deleted")
+    await discard_attachments(session, project_ids=[project_id])
     if not await repository.delete_project(
         session, project_id, expected_versions=expected_versions
     ):
@@ -243,7 +245,9 @@ async def release_member(session: AsyncSession, user_id: int) -> None:
             f"You are the last owner of project(s) {listed}, which have other members: "
             "make someone else an owner, or remove the other members, first"
         )
-    await repository.delete_projects(session, [m.project_id for m in memberships if m.members == 1])
+    alone = [m.project_id for m in memberships if m.members == 1]
+    await discard_attachments(session, project_ids=alone)
+    await repository.delete_projects(session, alone)
     for membership in memberships:
         if membership.members > 1:
             await repository.touch(session, membership.project_id)

@@ -25,6 +25,7 @@ from taskmanager.kit.pagination import (
     invalid_cursor,
     resume,
 )
+from taskmanager.kit.storage import discard_attachments
 from taskmanager.models.tasks import TaskStatus
 from taskmanager.projects.access import project_access, task_access, task_not_found
 from taskmanager.projects.inbox import inbox_id_of
@@ -182,6 +183,7 @@ async def delete_task(
         current = await _load_for_edit(session, principal, task_id)
         if expected_versions is not None and current.version not in expected_versions:
             raise _precondition_failed(task_id, current.version)
+        await discard_attachments(session, task_ids=[task_id])
         deleted = await repo.delete_task(
             session,
             task_id,
