@@ -15,6 +15,7 @@ from redis.backoff import NoBackoff
 from starlette.routing import Mount, Route
 
 from taskmanager import __version__
+from taskmanager.attachments.sweep import sweep_loop
 from taskmanager.docs import install_docs, install_openapi
 from taskmanager.idempotency.store import purge_legacy_redis_records
 from taskmanager.kit.availability import Breaker
@@ -69,6 +70,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tasks:
             if metrics.multiprocess:
                 tasks.start_soon(_sample_pools, metrics)
+            # Removes attachment objects no row references (a crash between writing and
+            # committing); idempotent, so every process may run it. Becomes one line of
+            # background.py (serve and worker) when that lands.
+            tasks.start_soon(sweep_loop, database, app.state.storage)
             yield
             tasks.cancel_scope.cancel()
     finally:

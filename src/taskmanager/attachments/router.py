@@ -206,7 +206,7 @@ async def get(
     responses={
         200: {
             "description": "The file, as `Content-Disposition: attachment`",
-            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
             "headers": _DOWNLOAD_HEADERS,
         },
         **NOT_MODIFIED,
