@@ -205,8 +205,11 @@ async def get(
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": "The file, as `Content-Disposition: attachment`",
-            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The file, as `Content-Disposition: attachment`, with the content "
+            "type recorded at upload (`application/octet-stream` when none was given)",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
             "headers": _DOWNLOAD_HEADERS,
         },
         **NOT_MODIFIED,
