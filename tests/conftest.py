@@ -173,7 +173,16 @@ async def _truncate(database: TestDatabase) -> None:
     if database.backend == "postgres":
         conn = await asyncpg.connect(database.url.replace("postgresql+asyncpg", "postgresql"))
         try:
-            await conn.execute(script)  # simple-query protocol: one round trip
+            # The app's background loops (dispatcher, webhook deliverer) may hold row locks
+            # the cleanup needs, in the other order: PostgreSQL then aborts one side with a
+            # deadlock error, and the whole script (one implicit transaction) is retried.
+            for attempt in range(10):
+                try:
+                    await conn.execute(script)  # simple-query protocol: one round trip
+                    break
+                except asyncpg.exceptions.DeadlockDetectedError:
+                    if attempt == 9:
+                        raise
         finally:
             await conn.close()
         return

@@ -14,7 +14,7 @@ GET route also answers HEAD (one row each); a WebSocket route is ``method="WEBSO
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -29,6 +29,7 @@ from taskmanager.kit.http import API_PREFIX
 from taskmanager.kit.identity import Scope
 from taskmanager.kit.security import create_access_token, digest
 from taskmanager.models.api_keys import ApiKey
+from taskmanager.models.attachments import Attachment
 from taskmanager.models.auth import PasswordResetToken, RefreshToken
 from taskmanager.models.comments import Comment
 from taskmanager.models.projects import Project, ProjectMember
@@ -99,6 +100,7 @@ class Call:
     params: dict[str, str] = field(default_factory=dict)
     json: dict[str, Any] | None = None
     data: dict[str, str] | None = None
+    files: dict[str, tuple[str, bytes, str]] | None = None  # a multipart body
 
 
 def _nothing(seed: Seed) -> Call:
@@ -149,6 +151,8 @@ class Row:
             kwargs["json"] = call.json
         if call.data is not None:
             kwargs["data"] = call.data
+        if call.files is not None:
+            kwargs["files"] = call.files
         return kwargs
 
 
@@ -167,6 +171,10 @@ def _get(
 
 def _task(seed: Seed, **call: Any) -> Call:
     return Call(path={"task_id": seed.ids["task"]}, **call)
+
+
+def _attachment(seed: Seed, **call: Any) -> Call:
+    return Call(path={"task_id": seed.ids["task"], "attachment_id": seed.ids["attachment"]}, **call)
 
 
 def _webhook(seed: Seed, **call: Any) -> Call:
@@ -493,6 +501,40 @@ ROUTES: list[Row] = [
     ),
     # the event stream (tests/events/ prove its behaviour; HTTP tools cannot speak to it)
     Row(WEBSOCKET, f"{API}/ws", "stream", Rule.CALLER, TR, 101, fuzz=False),
+    # Attachments (multipart upload; tests/attachments/ prove streaming and limits)
+    Row(
+        "POST",
+        f"{API}/tasks/{{task_id}}/attachments",
+        "attachments_create",
+        Rule.EDIT_TASKS,
+        TW,
+        201,
+        lambda seed: _task(seed, files={"file": ("notes.txt", b"hello", "text/plain")}),
+    ),
+    *_get(f"{API}/tasks/{{task_id}}/attachments", "attachments_list", Rule.VIEW, TR, _task),
+    *_get(
+        f"{API}/tasks/{{task_id}}/attachments/{{attachment_id}}",
+        "attachments_get",
+        Rule.VIEW,
+        TR,
+        _attachment,
+    ),
+    *_get(
+        f"{API}/tasks/{{task_id}}/attachments/{{attachment_id}}/content",
+        "attachments_content",
+        Rule.VIEW,
+        TR,
+        _attachment,
+    ),
+    Row(
+        "DELETE",
+        f"{API}/tasks/{{task_id}}/attachments/{{attachment_id}}",
+        "attachments_delete",
+        Rule.EDIT_TASKS,
+        TW,
+        204,
+        _attachment,
+    ),
     # Webhooks (a login token only; each user's own)
     Row(
         "POST",
@@ -649,6 +691,10 @@ def differences(app_keys: Sequence[tuple[str, str]], rows: Sequence[Row]) -> lis
 USERS = ("owner", "editor", "viewer", "bystander", "outsider", "admin", "newbie")
 
 
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
 async def seed_world(app: FastAPI) -> Seed:
     """One project with an owner, editor, viewer and bystander (viewer), a task and comments.
 
@@ -715,6 +761,16 @@ async def seed_world(app: FastAPI) -> Seed:
             status="succeeded",
         )
         session.add(delivery)
+        stored = await app.state.storage.put(_chunks(b"seeded attachment"))
+        attachment = Attachment(
+            task_id=task.id,
+            filename="seed.txt",
+            content_type="text/plain",
+            size=stored.size,
+            sha256=stored.sha256,
+            storage_key=stored.key,
+        )
+        session.add(attachment)
         session.add(
             RefreshToken(
                 user_id=owner,
@@ -742,6 +798,7 @@ async def seed_world(app: FastAPI) -> Seed:
             "key": key.id,
             "webhook": webhook.id,
             "delivery": delivery.id,
+            "attachment": attachment.id,
         }
     signing_key = app.state.settings.signing_key
     tokens = {

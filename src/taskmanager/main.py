@@ -15,6 +15,7 @@ from redis.backoff import NoBackoff
 from starlette.routing import Mount, Route
 
 from taskmanager import __version__, background
+from taskmanager.attachments.sweep import sweep_loop
 from taskmanager.docs import install_docs, install_openapi
 from taskmanager.events.hub import Hub
 from taskmanager.idempotency.store import purge_legacy_redis_records
@@ -26,6 +27,7 @@ from taskmanager.kit.mail import Mailer
 from taskmanager.kit.problems import install_exception_handlers
 from taskmanager.kit.routing import CheckedRoute
 from taskmanager.kit.security import configure_password_hashing
+from taskmanager.kit.storage import open_storage
 from taskmanager.kit.throttle import Counters
 from taskmanager.middleware import install_middleware
 from taskmanager.middleware.context import API_CSP
@@ -53,6 +55,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics: Metrics = app.state.metrics
     database = Database(settings)
     app.state.database = database
+    app.state.storage = await open_storage(settings.effective_storage_url)
     # Shared Redis (events, readiness); None means in-process. Callers check the breaker
     # first and report failures to it, so a frozen Redis costs one timeout, not one each.
     app.state.redis_breaker = Breaker("redis", backoff_seconds=settings.outage_backoff_seconds)
@@ -66,6 +69,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tasks:
             if metrics.multiprocess:
                 tasks.start_soon(_sample_pools, metrics)
+            # Removes attachment objects no row references (a crash between writing and
+            # committing); idempotent, so every serving process may run it.
+            if settings.background_in_serve:
+                tasks.start_soon(sweep_loop, database, app.state.storage)
             async with background.running(
                 database,
                 settings,
@@ -79,6 +86,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.counters.aclose()
         if app.state.redis is not None:
             await app.state.redis.aclose()
+        await app.state.storage.aclose()
         await database.dispose()
         metrics.mark_process_dead()
 

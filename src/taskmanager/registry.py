@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, FastAPI
 
 from taskmanager.api_keys.router import router as api_keys
+from taskmanager.attachments.router import router as attachments
 from taskmanager.auth.router import router as auth
 from taskmanager.comments.router import router as comments
 from taskmanager.events.router import router as events
@@ -42,6 +43,7 @@ DOMAINS: tuple[Domain, ...] = (
     Domain("comments", "Comments on tasks", comments),
     Domain("events", "The live event stream (WebSocket /api/v1/ws)", events),
     Domain("webhooks", "Signed event deliveries to your URLs (Standard Webhooks)", webhooks),
+    Domain("attachments", "Files attached to tasks", attachments),
 )
 
 

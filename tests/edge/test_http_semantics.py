@@ -47,6 +47,11 @@ async def _world(client: httpx.AsyncClient, make_user: UserFactory) -> tuple[Any
     comment = await client.post(
         f"{TASKS}/{task.json()['id']}/comments", json={"body": "hi"}, headers=owner.headers
     )
+    attachment = await client.post(
+        f"{TASKS}/{task.json()['id']}/attachments",
+        files={"file": ("a.txt", b"attached", "text/plain")},
+        headers=owner.headers,
+    )
     key = await client.post(
         f"{API}/api-keys",
         json={"name": "k", "scopes": ["tasks:read"], "current_password": TEST_PASSWORD},
@@ -62,6 +67,7 @@ async def _world(client: httpx.AsyncClient, make_user: UserFactory) -> tuple[Any
         "project_id": project_id,
         "task_id": task.json()["id"],
         "comment_id": comment.json()["id"],
+        "attachment_id": attachment.json()["id"],
         "key_id": key.json()["id"],
         "user_id": member.id,
     }
@@ -169,6 +175,7 @@ async def test_every_201_has_a_location_that_resolves(
         f"{API}/tasks/{{task_id}}/comments": {"body": "again"},
         f"{API}/webhooks": {"url": "http://127.0.0.1:9/h2", "events": ["task.updated"]},
     }
+    uploads = {f"{API}/tasks/{{task_id}}/attachments": {"file": ("b.txt", b"again", "text/plain")}}
     document = (await client.get("/openapi.json")).json()
     created = {
         path
@@ -176,11 +183,15 @@ async def test_every_201_has_a_location_that_resolves(
         for method, operation in item.items()
         if method == "post" and "201" in operation["responses"]
     }
-    assert created == set(bodies), "a new 201 route needs a body here"
-    for template, body in bodies.items():
+    assert created == set(bodies) | set(uploads), "a new 201 route needs a body here"
+    requests: list[tuple[str, dict[str, Any]]] = [
+        *((template, {"json": body}) for template, body in bodies.items()),
+        *((template, {"files": files}) for template, files in uploads.items()),
+    ]
+    for template, content in requests:
         url = _url(template, ids)
         assert url is not None
-        response = await client.post(url, json=body, headers=owner.headers)
+        response = await client.post(url, headers=owner.headers, **content)
         assert response.status_code == 201, (template, response.text)
         location = response.headers["location"]
         assert location.startswith(url + "/"), (template, location)

@@ -46,7 +46,9 @@ BUDGET = {
     # UPDATE, the event.
     "PATCH /tasks/{id}": 4,
     "PUT /tasks/{id}": 4,
-    "DELETE /tasks/{id}": 2,  # DELETE ... WHERE <caller may edit, version> RETURNING; the event
+    # The attachments' object keys (their files go after the commit), DELETE ... WHERE
+    # <caller may edit, version> RETURNING, the event.
+    "DELETE /tasks/{id}": 3,
     "GET /tasks": 2,  # the caller's role, then the page with its total
     "GET /tasks (filtered)": 2,
     "GET /tasks?cursor=": 2,  # the total rides in the cursor: nothing is counted again
@@ -54,7 +56,7 @@ BUDGET = {
 # What issue 13 asks of each route. Updates are over it by one since the outbox: the
 # ceiling stays as asked, and the test names the routes that miss it instead of passing.
 CEILING = {route: 1 if route.startswith("GET /tasks/") else 2 for route in BUDGET}
-OVER_CEILING = {"PATCH /tasks/{id}", "PUT /tasks/{id}"}
+OVER_CEILING = {"PATCH /tasks/{id}", "PUT /tasks/{id}", "DELETE /tasks/{id}"}
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK")
 
 

@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.kit import authn, faults, transaction
+from taskmanager.kit import authn, faults, storage, transaction
 from taskmanager.kit.config import Settings
 from taskmanager.kit.db import SAFE_METHODS, Database
 from taskmanager.kit.errors import Forbidden
@@ -69,7 +69,14 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             faults.die_if_requested(request.scope, faults.KILL_BEFORE_COMMIT)
             await session.commit()
             faults.die_if_requested(request.scope, faults.KILL_AFTER_COMMIT)
+            # Objects whose rows this transaction deleted (attachments): gone only now.
+            await storage.discard_committed(session, request.app.state.storage)
     database.breaker.succeeded()
+
+
+async def get_storage(request: Request) -> storage.Storage:
+    chosen: storage.Storage = request.app.state.storage
+    return chosen
 
 
 async def get_mailer(request: Request) -> Mailer:
@@ -92,6 +99,7 @@ MailerDep = Annotated[Mailer, Depends(get_mailer)]
 CountersDep = Annotated[Counters, Depends(get_counters)]
 ClientAddress = Annotated[str, Depends(get_client_address)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
+StorageDep = Annotated[storage.Storage, Depends(get_storage)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 

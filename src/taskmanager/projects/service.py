@@ -12,6 +12,7 @@ from taskmanager.kit.errors import Conflict, NotFound, PreconditionFailed
 from taskmanager.kit.identity import Principal
 from taskmanager.kit.outbox import EventType, record
 from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume
+from taskmanager.kit.storage import discard_attachments
 from taskmanager.models.projects import Project, ProjectRole
 from taskmanager.projects import repository
 from taskmanager.projects.access import project_access, project_not_found
@@ -163,6 +164,7 @@ async def delete_project(
         actor_id=principal.user_id,
         data={"id": project_id},
     )
+    await discard_attachments(session, project_ids=[project_id])
     if not await repository.delete_project(
         session, project_id, expected_versions=expected_versions
     ):
@@ -330,6 +332,7 @@ async def release_member(session: AsyncSession, user_id: int) -> None:
             actor_id=user_id,
             data={"id": project_id},
         )
+    await discard_attachments(session, project_ids=alone)
     await repository.delete_projects(session, alone)
     for membership in memberships:
         if membership.members > 1:

@@ -34,6 +34,7 @@ from taskmanager.kit.pagination import (
     invalid_cursor,
     resume,
 )
+from taskmanager.kit.storage import discard_attachments
 from taskmanager.models.tasks import TaskStatus
 from taskmanager.projects.access import (
     principal_of,
@@ -276,7 +277,12 @@ async def delete_task(
     task_id: int,
     expected_versions: Sequence[int] | None,
 ) -> None:
-    """Delete in one statement; on a refusal raise 401, 404, 403 or 412 (or delete then)."""
+    """Delete in one statement; on a refusal raise 401, 404, 403 or 412 (or delete then).
+
+    The attachments' object keys are read first (the rows go with the cascade); their
+    files are removed after the commit, and only if the delete commits.
+    """
+    await discard_attachments(session, task_ids=[task_id])
     gone = await repo.delete_authorized(
         session, identity, task_id, expected_versions=expected_versions
     )
@@ -295,6 +301,7 @@ async def delete_task(
         current = await _load_for_edit(session, principal, task_id)
         if expected_versions is not None and current.version not in expected_versions:
             raise _precondition_failed(task_id, current.version)
+        await discard_attachments(session, task_ids=[task_id])
         deleted = await repo.delete_task(
             session,
             task_id,
