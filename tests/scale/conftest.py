@@ -110,6 +110,9 @@ def scale_out_cluster(
     cwd: Path = tmp_path_factory.mktemp("scale-cwd")
     cluster = Cluster(cwd, scale_out_settings, SIZE)
     cluster.run("migrate")  # once, before any process serves (the compose "migrate" service)
+    # The separate worker of the compose file (event dispatch, webhook delivery), beside
+    # the servers' own background loops: any number of them may run.
+    cluster.start_process("worker")
     with running(cluster):
         yield cluster
 
