@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
-from tests.conftest import AppFactory, problem, redis_url_or_skip
+from tests.conftest import AppFactory, UserFactory, problem, redis_url_or_skip
 
 
 async def test_health(client: httpx.AsyncClient) -> None:
@@ -137,3 +139,26 @@ async def test_docs_can_be_switched_off(make_app: AppFactory) -> None:
     for path in ("/docs", "/redoc", "/openapi.json", "/docs/static/swagger-ui.css"):
         problem(await client.get(path), 404, "RESOURCE_NOT_FOUND")
     assert (await client.get("/health")).status_code == 200
+
+
+async def test_metrics_show_the_outbox_and_webhook_deliveries(
+    client: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    owner = await make_user()
+    created = await client.post("/api/v1/tasks", json={"title": "counted"}, headers=owner.headers)
+    assert created.status_code == 201
+
+    def sample(text: str, name: str) -> float:
+        (line,) = [line for line in text.splitlines() if line.startswith(f"{name} ")]
+        return float(line.split()[1])
+
+    # The app's dispatcher publishes the event within its poll interval (2 s).
+    for _ in range(100):
+        text = (await client.get("/metrics")).text
+        if sample(text, "taskmanager_events_last_published_seq") >= 1:
+            break
+        await asyncio.sleep(0.1)
+    assert sample(text, "taskmanager_events_last_published_seq") == 1
+    assert sample(text, "taskmanager_events_pending") == 0
+    for status in ("pending", "succeeded", "failed"):
+        assert sample(text, f'taskmanager_webhook_deliveries{{status="{status}"}}') == 0

@@ -105,6 +105,27 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        # Read from the database at each scrape (``ops.router``): the same everywhere, so
+        # the scrape of any process shows the whole deployment's outbox and deliveries.
+        self.events_pending = Gauge(
+            "taskmanager_events_pending",
+            "Events committed but not yet published (numbered) by a dispatcher",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.events_published = Gauge(
+            "taskmanager_events_last_published_seq",
+            "The sequence number of the newest published event (grows by one per event)",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.webhook_deliveries = Gauge(
+            "taskmanager_webhook_deliveries",
+            "Webhook delivery attempts in the delivery log, by status",
+            ["status"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
         # labels() takes a lock and builds a tuple; one lookup per label set is enough.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         if self.multiprocess:

@@ -9,12 +9,15 @@ import anyio
 import structlog
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import func, select
 from starlette.responses import JSONResponse, Response
 
 from taskmanager.kit.availability import Breaker
 from taskmanager.kit.errors import InvalidCredentials, NotAuthenticated
 from taskmanager.kit.http import operation_id
 from taskmanager.kit.routing import CheckedRoute
+from taskmanager.models.events import Event
+from taskmanager.models.webhooks import WebhookDelivery
 
 log = structlog.get_logger("taskmanager.ops")
 
@@ -117,9 +120,43 @@ def _check_metrics_token(request: Request) -> None:
         raise InvalidCredentials("The metrics token is wrong")
 
 
+async def _sample_outbox(request: Request) -> None:
+    """Set the event and webhook-delivery gauges from the database (three small queries).
+
+    A database that cannot answer within the readiness timeout leaves the gauges as they
+    were: the scrape still answers, and ``/ready`` is what reports the outage.
+    """
+    metrics = request.app.state.metrics
+    try:
+        with anyio.fail_after(CHECK_TIMEOUT_SECONDS):
+            async with request.app.state.database.snapshot() as session:
+                pending = await session.scalar(
+                    select(func.count()).select_from(Event).where(Event.seq.is_(None))
+                )
+                newest = await session.scalar(select(func.max(Event.seq)))
+                by_status = (
+                    await session.execute(
+                        select(WebhookDelivery.status, func.count()).group_by(
+                            WebhookDelivery.status
+                        )
+                    )
+                ).all()
+    except Exception as exc:
+        log.debug("metrics_outbox_unavailable", error=type(exc).__name__)
+        return
+    metrics.events_pending.set(pending or 0)
+    metrics.events_published.set(newest or 0)
+    counts = dict.fromkeys(("pending", "succeeded", "failed"), 0)
+    counts.update({str(status): int(count) for status, count in by_status})
+    for status, count in counts.items():
+        metrics.webhook_deliveries.labels(status).set(count)
+
+
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    """Request counts and latencies by route template, requests in flight, pool use."""
+    """Request counts and latencies by route template, requests in flight, pool use,
+    events waiting and published, webhook delivery attempts by status."""
     _check_metrics_token(request)
+    await _sample_outbox(request)
     body, content_type = request.app.state.metrics.render()
     return Response(body, media_type=content_type)
