@@ -197,7 +197,12 @@ async def _truncate(database: TestDatabase) -> None:
 async def base_app(database: TestDatabase, run_dir: Path) -> AsyncIterator[FastAPI]:
     from taskmanager.main import create_app
 
-    app = create_app(make_settings(database, run_dir / f"data-{database.backend}"))
+    # No background loops in the shared app: tests that publish events or deliver webhooks
+    # drive those steps themselves (or build an app with them, ``make_app``), so nothing
+    # numbers, fans out or sweeps behind a test's back.
+    app = create_app(
+        make_settings(database, run_dir / f"data-{database.backend}", background_in_serve=False)
+    )
     async with LifespanManager(app):
         yield app
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
+from fastapi import FastAPI
 
+from taskmanager.kit.outbox import sequence
 from tests.conftest import AppFactory, UserFactory, problem, redis_url_or_skip
 
 
@@ -142,7 +142,7 @@ async def test_docs_can_be_switched_off(make_app: AppFactory) -> None:
 
 
 async def test_metrics_show_the_outbox_and_webhook_deliveries(
-    client: httpx.AsyncClient, make_user: UserFactory
+    app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     owner = await make_user()
     created = await client.post("/api/v1/tasks", json={"title": "counted"}, headers=owner.headers)
@@ -152,13 +152,14 @@ async def test_metrics_show_the_outbox_and_webhook_deliveries(
         (line,) = [line for line in text.splitlines() if line.startswith(f"{name} ")]
         return float(line.split()[1])
 
-    # The app's dispatcher publishes the event within its poll interval (2 s).
-    for _ in range(100):
-        text = (await client.get("/metrics")).text
-        if sample(text, "taskmanager_events_last_published_seq") >= 1:
-            break
-        await asyncio.sleep(0.1)
-    assert sample(text, "taskmanager_events_last_published_seq") == 1
-    assert sample(text, "taskmanager_events_pending") == 0
+    # The shared test app runs no dispatcher: the event waits until the test numbers it.
+    before = (await client.get("/metrics")).text
+    assert sample(before, "taskmanager_events_pending") == 1
+    assert sample(before, "taskmanager_events_last_published_seq") == 0
     for status in ("pending", "succeeded", "failed"):
-        assert sample(text, f'taskmanager_webhook_deliveries{{status="{status}"}}') == 0
+        assert sample(before, f'taskmanager_webhook_deliveries{{status="{status}"}}') == 0
+    async with app.state.database.side_transaction() as session:
+        assert len(await sequence(session)) == 1
+    after = (await client.get("/metrics")).text
+    assert sample(after, "taskmanager_events_pending") == 0
+    assert sample(after, "taskmanager_events_last_published_seq") == 1
