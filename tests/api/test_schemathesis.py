@@ -51,7 +51,7 @@ from taskmanager.models.api_keys import ApiKey
 from taskmanager.models.users import User
 from taskmanager.projects.inbox import create_inbox
 from tests.conftest import TEST_PASSWORD, TestDatabase, make_settings
-from tests.route_table import ROUTES
+from tests.route_table import HTTP_ROUTES, ROUTES
 
 # Refusals of schema-valid requests that depend on state the schema cannot describe (see the
 # module docstring), by the problem ``code`` or by every error's ``type``.
@@ -117,7 +117,7 @@ def accepts_schema_valid_requests(ctx: Any, response: Any, case: Any) -> bool | 
 # of the fuzzing user would turn every later request into a 401). Logging out with a
 # refresh token, deleting the account or changing the password need secrets the fuzzer
 # does not have, so they run and are refused.
-SELF_DESTRUCTIVE = [row.operation_id for row in ROUTES if not row.fuzz]
+SELF_DESTRUCTIVE = [row.operation_id for row in HTTP_ROUTES if not row.fuzz]
 # The API key fuzzes with every scope a route asks of keys.
 KEY_SCOPES = sorted({row.scope.value for row in ROUTES if row.scope is not None})
 
