@@ -6,11 +6,16 @@ honest and bounded. Each input class is tried on every place it can arrive.
 
 from __future__ import annotations
 
-from typing import Any
+import types
+from collections.abc import Iterator
+from enum import StrEnum
+from typing import Any, Union, get_args, get_origin
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import BaseModel, ValidationError
 
 from taskmanager.models.api_keys import ApiKey
 from taskmanager.models.tasks import Task
@@ -334,3 +339,79 @@ async def test_api_key_sent_as_a_bearer_says_where_it_belongs(
         "INVALID_CREDENTIALS",
     )
     assert "X-API-Key" not in plain["detail"]
+
+
+UNION_TYPES = (Union, types.UnionType)
+
+# ---- JSON scalar types ----------------------------------------------------------------------
+
+# For each JSON Schema scalar type, values of another JSON type that Pydantic's lax mode would
+# coerce (``0`` → ``False``, ``"5"`` → ``5``, ``1.0`` → ``1``): the document says the type, so
+# the server takes only that type (schemathesis found ``{"active": 0}`` accepted as ``false``).
+WRONG_JSON_TYPES: dict[type, list[Any]] = {
+    bool: [0, 1, "true", "false", "yes", 1.0],
+    # Not 5.0: JSON Schema counts a zero fraction as an integer (``kit.fields.json_integer``).
+    int: ["5", 5.5, True],
+    float: ["1.5", True],
+    str: [5, 1.5, True],
+}
+
+
+def _scalar_fields(model: type[BaseModel]) -> Iterator[tuple[str, type]]:
+    """(field name, scalar type) for each field whose declared type is one JSON scalar."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        members = set(get_args(annotation)) if get_origin(annotation) in UNION_TYPES else None
+        candidates = (members - {type(None)}) if members is not None else {annotation}
+        if len(candidates) != 1:
+            continue
+        (candidate,) = candidates
+        if candidate in WRONG_JSON_TYPES:
+            yield field.alias or name, candidate
+        elif isinstance(candidate, type) and issubclass(candidate, StrEnum):
+            yield field.alias or name, str
+
+
+def _request_body_models(app: FastAPI) -> dict[str, type[BaseModel]]:
+    models: dict[str, type[BaseModel]] = {}
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        body = getattr(route, "body_field", None)
+        if isinstance(route, APIRoute) and body is not None:
+            model = body.field_info.annotation
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                models[model.__name__] = model
+    return models
+
+
+def test_every_request_body_takes_each_scalar_only_as_its_json_type(app: FastAPI) -> None:
+    models = _request_body_models(app)
+    # The walk found the bodies (a change in how routes are stored must not empty it).
+    assert {"TaskCreate", "WebhookPatch", "UserAdminUpdate"} <= set(models), sorted(models)
+    accepted: list[str] = []
+    checked = 0
+    for model in models.values():
+        for name, kind in _scalar_fields(model):
+            for value in WRONG_JSON_TYPES[kind]:
+                checked += 1
+                try:
+                    model.model_validate({name: value})
+                except ValidationError as error:
+                    if any(e["loc"][:1] == (name,) for e in error.errors()):
+                        continue
+                accepted.append(f"{model.__name__}.{name} = {value!r} ({kind.__name__})")
+    assert checked > 50
+    assert not accepted, "\n".join(accepted)
+
+
+async def test_a_number_is_not_a_boolean_for_a_webhook(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    seed = await seed_world(app)
+    url = f"{API}/webhooks/{seed.ids['webhook']}"
+    before = (await client.get(url, headers=seed.headers("owner"))).json()
+    for value in WRONG_JSON_TYPES[bool]:
+        response = await client.patch(url, json={"active": value}, headers=seed.headers("owner"))
+        errors = _body_errors(response)
+        assert [e["loc"] for e in errors] == [["body", "active"]], errors
+    assert (await client.get(url, headers=seed.headers("owner"))).json() == before

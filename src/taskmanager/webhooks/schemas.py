@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
 from taskmanager.kit.fields import EntityId, Text
 from taskmanager.kit.outbox import EventType
@@ -71,7 +71,7 @@ class WebhookPatch(PatchModel):
 
     url: TargetUrl | None = None
     events: EventTypes | None = None
-    active: bool | None = None
+    active: StrictBool | None = None
     description: WebhookDescription | None = None
 
 
