@@ -3,9 +3,10 @@
 Every event is ``{"id", "type", "project_id", "actor_id", "occurred_at", "data"}`` plus
 ``changed`` on ``*.updated``. ``data`` is the resource as the API shows it: ``TaskOut``,
 ``CommentOut``, ``MemberOut``, a project without the viewer-specific ``role``; a
-``project.deleted`` carries only the id. ``EVENT_SCHEMAS`` maps each type to its schema, so
-the OpenAPI ``webhooks`` section can list them (attachment events are added by the
-attachments domain).
+``project.deleted`` carries only the id. ``EVENT_SCHEMAS`` maps each type to its schema and
+``event_json`` builds the message: the WebSocket stream sends it and a webhook delivery posts
+it (``webhooks.payloads``), so both carry the same JSON, and the OpenAPI ``webhooks`` section
+documents it from these schemas.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from taskmanager.attachments.schemas import AttachmentOut
 from taskmanager.comments.schemas import CommentOut
+from taskmanager.kit.fields import format_timestamp
 from taskmanager.kit.outbox import EventType, format_event_id
 from taskmanager.models.events import Event
 from taskmanager.projects.schemas import MemberOut
@@ -85,6 +88,16 @@ class CommentDeleted(EventBase):
     data: CommentOut = Field(description="The comment as it was when deleted")
 
 
+class AttachmentCreated(EventBase):
+    type: Literal["attachment.created"]
+    data: AttachmentOut
+
+
+class AttachmentDeleted(EventBase):
+    type: Literal["attachment.deleted"]
+    data: AttachmentOut = Field(description="The attachment as it was when deleted")
+
+
 class ProjectUpdated(_Updated):
     type: Literal["project.updated"]
     data: ProjectData
@@ -117,16 +130,14 @@ EVENT_SCHEMAS: dict[EventType, type[EventBase]] = {
     EventType.COMMENT_CREATED: CommentCreated,
     EventType.COMMENT_UPDATED: CommentUpdated,
     EventType.COMMENT_DELETED: CommentDeleted,
+    EventType.ATTACHMENT_CREATED: AttachmentCreated,
+    EventType.ATTACHMENT_DELETED: AttachmentDeleted,
     EventType.PROJECT_UPDATED: ProjectUpdated,
     EventType.PROJECT_DELETED: ProjectDeleted,
     EventType.MEMBER_ADDED: MemberAdded,
     EventType.MEMBER_UPDATED: MemberUpdated,
     EventType.MEMBER_REMOVED: MemberRemoved,
 }
-
-
-def _utc_z(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def event_json(event: Event) -> dict[str, Any]:
@@ -140,7 +151,7 @@ def event_json(event: Event) -> dict[str, Any]:
         "type": event.type,
         "project_id": event.project_id,
         "actor_id": event.actor_id,
-        "occurred_at": _utc_z(event.occurred_at),
+        "occurred_at": format_timestamp(event.occurred_at),
         "data": event.data,
     }
     if event.type.endswith(".updated"):

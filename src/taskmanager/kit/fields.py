@@ -44,6 +44,15 @@ MAX_ID = 2**53 - 1
 # ---- timestamps (RFC 3339 §5.6) ---------------------------------------------------------------
 
 EXAMPLE_TIMESTAMP = "2026-12-01T17:00:00Z"
+
+
+def format_timestamp(moment: datetime) -> str:
+    """A stored (UTC) time as the API writes it: RFC 3339 with ``Z``
+    (``2026-12-01T17:00:00.5Z``), the form Pydantic gives response models, for JSON and CSV
+    built by hand."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 _EXPECTED_TIMESTAMP = (
     f"expected an RFC 3339 date-time with a time and an offset, e.g. {EXAMPLE_TIMESTAMP} "
     "or 2026-12-01T18:00:00+01:00"

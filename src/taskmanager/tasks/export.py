@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+from taskmanager.kit.fields import format_timestamp
 from taskmanager.tasks.repository import TASK_FIELDS, TaskRow
 
 CSV_COLUMNS = TASK_FIELDS
@@ -26,7 +27,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        return format_timestamp(value)
     if isinstance(value, list):
         return neutralize(",".join(value))
     if isinstance(value, str):
