@@ -52,6 +52,7 @@ from taskmanager.models.tasks import Task, TaskStatus, search_fold
 from taskmanager.projects.access import is_member_sql, may, visible_project_ids
 from taskmanager.projects.policy import Permission
 from taskmanager.tasks.filters import SortBy, SortOrder, TaskListQuery
+from taskmanager.tasks.schemas import TaskFields
 
 TASKS = cast(Table, Task.__table__)
 _t = TASKS.c
@@ -60,23 +61,8 @@ _ATTACHMENTS = cast(Table, Attachment.__table__)
 
 
 @dataclass(frozen=True, slots=True)
-class TaskRow:
+class TaskRow(TaskFields):
     """A task as stored, field for field what the API shows (orjson serialises it as is)."""
-
-    id: int
-    project_id: int
-    title: str
-    description: str | None
-    status: str
-    priority: int
-    due_date: datetime | None
-    tags: list[str]
-    assignee_id: int | None
-    created_by: int | None
-    created_at: datetime
-    updated_at: datetime
-    completed_at: datetime | None
-    version: int
 
 
 TASK_FIELDS = tuple(TaskRow.__dataclass_fields__)
