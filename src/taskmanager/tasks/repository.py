@@ -527,25 +527,3 @@ async def list_page(
     if not rows:
         return [], None
     return [TaskRow(*row[: len(TASK_FIELDS)]) for row in rows], int(rows[0][-1])
-
-
-async def list_tasks(
-    session: AsyncSession,
-    query: TaskListQuery,
-    *,
-    viewer_id: int,
-    is_admin: bool,
-    seek: Seek | None,
-    skip: int,
-    limit: int,
-) -> list[TaskRow]:
-    stmt = page_statement(
-        query,
-        viewer_id=viewer_id,
-        is_admin=is_admin,
-        dialect=_dialect(session),
-        seek=seek,
-        skip=skip,
-        limit=limit,
-    )
-    return [task_row(row) for row in await session.execute(stmt)]

@@ -454,7 +454,7 @@ async def iter_all(
     seek: Seek | None = None
     while True:
         async with database.snapshot() as session:
-            rows = await repo.list_tasks(
+            rows, _ = await repo.list_page(
                 session,
                 query,
                 viewer_id=principal.user_id,
@@ -462,6 +462,7 @@ async def iter_all(
                 seek=seek,
                 skip=0,
                 limit=EXPORT_BATCH,
+                count=False,
             )
         for row in rows:
             yield row
