@@ -100,7 +100,7 @@ async def test_the_version_check_is_inside_the_update_statement(
         )
         await session.commit()
     assert first is not None
-    assert first.version == 2
+    assert (first.before.version, first.after.version) == (1, 2)
     assert second is None
     final = await api_get_task(client, alice, task["id"])
     assert (final["title"], final["version"]) == ("first", 2)

@@ -131,6 +131,30 @@ async def test_a_moved_task_is_announced_to_both_projects(
     assert sorted(last.audience) == sorted([owner.id, left.id, right.id])
 
 
+async def test_changed_names_the_fields_whose_values_the_update_changed(
+    app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    # The update returns the row as it was beside the new one (tasks.repository._prior):
+    # a field sent with the value it already had is not changed, and completed_at follows
+    # status only when the task becomes or stops being completed.
+    owner = await make_user()
+    task = await api_create_task(client, owner, title="Same")
+    url = f"{TASKS}/{task['id']}"
+    steps = [
+        ({"title": "Same", "priority": 5}, ["priority"]),
+        ({"status": "completed"}, ["status", "completed_at"]),
+        ({"status": "completed", "title": "Other"}, ["title"]),
+        ({"title": "Other"}, []),
+        ({"status": "pending", "tags": ["x"]}, ["status", "tags", "completed_at"]),
+    ]
+    for body, changed in steps:
+        response = await client.patch(url, json=body, headers=owner.headers)
+        assert response.status_code == 200, response.text
+        last = (await _events(app))[-1]
+        assert (last.type, last.changed) == ("task.updated", changed), body
+        assert last.data == response.json()
+
+
 async def test_deleting_an_account_removes_it_from_shared_projects_and_deletes_its_own(
     app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:

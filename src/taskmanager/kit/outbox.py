@@ -68,19 +68,25 @@ async def record(
     data: Mapping[str, Any],
     changed: Sequence[str] | None = None,
     also_notify: Sequence[int] = (),
+    also_members_of: Sequence[int] = (),
     occurred_at: datetime | None = None,
 ) -> None:
     """Write one event in the caller's transaction (one statement, never commits).
 
     ``data`` is the resource as the API shows it (JSON-ready: ``model_dump(mode="json")``);
     ``changed`` the updated field names (``*.updated`` only). The audience is the project's
-    members as this transaction sees them, plus ``also_notify`` (a member being removed
-    still hears of it). Call it after the change, so a new member is in the audience of
-    its own ``member.added``.
+    members as this transaction sees them, plus the users in ``also_notify`` (a member
+    being removed still hears of it) and the members of the projects in ``also_members_of``
+    (those of the project a task moved out of), all counted in this one statement. Call
+    it after the change, so a new member is in the audience of its own ``member.added``.
     """
     dialect = session.get_bind().dialect.name
-    members = select(ProjectMember.user_id.label("user_id")).where(
-        ProjectMember.project_id == project_id
+    # DISTINCT: a user in several of the projects is one member of the audience (a union
+    # of one select removes no duplicates).
+    members = (
+        select(ProjectMember.user_id.label("user_id"))
+        .where(ProjectMember.project_id.in_([project_id, *also_members_of]))
+        .distinct()
     )
     people = union(members, *(select(literal(user_id, BigInteger)) for user_id in also_notify))
     audience_rows = people.subquery()

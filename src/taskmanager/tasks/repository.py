@@ -3,8 +3,10 @@
 The hot writes authorize themselves: ``create``, ``update`` and ``delete`` are each one
 statement that checks the caller (``projects.access.may``), the ``If-Match`` version and the
 assignee's membership in its ``WHERE`` and reads the row back with ``RETURNING`` — one round
-trip, no ORM unit of work. Statements are built from the same few shapes with bound values,
-so SQLAlchemy's compiled cache and the driver's prepared statements serve them.
+trip, no ORM unit of work. An update returns the task as it was beside the new row, and a
+delete the object keys of the attachments its cascade removes, both read by the same
+statement first (``_prior``). Statements are built from the same few shapes with bound
+values, so SQLAlchemy's compiled cache and the driver's prepared statements serve them.
 When one matches nothing, the service explains it with the step-by-step checks
 (``projects.access``, ``is_member``, ``current_state``) and the compare-and-set writes
 (``update_task``/``delete_task``: the condition the service checked is repeated in the
@@ -20,6 +22,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    CTE,
     ColumnElement,
     Select,
     Table,
@@ -42,36 +45,24 @@ from sqlalchemy.sql.elements import UnaryExpression
 
 from taskmanager.kit.identity import Identity
 from taskmanager.kit.pagination import Seek
-from taskmanager.models.base import UTCDateTime
+from taskmanager.models.attachments import Attachment
+from taskmanager.models.base import JSONList, UTCDateTime
 from taskmanager.models.projects import Project, ProjectMember
 from taskmanager.models.tasks import Task, TaskStatus, search_fold
 from taskmanager.projects.access import is_member_sql, may, visible_project_ids
 from taskmanager.projects.policy import Permission
 from taskmanager.tasks.filters import SortBy, SortOrder, TaskListQuery
+from taskmanager.tasks.schemas import TaskFields
 
 TASKS = cast(Table, Task.__table__)
 _t = TASKS.c
 _PROJECTS = cast(Table, Project.__table__)
+_ATTACHMENTS = cast(Table, Attachment.__table__)
 
 
 @dataclass(frozen=True, slots=True)
-class TaskRow:
+class TaskRow(TaskFields):
     """A task as stored, field for field what the API shows (orjson serialises it as is)."""
-
-    id: int
-    project_id: int
-    title: str
-    description: str | None
-    status: str
-    priority: int
-    due_date: datetime | None
-    tags: list[str]
-    assignee_id: int | None
-    created_by: int | None
-    created_at: datetime
-    updated_at: datetime
-    completed_at: datetime | None
-    version: int
 
 
 TASK_FIELDS = tuple(TaskRow.__dataclass_fields__)
@@ -160,6 +151,131 @@ def _completed_at(new_status: str, now: datetime) -> Any:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class TaskChange:
+    """One task before and after an update (``before`` is the row the update changed)."""
+
+    before: TaskRow
+    after: TaskRow
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedTask:
+    """A deleted task as it was, and the object keys of the attachments that went with it."""
+
+    row: TaskRow
+    attachment_keys: list[str]
+
+
+def _prior(task_id: int, columns: Sequence[Any]) -> CTE:
+    """The task as it is before the write: ``WITH prior AS MATERIALIZED (SELECT ...)``.
+
+    How one statement shows the old row beside the new one on both backends. SQLite's
+    ``RETURNING`` shows only the new values, and cannot name an ``UPDATE ... FROM`` table
+    (sqlite.org/lang_returning.html, "Limitations"); PostgreSQL before 18 has no ``OLD``
+    in ``RETURNING``. A materialized CTE is computed once, into a table of its own: the
+    write names its row through it (``WHERE id IN (SELECT id FROM prior)``), so it is
+    filled before any row changes, and the ``RETURNING`` reads the old values back from it.
+    On PostgreSQL ``FOR UPDATE`` makes it read (and lock) the version the write will
+    change — a concurrent writer's committed row, not the statement's older snapshot
+    (READ COMMITTED); SQLite's single writer needs no lock, and SQLAlchemy renders none.
+    ``columns``: of ``tasks`` (``id`` included) or expressions correlated to it.
+    """
+    return (
+        select(*columns)
+        .where(_t.id == task_id)
+        .with_for_update()
+        .cte("prior")
+        .prefix_with("MATERIALIZED")
+    )
+
+
+def _row_of(prior: CTE, task_id: int) -> list[ColumnElement[bool]]:
+    """The row a write changes, named by its key and through ``prior``.
+
+    By key for the planner's index lookup; through ``prior`` so that ``prior`` is filled
+    before the write changes anything.
+    """
+    return [_t.id == task_id, _t.id.in_(select(prior.c.id))]
+
+
+def _version_matches(expected_versions: Sequence[int] | None) -> list[ColumnElement[bool]]:
+    """The ``If-Match`` compare-and-set: the task is at one of the expected versions."""
+    return [] if expected_versions is None else [_t.version.in_(expected_versions)]
+
+
+async def _update(
+    session: AsyncSession,
+    task_id: int,
+    values: dict[str, Any],
+    now: datetime,
+    where: Sequence[ColumnElement[bool]],
+) -> TaskChange | None:
+    """``UPDATE tasks SET <values> WHERE <the task> AND <where> RETURNING`` new and old row.
+
+    One atomic statement (``_prior`` gives the old row): the version goes up by exactly
+    one and every condition is in the ``WHERE``, so concurrent writers can never both
+    succeed against one version. None when nothing matched.
+    """
+    changes: dict[str, Any] = _with_search_columns(dict(values))
+    if "status" in changes:
+        changes["completed_at"] = _completed_at(changes["status"], now)
+    changes["version"] = _t.version + 1
+    changes["updated_at"] = now
+    prior = _prior(task_id, TASK_COLUMNS)
+    old = (select(prior.c[name]).scalar_subquery().label(f"prior_{name}") for name in TASK_FIELDS)
+    stmt = (
+        update(TASKS)
+        .where(*_row_of(prior, task_id), *where)
+        .values(**changes)
+        .returning(*TASK_COLUMNS, *old)
+    )
+    row = (await session.execute(stmt)).first()
+    if row is None:
+        return None
+    size = len(TASK_FIELDS)
+    return TaskChange(before=TaskRow(*row[size:]), after=TaskRow(*row[:size]))
+
+
+async def update_authorized(
+    session: AsyncSession,
+    identity: Identity,
+    task_id: int,
+    *,
+    values: dict[str, Any],
+    move_to: int | None,
+    expected_versions: Sequence[int] | None,
+    now: datetime,
+) -> TaskChange | None:
+    """Apply ``values`` (and the move to ``move_to``) if every rule allows it, in one statement.
+
+    ``WHERE`` the caller is live and may edit tasks in the task's project (and, on a move,
+    in the destination, which exists) ``AND`` the ``If-Match`` version ``AND`` the
+    assignee is a member of the task's project after the write (the new assignee, or on
+    a move the current one). ``values``: task columns as stored (``status`` as its
+    string). The task before and after, or None when anything refused it.
+    """
+    where: list[ColumnElement[bool]] = [may(identity, Permission.EDIT_TASKS, _t.project_id)]
+    where += _version_matches(expected_versions)
+    values = dict(values)
+    destination: Any = _t.project_id
+    if move_to is not None:
+        values["project_id"] = destination = move_to
+        where.append(may(identity, Permission.EDIT_TASKS, move_to))
+        where.append(exists().where(_PROJECTS.c.id == move_to))
+    if values.get("assignee_id") is not None:
+        where.append(is_member_sql(destination, values["assignee_id"]))
+    elif move_to is not None and "assignee_id" not in values:
+        where.append(
+            or_(
+                _t.assignee_id.is_(None),
+                _t.project_id == move_to,
+                is_member_sql(move_to, _t.assignee_id),
+            )
+        )
+    return await _update(session, task_id, values, now, where)
+
+
 async def update_task(
     session: AsyncSession,
     task_id: int,
@@ -168,24 +284,48 @@ async def update_task(
     expected_versions: Sequence[int] | None,
     values: dict[str, Any],
     now: datetime,
-) -> TaskRow | None:
+) -> TaskChange | None:
     """Apply ``values`` if the task is still in ``project_id`` (and at an expected version).
 
-    One atomic statement: the version goes up by exactly one, and the compare-and-set
-    is in the ``WHERE``, so concurrent writers can never both succeed against one version.
-    None when nothing matched.
+    The step-by-step path's write, once the service has checked the rules itself: the
+    task before and after, or None when the task moved, changed or went meanwhile.
     """
-    changes: dict[str, Any] = _with_search_columns(dict(values))
-    if "status" in changes:
-        changes["completed_at"] = _completed_at(changes["status"], now)
-    changes["version"] = _t.version + 1
-    changes["updated_at"] = now
-    stmt = update(TASKS).where(_t.id == task_id, _t.project_id == project_id)
-    if expected_versions is not None:
-        stmt = stmt.where(_t.version.in_(expected_versions))
-    result = await session.execute(stmt.values(**changes).returning(*TASK_COLUMNS))
-    row = result.first()
-    return None if row is None else task_row(row)
+    where = [_t.project_id == project_id, *_version_matches(expected_versions)]
+    return await _update(session, task_id, values, now, where)
+
+
+def _attachment_keys(dialect: str) -> ColumnElement[Any]:
+    """The task's attachments' object keys as a JSON list: a subquery correlated to ``tasks``."""
+    key = _ATTACHMENTS.c.storage_key
+    keys: ColumnElement[Any]
+    if dialect == "postgresql":
+        keys = func.coalesce(func.jsonb_agg(key), literal([], JSONB))
+    else:
+        keys = func.json_group_array(key)
+    return (
+        select(type_coerce(keys, JSONList)).where(_ATTACHMENTS.c.task_id == _t.id).scalar_subquery()
+    )
+
+
+async def _delete(
+    session: AsyncSession, task_id: int, where: Sequence[ColumnElement[bool]]
+) -> DeletedTask | None:
+    """``DELETE FROM tasks WHERE <the task> AND <where> RETURNING`` it and its attachments' keys.
+
+    The attachment rows go with the foreign-key cascade; their keys are read by ``_prior``
+    before it (on SQLite a subquery in ``RETURNING`` would see the rows already gone),
+    so the files can be removed after the commit. None when nothing matched.
+    """
+    prior = _prior(task_id, (_t.id, _attachment_keys(_dialect(session)).label("attachment_keys")))
+    stmt = (
+        delete(TASKS)
+        .where(*_row_of(prior, task_id), *where)
+        .returning(*TASK_COLUMNS, select(prior.c.attachment_keys).scalar_subquery())
+    )
+    row = (await session.execute(stmt)).first()
+    if row is None:
+        return None
+    return DeletedTask(row=task_row(row), attachment_keys=list(row[-1]))
 
 
 async def delete_authorized(
@@ -194,19 +334,14 @@ async def delete_authorized(
     task_id: int,
     *,
     expected_versions: Sequence[int] | None,
-) -> TaskRow | None:
+) -> DeletedTask | None:
     """Delete the task if the caller may edit its project's tasks (and the version matches).
 
-    One ``DELETE ... WHERE <allowed> RETURNING <the task>``: the deleted task (its event's
-    data), or None when nothing matched.
+    One statement, ``WHERE <allowed> AND <version>``: the deleted task (its event's data)
+    with its attachments' keys, or None when nothing matched.
     """
-    stmt = delete(TASKS).where(
-        _t.id == task_id, may(identity, Permission.EDIT_TASKS, _t.project_id)
-    )
-    if expected_versions is not None:
-        stmt = stmt.where(_t.version.in_(expected_versions))
-    row = (await session.execute(stmt.returning(*TASK_COLUMNS))).first()
-    return None if row is None else task_row(row)
+    where: list[ColumnElement[bool]] = [may(identity, Permission.EDIT_TASKS, _t.project_id)]
+    return await _delete(session, task_id, where + _version_matches(expected_versions))
 
 
 async def delete_task(
@@ -215,12 +350,10 @@ async def delete_task(
     *,
     project_id: int,
     expected_versions: Sequence[int] | None,
-) -> bool:
-    stmt = delete(TASKS).where(_t.id == task_id, _t.project_id == project_id)
-    if expected_versions is not None:
-        stmt = stmt.where(_t.version.in_(expected_versions))
-    result = await session.execute(stmt.returning(_t.id))
-    return result.first() is not None
+) -> DeletedTask | None:
+    """Delete the task if it is still in ``project_id`` (and at an expected version)."""
+    where = [_t.project_id == project_id, *_version_matches(expected_versions)]
+    return await _delete(session, task_id, where)
 
 
 async def current_state(session: AsyncSession, task_id: int) -> Any:
@@ -394,25 +527,3 @@ async def list_page(
     if not rows:
         return [], None
     return [TaskRow(*row[: len(TASK_FIELDS)]) for row in rows], int(rows[0][-1])
-
-
-async def list_tasks(
-    session: AsyncSession,
-    query: TaskListQuery,
-    *,
-    viewer_id: int,
-    is_admin: bool,
-    seek: Seek | None,
-    skip: int,
-    limit: int,
-) -> list[TaskRow]:
-    stmt = page_statement(
-        query,
-        viewer_id=viewer_id,
-        is_admin=is_admin,
-        dialect=_dialect(session),
-        seek=seek,
-        skip=skip,
-        limit=limit,
-    )
-    return [task_row(row) for row in await session.execute(stmt)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -110,7 +111,33 @@ class TaskPatch(PatchModel):
     project_id: EntityId | None = Field(default=None, description="Moves the task")
 
 
-class TaskOut(BaseModel):
+@dataclass(frozen=True)
+class TaskFields:
+    """A task's fields as the API shows them, declared once.
+
+    ``TaskOut`` (the API model) and ``tasks.repository.TaskRow`` (a row as read, which
+    orjson serialises as is) both take them from here: a dataclass, because a dataclass
+    inherits fields only from one, and pydantic reads the annotations of any base.
+    Frozen, not slotted: a base with slots could not sit under ``BaseModel``.
+    """
+
+    id: int
+    project_id: int
+    title: str
+    description: str | None
+    status: str  # as stored; ``TaskOut`` narrows it to ``TaskStatus``
+    priority: int
+    due_date: datetime | None
+    tags: list[str]
+    assignee_id: int | None
+    created_by: int | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    version: int
+
+
+class TaskOut(BaseModel, TaskFields):
     """A task as the API shows it. Times are RFC 3339 UTC."""
 
     model_config = ConfigDict(
@@ -128,20 +155,7 @@ class TaskOut(BaseModel):
         }
     )
 
-    id: int
-    project_id: int
-    title: str
-    description: str | None
     status: TaskStatus
-    priority: int
-    due_date: datetime | None
-    tags: list[str]
-    assignee_id: int | None
-    created_by: int | None
-    created_at: datetime
-    updated_at: datetime
-    completed_at: datetime | None
-    version: int
 
 
 class TaskPage(CursorPage[TaskOut]):

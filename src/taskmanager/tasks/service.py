@@ -6,11 +6,13 @@ fast module (``tasks.fast_read``).
 
 Create, update and delete take the caller's ``Identity`` (for a bearer token, unchecked
 against the database yet) and make one statement that authorizes, writes and reads back
-(``repository.*_authorized``). Only when it matches nothing do they take the step-by-step
-path — the caller verified, then the access gate, the version and the assignee, each in
-its own query — which raises the error the client should see (401, 404, 403, 412, 422) or,
-if the world changed in between, does the write itself. Error paths cost more round trips;
-the successful ones cost one.
+(``repository.*_authorized``; an update reads the task as it was too, for the event's
+``changed``), then record the event (``kit.outbox.record``, one statement): two round
+trips on the successful path. Only when the write matches nothing do they take the
+step-by-step path — the caller verified, then the access gate, the version and the
+assignee, each in its own query — which raises the error the client should see (401, 404,
+403, 412, 422) or, if the world changed in between, does the write itself. Error paths
+cost more round trips; the successful ones never do.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from taskmanager.kit.pagination import (
     invalid_cursor,
     resume,
 )
-from taskmanager.kit.storage import discard_attachments
+from taskmanager.kit.storage import discard_after_commit
 from taskmanager.models.tasks import TaskStatus
 from taskmanager.projects.access import (
     principal_of,
@@ -44,10 +46,15 @@ from taskmanager.projects.access import (
 )
 from taskmanager.projects.inbox import inbox_id_of
 from taskmanager.projects.policy import Permission
-from taskmanager.projects.repository import member_ids
 from taskmanager.tasks import repository as repo
 from taskmanager.tasks.filters import SortBy, TaskFilters, TaskListQuery
-from taskmanager.tasks.repository import TASK_COLUMNS, TaskRow, task_row
+from taskmanager.tasks.repository import (
+    TASK_COLUMNS,
+    DeletedTask,
+    TaskChange,
+    TaskRow,
+    task_row,
+)
 from taskmanager.tasks.schemas import TaskCreate, TaskOut, TaskPatch, TaskReplace
 
 EXPORT_BATCH = 500
@@ -68,10 +75,12 @@ def _event_data(row: TaskRow) -> dict[str, Any]:
     return TaskOut.model_validate(row, from_attributes=True).model_dump(mode="json")
 
 
-async def _record_update(
-    session: AsyncSession, principal: Principal, before: TaskRow, after: TaskRow
-) -> None:
-    """task.updated in the task's (new) project; on a move the old project's members hear too."""
+async def _record_update(session: AsyncSession, actor_id: int, change: TaskChange) -> None:
+    """task.updated in the task's (new) project; on a move the old project's members hear too.
+
+    ``changed`` names the fields whose value the update changed (API.md §7).
+    """
+    before, after = change.before, change.after
     changed = [
         name
         for name in TaskOut.model_fields
@@ -82,10 +91,10 @@ async def _record_update(
         session,
         type=EventType.TASK_UPDATED,
         project_id=after.project_id,
-        actor_id=principal.user_id,
+        actor_id=actor_id,
         data=_event_data(after),
         changed=changed,
-        also_notify=await member_ids(session, before.project_id) if moved_from else (),
+        also_members_of=[before.project_id] if moved_from else (),
     )
 
 
@@ -172,11 +181,24 @@ def _precondition_failed(task_id: int, version: int) -> PreconditionFailed:
     )
 
 
-async def _load_for_edit(session: AsyncSession, principal: Principal, task_id: int) -> TaskRow:
+async def _load_for_edit(
+    session: AsyncSession,
+    principal: Principal,
+    task_id: int,
+    expected_versions: Sequence[int] | None,
+) -> TaskRow:
+    """The task, once the caller may edit it (404, 403) and it is at an expected version (412).
+
+    The version is checked here to fail fast; the guarantee is the compare-and-set inside
+    the write.
+    """
     access = await task_access(
         session, principal, task_id, Permission.EDIT_TASKS, load=TASK_COLUMNS
     )
-    return task_row(access.row)
+    current = task_row(access.row)
+    if expected_versions is not None and current.version not in expected_versions:
+        raise _precondition_failed(task_id, current.version)
+    return current
 
 
 async def _explain_miss(
@@ -198,9 +220,24 @@ async def _update(
     move_to: int | None,
     expected_versions: Sequence[int] | None,
 ) -> TaskRow:
-    # Not one UPDATE ... RETURNING like create and delete: the task.updated event names the
-    # fields that changed, which needs the row as it was (SQLite's RETURNING cannot show
-    # it), so an update reads first: three statements with the event (README Performance).
+    """Update in one statement, then record task.updated: two round trips.
+
+    The statement authorizes, writes and returns the task before and after
+    (``repo.update_authorized``), which is what the event's ``changed`` is computed from.
+    On a refusal, find which error it was (or do the write, if the world changed).
+    """
+    change = await repo.update_authorized(
+        session,
+        identity,
+        task_id,
+        values=_column_values(fields),
+        move_to=move_to,
+        expected_versions=expected_versions,
+        now=utcnow(),
+    )
+    if change is not None:
+        await _record_update(session, identity.user_id, change)
+        return change.after
     principal = await principal_of(session, identity)
     return await _update_step_by_step(
         session, principal, task_id, fields, move_to, expected_versions
@@ -216,10 +253,7 @@ async def _update_step_by_step(
     expected_versions: Sequence[int] | None,
 ) -> TaskRow:
     for _ in range(_MOVE_RETRIES):
-        current = await _load_for_edit(session, principal, task_id)
-        if expected_versions is not None and current.version not in expected_versions:
-            # Fail fast; the guarantee itself is the version check inside the UPDATE.
-            raise _precondition_failed(task_id, current.version)
+        current = await _load_for_edit(session, principal, task_id, expected_versions)
         destination = current.project_id if move_to is None else move_to
         moving = destination != current.project_id
         if moving:
@@ -230,7 +264,7 @@ async def _update_step_by_step(
         values = _column_values(fields)
         if moving:
             values["project_id"] = destination
-        row = await repo.update_task(
+        change = await repo.update_task(
             session,
             task_id,
             project_id=current.project_id,
@@ -238,9 +272,9 @@ async def _update_step_by_step(
             values=values,
             now=utcnow(),
         )
-        if row is not None:
-            await _record_update(session, principal, current, row)
-            return row
+        if change is not None:
+            await _record_update(session, principal.user_id, change)
+            return change.after
         await _explain_miss(session, task_id, expected_versions)
         # Moved to another project between our read and our write: check access again.
     raise Conflict("The task kept changing while it was being updated; retry")
@@ -271,52 +305,48 @@ async def patch_task(
     return await _update(session, identity, task_id, fields, move_to, expected_versions)
 
 
+async def _record_deletion(session: AsyncSession, actor_id: int, gone: DeletedTask) -> None:
+    """task.deleted; the attachments' files go once the transaction commits."""
+    discard_after_commit(session, gone.attachment_keys)
+    # Its comments (and attachments) go with it: no event of their own (README).
+    await record(
+        session,
+        type=EventType.TASK_DELETED,
+        project_id=gone.row.project_id,
+        actor_id=actor_id,
+        data=_event_data(gone.row),
+    )
+
+
 async def delete_task(
     session: AsyncSession,
     identity: Identity,
     task_id: int,
     expected_versions: Sequence[int] | None,
 ) -> None:
-    """Delete in one statement; on a refusal raise 401, 404, 403 or 412 (or delete then).
+    """Delete in one statement, then record task.deleted: two round trips.
 
-    The attachments' object keys are read first (the rows go with the cascade); their
-    files are removed after the commit, and only if the delete commits.
+    The statement authorizes, deletes and returns the task with its attachments' object
+    keys (``repo.delete_authorized``); their files are removed after the commit, and only
+    if the delete commits. On a refusal raise 401, 404, 403 or 412 (or delete then).
     """
-    await discard_attachments(session, task_ids=[task_id])
     gone = await repo.delete_authorized(
         session, identity, task_id, expected_versions=expected_versions
     )
     if gone is not None:
-        # Its comments (and attachments) go with it: no event of their own (README).
-        await record(
-            session,
-            type=EventType.TASK_DELETED,
-            project_id=gone.project_id,
-            actor_id=identity.user_id,
-            data=_event_data(gone),
-        )
+        await _record_deletion(session, identity.user_id, gone)
         return
     principal = await principal_of(session, identity)
     for _ in range(_MOVE_RETRIES):
-        current = await _load_for_edit(session, principal, task_id)
-        if expected_versions is not None and current.version not in expected_versions:
-            raise _precondition_failed(task_id, current.version)
-        await discard_attachments(session, task_ids=[task_id])
-        deleted = await repo.delete_task(
+        current = await _load_for_edit(session, principal, task_id, expected_versions)
+        gone = await repo.delete_task(
             session,
             task_id,
             project_id=current.project_id,
             expected_versions=expected_versions,
         )
-        if deleted:
-            # Its comments (and attachments) go with it: no event of their own (README).
-            await record(
-                session,
-                type=EventType.TASK_DELETED,
-                project_id=current.project_id,
-                actor_id=principal.user_id,
-                data=_event_data(current),
-            )
+        if gone is not None:
+            await _record_deletion(session, principal.user_id, gone)
             return
         await _explain_miss(session, task_id, expected_versions)
     raise Conflict("The task kept changing while it was being deleted; retry")
@@ -424,7 +454,7 @@ async def iter_all(
     seek: Seek | None = None
     while True:
         async with database.snapshot() as session:
-            rows = await repo.list_tasks(
+            rows, _ = await repo.list_page(
                 session,
                 query,
                 viewer_id=principal.user_id,
@@ -432,6 +462,7 @@ async def iter_all(
                 seek=seek,
                 skip=0,
                 limit=EXPORT_BATCH,
+                count=False,
             )
         for row in rows:
             yield row
