@@ -88,11 +88,31 @@ def test_public_addresses_pass(address: str) -> None:
         "http:///",
         "http://[::1/",
         "http://" + "a" * 2100 + ".com/",
+        "http://example.com:0/",
+        "http://example.com:99999/",
+        "http://exa mple.com/",
+        "http://exa%20mple.com/",
+        "http://" + "a" * 64 + ".example.com/",
+        "http://-example.com/",
+        "http://example..com/",
     ],
 )
 def test_malformed_or_disguised_urls_are_refused(url: str) -> None:
     with pytest.raises(TargetRefused):
         parse_target(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://hooks.example.com:8443/x", "http://bücher.example/", "https://a_b.example.com/"],
+)
+def test_ordinary_host_names_and_ports_pass(url: str) -> None:
+    parse_target(url)
+
+
+def test_loopback_ipv6_is_named_as_itself() -> None:
+    with pytest.raises(TargetRefused, match=r"^::1 is a loopback"):
+        check_address(ipaddress.ip_address("::1"), allow_private=False)
 
 
 async def test_every_resolved_address_must_pass() -> None:

@@ -54,6 +54,11 @@ _METADATA = frozenset(
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # WHATWG URL: a host whose last label is a number (decimal, or 0x hex) is an IPv4 address.
 _NUMERIC_LABEL = re.compile(r"(0[xX][0-9a-fA-F]*|[0-9]+)")
+# A DNS name in its ASCII (IDNA) form: labels of 1-63 letters, digits, hyphens (and the
+# underscores some real names carry), at most 253 characters (RFC 1035 §2.3.4, RFC 5890).
+_DNS_NAME = re.compile(
+    r"(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*"
+)
 
 
 class TargetRefused(ValueError):
@@ -73,7 +78,8 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     if address.teredo is not None:
         return address.teredo[1]
     packed = address.packed
-    if address in _NAT64 or (packed[:12] == bytes(12) and packed[12:] != bytes(4)):
+    compatible = packed[:12] == bytes(12) and int(address) > 1  # not ``::`` nor ``::1``
+    if address in _NAT64 or compatible:
         # NAT64 (RFC 6052) and the deprecated IPv4-compatible ``::a.b.c.d``.
         return ipaddress.IPv4Address(packed[12:])
     return None
@@ -127,6 +133,8 @@ def parse_target(url: str) -> Target:
     host = parsed.host.rstrip(".").lower()
     if not host:
         raise TargetRefused("must name a host")
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise TargetRefused(f"port {parsed.port} is not a TCP port (1-65535)")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     literal: IPAddress | None
     try:
@@ -138,6 +146,9 @@ def parse_target(url: str) -> Target:
                 f"host {host!r} is an IPv4 address in a non-standard form; "
                 "write it as four decimal numbers"
             ) from None
+        ascii_host = parsed.raw_host.decode("ascii", "replace").rstrip(".").lower()
+        if not _DNS_NAME.fullmatch(ascii_host):
+            raise TargetRefused(f"host {host!r} is not a valid host name") from None
     return Target(url=parsed, host=host, port=port, literal=literal)
 
 
