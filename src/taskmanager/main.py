@@ -22,7 +22,7 @@ from taskmanager.kit.db import Database
 from taskmanager.kit.logging import configure_logging
 from taskmanager.kit.mail import Mailer
 from taskmanager.kit.problems import install_exception_handlers
-from taskmanager.kit.routing import CheckedRoute
+from taskmanager.kit.routing import CheckedRoute, match_included_routers_once
 from taskmanager.kit.security import configure_password_hashing
 from taskmanager.kit.storage import open_storage
 from taskmanager.kit.throttle import Counters
@@ -175,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # TASKMANAGER_DOCS_ENABLED=false: no /docs, /redoc or /openapi.json (404, like any path).
     docs_csp = install_docs(app) if settings.docs_enabled else API_CSP
     install_openapi(app)
+    match_included_routers_once(app.router.routes)
     templates = _endpoint_templates(app)
     install_middleware(app, settings, docs_csp=docs_csp, endpoint_templates=templates)
     return app
