@@ -334,7 +334,9 @@ def login_memory(bench: Bench, backend: Backend, schema: str) -> None:
 
 
 def cold_start(bench: Bench, backend: Backend, schema: str) -> None:
-    """Exec to the first 200 from /health, ``cold_starts`` times each, alternating servers."""
+    """Exec to the first 200 from /health, ``cold_starts`` times each, alternating servers
+    (byte-compiled first, as deployed: ``servers.compile_bytecode``)."""
+    servers.compile_bytecode()
     with bench.dataset(backend, schema, "small") as (fixture, _):
         runs: dict[str, list[float]] = {APP: [], BASELINE: []}
         for round_no in range(1, bench.options.cold_starts + 1):

@@ -13,10 +13,10 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.events.dispatcher import Dispatcher, SequencedHook
@@ -27,6 +27,10 @@ from taskmanager.kit.db import Database
 from taskmanager.models.events import Event
 from taskmanager.webhooks.delivery import Deliverer
 from taskmanager.webhooks.fanout import enqueue_deliveries
+
+if TYPE_CHECKING:
+    # Only the type: the client is made by ``main.redis_client`` when Redis is configured.
+    from redis.asyncio import Redis
 
 log = structlog.get_logger("taskmanager.background")
 

@@ -9,6 +9,7 @@ init scripts are allowed by hash in the docs pages' Content-Security-Policy, so 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import warnings
@@ -61,6 +62,14 @@ def _script_hashes(*pages: HTMLResponse) -> list[str]:
     return sorted(hashes)
 
 
+@functools.cache
+def _redoc_bundle() -> bytes:
+    """ReDoc's bundle (~1 MB) with its logo served from here: read at the first request for
+    it, not at every start (most processes never serve the docs)."""
+    bundle = (STATIC_DIR / "redoc.standalone.js").read_bytes()
+    return bundle.replace(_REDOC_CDN_LOGO, f"{STATIC_URL}/favicon.png".encode())
+
+
 def install_docs(app: FastAPI) -> str:
     """Add /docs, /redoc and their assets; return the docs pages' Content-Security-Policy."""
     openapi_url = app.openapi_url or "/openapi.json"
@@ -82,12 +91,9 @@ def install_docs(app: FastAPI) -> str:
     )
     redirect = get_swagger_ui_oauth2_redirect_html()
 
-    redoc_js = (STATIC_DIR / "redoc.standalone.js").read_bytes()
-    redoc_js = redoc_js.replace(_REDOC_CDN_LOGO, f"{STATIC_URL}/favicon.png".encode())
-
     @app.get(REDOC_JS_URL, include_in_schema=False)
     async def redoc_bundle() -> Response:
-        return Response(redoc_js, media_type="text/javascript; charset=utf-8")
+        return Response(_redoc_bundle(), media_type="text/javascript; charset=utf-8")
 
     app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="docs-static")
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 from fastapi import FastAPI
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from starlette.routing import Mount, Route
 
 from taskmanager import __version__, background
@@ -25,7 +22,7 @@ from taskmanager.kit.db import Database
 from taskmanager.kit.logging import configure_logging
 from taskmanager.kit.mail import Mailer
 from taskmanager.kit.problems import install_exception_handlers
-from taskmanager.kit.routing import CheckedRoute
+from taskmanager.kit.routing import CheckedRoute, match_included_routers_once
 from taskmanager.kit.security import configure_password_hashing
 from taskmanager.kit.storage import open_storage
 from taskmanager.kit.throttle import Counters
@@ -34,6 +31,10 @@ from taskmanager.middleware.context import API_CSP
 from taskmanager.ops.metrics import Metrics
 from taskmanager.ops.router import router as ops_router
 from taskmanager.registry import include_domains, openapi_tags
+
+if TYPE_CHECKING:
+    # Imported where a client is made: without TASKMANAGER_REDIS_URL nothing needs redis-py.
+    from redis.asyncio import Redis
 
 DESCRIPTION = """
 A self-hostable task-management API.
@@ -109,6 +110,10 @@ def redis_client(settings: Settings) -> Redis:
     redis-py retries failed commands three times with back-off by default, which turns one
     timeout into four; the breaker (``kit.availability``) is the retry policy instead.
     """
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
     return Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout_seconds,
@@ -162,12 +167,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         concurrency=settings.password_hash_concurrency,
         wait_seconds=settings.password_hash_wait_seconds,
     )
-    install_exception_handlers(app)
+    install_exception_handlers(
+        app, postgresql=not settings.is_sqlite, redis=bool(settings.redis_url)
+    )
     app.include_router(ops_router)
     include_domains(app)
     # TASKMANAGER_DOCS_ENABLED=false: no /docs, /redoc or /openapi.json (404, like any path).
     docs_csp = install_docs(app) if settings.docs_enabled else API_CSP
     install_openapi(app)
+    match_included_routers_once(app.router.routes)
     templates = _endpoint_templates(app)
     install_middleware(app, settings, docs_csp=docs_csp, endpoint_templates=templates)
     return app

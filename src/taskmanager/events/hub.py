@@ -24,7 +24,6 @@ import anyio
 import anyio.lowlevel
 import orjson
 import structlog
-from redis.asyncio import Redis
 from sqlalchemy import func, select
 
 from taskmanager.events.doorbell import CHANNEL, database_key, on_sequenced
@@ -221,6 +220,8 @@ class Hub:
 
     async def _listen(self) -> None:
         """Wake on every Redis message; reconnect with back-off. Never raises."""
+        from redis.asyncio import Redis  # only with Redis configured (start-up cost)
+
         backoff = self.settings.outage_backoff_seconds
         timeout = max(1.0, self.settings.redis_timeout_seconds * 4)
         while True:

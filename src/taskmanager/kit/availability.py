@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import sys
 import time
+from types import ModuleType
 
-import asyncpg
 import structlog
-from redis.exceptions import RedisError
 from sqlalchemy import exc as sa_exc
 
 from taskmanager.kit.errors import ServiceUnavailable
@@ -32,18 +32,46 @@ log = structlog.get_logger("taskmanager.availability")
 # Caps the doubling back-off: an outage is re-probed at least this often.
 MAX_BACKOFF_SECONDS = 5.0
 
-# Server-side conditions that mean "cannot serve now", as opposed to a bad query.
-_ASYNCPG_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,  # class 08: connection failures
-    asyncpg.InterfaceError,  # the client-side connection is closed or unusable
-    asyncpg.CannotConnectNowError,  # 57P03: starting up / shutting down
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.QueryCanceledError,  # 57014: statement_timeout
-    asyncpg.InsufficientResourcesError,  # class 53: too many connections, disk full
-    asyncpg.InvalidCatalogNameError,  # 3D000: the database does not exist
-    asyncpg.InvalidAuthorizationSpecificationError,  # class 28: authentication failed
+# Server-side conditions that mean "cannot serve now", as opposed to a bad query
+# (asyncpg's exception classes, by name).
+_ASYNCPG_UNAVAILABLE = (
+    "PostgresConnectionError",  # class 08: connection failures
+    "InterfaceError",  # the client-side connection is closed or unusable
+    "CannotConnectNowError",  # 57P03: starting up / shutting down
+    "AdminShutdownError",
+    "CrashShutdownError",
+    "QueryCanceledError",  # 57014: statement_timeout
+    "InsufficientResourcesError",  # class 53: too many connections, disk full
+    "InvalidCatalogNameError",  # 3D000: the database does not exist
+    "InvalidAuthorizationSpecificationError",  # class 28: authentication failed
 )
+# Of those, the ones that say the server is unreachable (``is_outage``).
+_ASYNCPG_OUTAGE = (
+    "CannotConnectNowError",
+    "InvalidCatalogNameError",
+    "InvalidAuthorizationSpecificationError",
+    "QueryCanceledError",
+)
+
+
+def _classes(module_name: str, names: tuple[str, ...]) -> tuple[type[BaseException], ...]:
+    """The named exception classes of a driver, or none while it is not imported.
+
+    The drivers are imported by whatever uses them (SQLAlchemy's asyncpg dialect, the Redis
+    client); until then none of their exceptions can exist, and start-up need not pay for
+    importing them (redis-py with its cryptography import: ~0.1 s; asyncpg: ~30 ms).
+    """
+    module: ModuleType | None = sys.modules.get(module_name)
+    if module is None:
+        return ()
+    return tuple(getattr(module, name) for name in names)
+
+
+def redis_errors() -> tuple[type[BaseException], ...]:
+    """redis-py's base error class (none before redis-py is imported)."""
+    return _classes("redis.exceptions", ("RedisError",))
+
+
 _SQLITE_UNAVAILABLE = (sqlite3.OperationalError,)  # locked, I/O error, cannot open
 
 
@@ -83,9 +111,9 @@ def is_unavailable(exc: BaseException) -> bool:
             return True
         if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
             return True
-        if isinstance(error, (*_ASYNCPG_UNAVAILABLE, *_SQLITE_UNAVAILABLE)):
+        if isinstance(error, (*_classes("asyncpg", _ASYNCPG_UNAVAILABLE), *_SQLITE_UNAVAILABLE)):
             return True
-        if isinstance(error, OSError | RedisError):
+        if isinstance(error, (OSError, *redis_errors())):
             return True
     return False
 
@@ -100,19 +128,13 @@ def is_outage(exc: BaseException) -> bool:
         if isinstance(error, sa_exc.TimeoutError):
             return False  # pool exhausted: overload, not an outage
         if isinstance(
-            error,
-            TimeoutError
-            | ConnectionRefusedError
-            | asyncpg.CannotConnectNowError
-            | asyncpg.InvalidCatalogNameError
-            | asyncpg.InvalidAuthorizationSpecificationError
-            | asyncpg.QueryCanceledError,
+            error, (TimeoutError, ConnectionRefusedError, *_classes("asyncpg", _ASYNCPG_OUTAGE))
         ):
             return True
         if isinstance(error, OSError) and not isinstance(error, ConnectionResetError):
             # DNS failures (socket.gaierror), unreachable networks, refused connections.
             return True
-        if isinstance(error, RedisError):
+        if isinstance(error, redis_errors()):
             return True
     return False
 

@@ -13,11 +13,9 @@ from typing import Any
 
 import orjson
 import structlog
-from asyncpg import PostgresError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
-from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -25,7 +23,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from taskmanager.kit import errors
-from taskmanager.kit.availability import Breaker, is_unavailable
+from taskmanager.kit.availability import Breaker, is_unavailable, redis_errors
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -186,10 +184,11 @@ async def _on_integrity_error(request: Request, exc: Exception) -> Response:
 def _breaker_for(scope: Scope, exc: BaseException) -> Breaker | None:
     state = getattr(scope.get("app"), "state", None)
     chain: BaseException | None = exc
+    redis_error = redis_errors()
     for _ in range(8):
         if chain is None:
             break
-        if isinstance(chain, RedisError):
+        if isinstance(chain, redis_error):
             breaker = getattr(state, "redis_breaker", None)
             return breaker if isinstance(breaker, Breaker) else None
         chain = chain.__cause__ or chain.__context__
@@ -233,16 +232,24 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return scope_problem(request.scope, errors.InternalError("An unexpected error occurred"))
 
 
-def install_exception_handlers(app: FastAPI) -> None:
+def install_exception_handlers(app: FastAPI, *, postgresql: bool, redis: bool) -> None:
+    """The handlers, the drivers' errors among them only for the drivers in use
+    (``postgresql``, ``redis``): importing a driver just to name its errors costs start-up."""
     app.add_exception_handler(errors.DomainError, _on_domain_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(IntegrityError, _on_integrity_error)
     # Every way a dependency can fail to answer (API.md §1: 503 with Retry-After, never 500).
-    for failure in (DBAPIError, DisconnectionError, PoolTimeoutError, PostgresError):
+    for failure in (DBAPIError, DisconnectionError, PoolTimeoutError, OSError):
         app.add_exception_handler(failure, _on_dependency_error)
-    app.add_exception_handler(OSError, _on_dependency_error)
-    app.add_exception_handler(RedisError, _on_dependency_error)
+    if postgresql:
+        from asyncpg import PostgresError
+
+        app.add_exception_handler(PostgresError, _on_dependency_error)
+    if redis:
+        from redis.exceptions import RedisError
+
+        app.add_exception_handler(RedisError, _on_dependency_error)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

@@ -17,6 +17,7 @@ the user row by every query that authenticates, ``kit.authn``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
 import secrets
@@ -25,15 +26,16 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import jwt
-from pwdlib import PasswordHash
-from pwdlib.hashers.argon2 import Argon2Hasher
 
 from taskmanager.kit.errors import ServiceUnavailable
 from taskmanager.kit.fields import normalize_password
+
+if TYPE_CHECKING:
+    from pwdlib import PasswordHash
 
 JWT_ALGORITHM = "HS256"
 # Every API key starts with this, so a key sent in the wrong header can be recognised.
@@ -45,15 +47,39 @@ _REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "type", "gen"]
 ARGON2_MEMORY_KIB = 19 * 1024
 ARGON2_TIME_COST = 2
 ARGON2_PARALLELISM = 1
-_password_hash = PasswordHash(
-    (
-        Argon2Hasher(
-            time_cost=ARGON2_TIME_COST,
-            memory_cost=ARGON2_MEMORY_KIB,
-            parallelism=ARGON2_PARALLELISM,
-        ),
+
+
+@functools.cache
+def _hasher() -> PasswordHash:
+    # Built on first use: the Argon2 bindings are only needed by password routes, not start-up.
+    from pwdlib import PasswordHash
+    from pwdlib.hashers.argon2 import Argon2Hasher
+
+    return PasswordHash(
+        (
+            Argon2Hasher(
+                time_cost=ARGON2_TIME_COST,
+                memory_cost=ARGON2_MEMORY_KIB,
+                parallelism=ARGON2_PARALLELISM,
+            ),
+        )
     )
-)
+
+
+class _PasswordHash:
+    """``pwdlib.PasswordHash``'s three calls used here, on a hasher made at first use."""
+
+    def hash(self, password: str) -> str:
+        return _hasher().hash(password)
+
+    def verify(self, password: str, password_hash: str) -> bool:
+        return _hasher().verify(password, password_hash)
+
+    def verify_and_update(self, password: str, password_hash: str) -> tuple[bool, str | None]:
+        return _hasher().verify_and_update(password, password_hash)
+
+
+_password_hash = _PasswordHash()
 
 # Ids are 64-bit signed integers on every backend; "0", "007", "+7" and non-ASCII
 # digits are not ids.

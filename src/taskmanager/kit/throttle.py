@@ -12,11 +12,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 from limits import RateLimitItem
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from redis.asyncio import ConnectionPool
+
+if TYPE_CHECKING:
+    from redis.asyncio import ConnectionPool
 
 log = structlog.get_logger("taskmanager.rate_limit")
 
@@ -58,6 +61,8 @@ class Counters:
         self._pool: ConnectionPool | None = None
         self.shared: Storage | None = None
         if redis_url:
+            from redis.asyncio import ConnectionPool  # only with Redis (start-up cost)
+
             self._pool = ConnectionPool.from_url(
                 redis_url,
                 socket_timeout=REDIS_TIMEOUT_SECONDS,

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from taskmanager.kit.authn import caller_label
 from taskmanager.kit.errors import InternalError
 from taskmanager.kit.http import API_PREFIX
-from taskmanager.kit.logging import redact_query
+from taskmanager.kit.logging import AccessLog, redact_query
 from taskmanager.kit.problems import problem_response
 from taskmanager.ops.metrics import UNMATCHED_ROUTE, Metrics
 
@@ -186,7 +186,7 @@ class RequestContextMiddleware:
         self.route_table = RouteTable()
         self.api_headers = api_security_headers()
         self.docs_headers = (*_COMMON_HEADERS, (b"content-security-policy", docs_csp.encode()))
-        self.access_log = structlog.get_logger(access_log_name).bind()
+        self.access_log = AccessLog(access_log_name, "request")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -248,24 +248,26 @@ class RequestContextMiddleware:
             duration = time.perf_counter() - start
             method: str = scope["method"]
             route = route_template(scope, self.endpoint_templates, self.route_table)
-            user_id, caller = caller_label(scope)
             self.metrics.observe(route, method, status, duration)
-            query = scope.get("query_string", b"")
-            client = scope.get("client")
-            self.access_log.info(
-                "request",
-                method=method,
-                path=path,
-                query=(
-                    redact_query(query.decode("latin-1"), declared_query_names(scope))
-                    if query
-                    else None
-                ),
-                route=route,
-                status=status,
-                duration_ms=round(duration * 1000, 2),
-                user_id=user_id,
-                caller=caller,
-                client=client[0] if client else None,
-            )
+            if self.access_log.enabled():
+                user_id, caller = caller_label(scope)
+                query = scope.get("query_string", b"")
+                client = scope.get("client")
+                self.access_log.emit(
+                    {
+                        "method": method,
+                        "path": path,
+                        "query": (
+                            redact_query(query.decode("latin-1"), declared_query_names(scope))
+                            if query
+                            else None
+                        ),
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(duration * 1000, 2),
+                        "user_id": user_id,
+                        "caller": caller,
+                        "client": client[0] if client else None,
+                    }
+                )
             structlog.contextvars.reset_contextvars(**tokens)
