@@ -126,6 +126,14 @@ def install_docs(app: FastAPI) -> str:
     )
 
 
+_METHOD_ORDER = ("get", "head", "post", "put", "patch", "delete", "options", "trace")
+
+
+def _method_rank(entry: tuple[str, Any]) -> tuple[int, str]:
+    key = entry[0]
+    return (_METHOD_ORDER.index(key) if key in _METHOD_ORDER else -1, key)
+
+
 def install_openapi(app: FastAPI) -> None:
     """Post-process the generated schema once: every error is documented as a Problem."""
     generate = app.openapi
@@ -140,6 +148,11 @@ def install_openapi(app: FastAPI) -> None:
             schema = generate()
         finish_schema(schema)
         document_idempotency_key(schema)
+        # A route's methods are a set, so FastAPI lists them in an order that changes with
+        # the process's hash seed; a document that differs between two processes defeats
+        # caching and diffing: methods in RFC 9110's order, every time.
+        for path, item in schema.get("paths", {}).items():
+            schema["paths"][path] = dict(sorted(item.items(), key=_method_rank))
         app.openapi_schema = schema
         app.state.openapi_finished = True
         return schema

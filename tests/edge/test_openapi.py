@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -226,3 +229,22 @@ async def test_examples_never_reuse_the_readme_passwords(schema: dict[str, Any])
     assert [p for p in passwords if p in document] == []
     # And the document's own examples are not the test suite's or a factory's passwords.
     assert "Corr3ct-Horse" not in document
+
+
+def test_the_document_is_the_same_in_every_process() -> None:
+    """Byte for byte, whatever the process's hash seed (methods are a set inside FastAPI)."""
+    program = (
+        "import json, sys; from taskmanager.main import create_app; "
+        "from taskmanager.kit.config import Settings; "
+        "sys.stdout.write(json.dumps(create_app(Settings()).openapi()))"
+    )
+    documents = {
+        subprocess.run(
+            [sys.executable, "-c", program],
+            env={**os.environ, "PYTHONHASHSEED": seed, "TASKMANAGER_ENV": "test"},
+            capture_output=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3", "4")
+    }
+    assert len(documents) == 1
