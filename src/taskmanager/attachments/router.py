@@ -16,6 +16,7 @@ from taskmanager.kit import authn
 from taskmanager.kit.deps import (
     CurrentPrincipal,
     DatabaseDep,
+    ListingDep,
     SessionDep,
     SettingsDep,
     StorageDep,
@@ -33,17 +34,15 @@ from taskmanager.kit.errors import (
     ValidationFailed,
 )
 from taskmanager.kit.http import (
-    LIST_HEADERS,
     LOCATION_HEADER,
     NOT_MODIFIED,
     IfNoneMatch,
-    PageDep,
     TaskId,
     domain_router,
     id_path,
+    list_responses,
     location,
     not_modified,
-    paged,
 )
 from taskmanager.kit.identity import Principal, Scope
 from taskmanager.kit.problems import problem_responses
@@ -104,29 +103,16 @@ _DOWNLOAD_HEADERS: dict[str, Any] = {
     "/tasks/{task_id}/attachments",
     summary="List a task's attachments",
     dependencies=READ,
-    responses={200: {"headers": LIST_HEADERS}, **problem_responses(*_AUTH_ERRORS)},
+    responses=list_responses(*_AUTH_ERRORS),
 )
 async def list_(
-    task_id: TaskId,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    principal: CurrentPrincipal,
-    settings: SettingsDep,
-    page: PageDep,
+    task_id: TaskId, session: SessionDep, principal: CurrentPrincipal, listing: ListingDep
 ) -> AttachmentPage:
     """The task's attachments (metadata), oldest first; any member may read."""
     result = await service.list_attachments(
-        session, principal, task_id, page, signing_key=settings.signing_key
+        session, principal, task_id, listing.page, signing_key=listing.signing_key
     )
-    paged(response, request, result)
-    return AttachmentPage(
-        items=[AttachmentOut.model_validate(a) for a in result.rows],
-        total=result.total,
-        skip=result.skip,
-        limit=result.limit,
-        next_cursor=result.next_cursor,
-    )
+    return listing.page_of(AttachmentPage, result, AttachmentOut.model_validate)
 
 
 @router.post(

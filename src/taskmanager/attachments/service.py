@@ -21,13 +21,17 @@ from taskmanager.attachments.schemas import AttachmentOut
 from taskmanager.kit.errors import NotFound
 from taskmanager.kit.identity import Principal
 from taskmanager.kit.outbox import EventType, record
-from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume, seek_datetime
+from taskmanager.kit.pagination import KeysetList, ListPage, PageRequest
 from taskmanager.kit.storage import Storage, StoredObject, discard_after_commit
 from taskmanager.models.attachments import Attachment
 from taskmanager.projects.access import task_access
 from taskmanager.projects.policy import Permission
 
-_CURSOR_CONTEXT = b"taskmanager/attachments/cursor/v1"
+_LIST: KeysetList[Attachment] = KeysetList(
+    b"taskmanager/attachments/cursor/v1",
+    row_id=lambda attachment: attachment.id,
+    sorted_by=lambda attachment: attachment.created_at,
+)
 
 
 async def _attachment(session: AsyncSession, task_id: int, attachment_id: int) -> Attachment:
@@ -47,23 +51,11 @@ async def list_attachments(
 ) -> ListPage[Attachment]:
     """A page of the task's attachments, oldest first; any member may read."""
     await task_access(session, principal, task_id, Permission.VIEW)
-    query = {"task_id": task_id}
-    resumed = resume(page, query, query, key=signing_key, context=_CURSOR_CONTEXT)
-    rows, total = await repository.list_for_task(
-        session,
-        task_id,
-        seek=seek_datetime(resumed.seek),
-        skip=resumed.skip,
-        limit=resumed.limit + 1,
-    )
-    return finish_page(
-        rows,
-        resumed,
-        total,
-        sort_value=lambda attachment: attachment.created_at,
-        row_id=lambda attachment: attachment.id,
+    return await _LIST.page(
+        page,
+        lambda window: repository.list_for_task(session, task_id, window),
         key=signing_key,
-        context=_CURSOR_CONTEXT,
+        scope={"task_id": task_id},
     )
 
 

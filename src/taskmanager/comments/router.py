@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Request, Response
+from fastapi import Response
 
 from taskmanager.comments import service
 from taskmanager.comments.schemas import CommentCreate, CommentOut, CommentPage, CommentPatch
-from taskmanager.kit.deps import CurrentPrincipal, SessionDep, SettingsDep, scope_dependencies
+from taskmanager.kit.deps import (
+    CurrentPrincipal,
+    ListingDep,
+    SessionDep,
+    scope_dependencies,
+)
 from taskmanager.kit.errors import (
     Forbidden,
     MalformedRequest,
@@ -17,14 +22,12 @@ from taskmanager.kit.errors import (
     ValidationFailed,
 )
 from taskmanager.kit.http import (
-    LIST_HEADERS,
     LOCATION_HEADER,
-    PageDep,
     TaskId,
     domain_router,
     id_path,
+    list_responses,
     location,
-    paged,
 )
 from taskmanager.kit.identity import Scope
 from taskmanager.kit.problems import problem_responses
@@ -42,29 +45,16 @@ _CREATED: dict[int | str, dict[str, Any]] = {201: {"headers": LOCATION_HEADER}}
     "/tasks/{task_id}/comments",
     summary="List a task's comments",
     dependencies=READ,
-    responses={200: {"headers": LIST_HEADERS}, **problem_responses(*_AUTH_ERRORS)},
+    responses=list_responses(*_AUTH_ERRORS),
 )
 async def list_(
-    task_id: TaskId,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    principal: CurrentPrincipal,
-    settings: SettingsDep,
-    page: PageDep,
+    task_id: TaskId, session: SessionDep, principal: CurrentPrincipal, listing: ListingDep
 ) -> CommentPage:
     """The task's comments, oldest first."""
     result = await service.list_comments(
-        session, principal, task_id, page, signing_key=settings.signing_key
+        session, principal, task_id, listing.page, signing_key=listing.signing_key
     )
-    paged(response, request, result)
-    return CommentPage(
-        items=[CommentOut.model_validate(c) for c in result.rows],
-        total=result.total,
-        skip=result.skip,
-        limit=result.limit,
-        next_cursor=result.next_cursor,
-    )
+    return listing.page_of(CommentPage, result, CommentOut.model_validate)
 
 
 @router.post(

@@ -11,12 +11,16 @@ from taskmanager.comments.schemas import CommentOut
 from taskmanager.kit.errors import Forbidden, NotFound
 from taskmanager.kit.identity import Principal
 from taskmanager.kit.outbox import EventType, record
-from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume, seek_datetime
+from taskmanager.kit.pagination import KeysetList, ListPage, PageRequest
 from taskmanager.models.comments import Comment
 from taskmanager.projects.access import Access, task_access
 from taskmanager.projects.policy import Permission, role_allows
 
-_CURSOR_CONTEXT = b"taskmanager/comments/cursor/v1"
+_LIST: KeysetList[Comment] = KeysetList(
+    b"taskmanager/comments/cursor/v1",
+    row_id=lambda comment: comment.id,
+    sorted_by=lambda comment: comment.created_at,
+)
 
 
 async def _comment(session: AsyncSession, task_id: int, comment_id: int) -> Comment:
@@ -59,24 +63,11 @@ async def list_comments(
 ) -> ListPage[Comment]:
     """A page of the task's comments, oldest first."""
     await task_access(session, principal, task_id, Permission.VIEW)
-    # The task is part of the query: another task's cursor does not continue this list.
-    query = {"task_id": task_id}
-    resumed = resume(page, query, query, key=signing_key, context=_CURSOR_CONTEXT)
-    rows, total = await repository.list_for_task(
-        session,
-        task_id,
-        seek=seek_datetime(resumed.seek),
-        skip=resumed.skip,
-        limit=resumed.limit + 1,
-    )
-    return finish_page(
-        rows,
-        resumed,
-        total,
-        sort_value=lambda comment: comment.created_at,
-        row_id=lambda comment: comment.id,
+    return await _LIST.page(
+        page,
+        lambda window: repository.list_for_task(session, task_id, window),
         key=signing_key,
-        context=_CURSOR_CONTEXT,
+        scope={"task_id": task_id},
     )
 
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Request, Response
+from fastapi import Response
 
-from taskmanager.kit.deps import CurrentPrincipal, SessionDep, SettingsDep, scope_dependencies
+from taskmanager.kit.deps import (
+    CurrentPrincipal,
+    ListingDep,
+    SessionDep,
+    scope_dependencies,
+)
 from taskmanager.kit.errors import (
     Conflict,
     Forbidden,
@@ -19,18 +24,16 @@ from taskmanager.kit.errors import (
 from taskmanager.kit.etags import expected_versions, strong_etag
 from taskmanager.kit.http import (
     ETAG_HEADER,
-    LIST_HEADERS,
     LOCATION_HEADER,
     NOT_MODIFIED,
     IfMatch,
     IfNoneMatch,
-    PageDep,
     ProjectId,
     domain_router,
     id_path,
+    list_responses,
     location,
     not_modified,
-    paged,
 )
 from taskmanager.kit.identity import Scope
 from taskmanager.kit.problems import problem_responses
@@ -89,29 +92,16 @@ def _member_out(member: MemberRow) -> MemberOut:
     "/projects",
     summary="List your projects",
     dependencies=READ,
-    responses={
-        200: {"headers": LIST_HEADERS},
-        **problem_responses(NotAuthenticated, Forbidden, ValidationFailed),
-    },
+    responses=list_responses(NotAuthenticated, Forbidden, ValidationFailed),
 )
 async def list_(
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    principal: CurrentPrincipal,
-    settings: SettingsDep,
-    page: PageDep,
+    session: SessionDep, principal: CurrentPrincipal, listing: ListingDep
 ) -> ProjectPage:
     """The projects the caller is a member of, by id."""
-    result = await service.list_projects(session, principal, page, signing_key=settings.signing_key)
-    paged(response, request, result)
-    return ProjectPage(
-        items=[_out(v) for v in result.rows],
-        total=result.total,
-        skip=result.skip,
-        limit=result.limit,
-        next_cursor=result.next_cursor,
+    result = await service.list_projects(
+        session, principal, listing.page, signing_key=listing.signing_key
     )
+    return listing.page_of(ProjectPage, result, _out)
 
 
 @router.post(
@@ -248,27 +238,17 @@ async def delete(
     "/projects/{project_id}/members",
     summary="List a project's members",
     dependencies=READ,
-    responses={
-        200: {"headers": LIST_HEADERS},
-        **problem_responses(*_AUTH_ERRORS, ValidationFailed),
-    },
+    responses=list_responses(*_AUTH_ERRORS, ValidationFailed),
 )
 async def members_list(
-    project_id: ProjectId,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    principal: CurrentPrincipal,
-    settings: SettingsDep,
-    page: PageDep,
+    project_id: ProjectId, session: SessionDep, principal: CurrentPrincipal, listing: ListingDep
 ) -> list[MemberOut]:
     """The project's members with their roles, by user id: an array, paged by
     ``skip``/``limit`` or ``cursor`` with ``X-Total-Count`` and ``Link`` headers."""
     result = await service.list_members(
-        session, principal, project_id, page, signing_key=settings.signing_key
+        session, principal, project_id, listing.page, signing_key=listing.signing_key
     )
-    paged(response, request, result)
-    return [_member_out(m) for m in result.rows]
+    return listing.items(result, _member_out)
 
 
 @router.post(

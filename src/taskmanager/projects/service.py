@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taskmanager.kit.errors import Conflict, NotFound, PreconditionFailed
 from taskmanager.kit.identity import Principal
 from taskmanager.kit.outbox import EventType, record
-from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume
+from taskmanager.kit.pagination import KeysetList, ListPage, PageRequest, Window
 from taskmanager.kit.storage import discard_attachments
 from taskmanager.models.projects import Project, ProjectRole
 from taskmanager.projects import repository
@@ -19,10 +19,6 @@ from taskmanager.projects.access import project_access, project_not_found
 from taskmanager.projects.policy import Permission
 from taskmanager.projects.repository import MemberRow
 from taskmanager.projects.schemas import MemberOut, ProjectOut
-
-# Name each list in its cursors' signatures, so no other list's cursor is accepted.
-_PROJECTS_CURSOR = b"taskmanager/projects/cursor/v1"
-_MEMBERS_CURSOR = b"taskmanager/members/cursor/v1"
 
 
 def project_data(project: Project) -> dict[str, Any]:
@@ -77,6 +73,15 @@ class ProjectView:
     role: str | None
 
 
+# Each list names itself in its cursors' signatures, so no other list's cursor is accepted.
+_PROJECTS: KeysetList[ProjectView] = KeysetList(
+    b"taskmanager/projects/cursor/v1", row_id=lambda view: view.project.id
+)
+_MEMBERS: KeysetList[MemberRow] = KeysetList(
+    b"taskmanager/members/cursor/v1", row_id=lambda member: member.user_id
+)
+
+
 async def _load(
     session: AsyncSession, principal: Principal, project_id: int, permission: Permission
 ) -> ProjectView:
@@ -90,19 +95,12 @@ async def list_projects(
     session: AsyncSession, principal: Principal, page: PageRequest, *, signing_key: str
 ) -> ListPage[ProjectView]:
     """A page of the projects the caller is a member of, by id."""
-    resumed = resume(page, {}, (), key=signing_key, context=_PROJECTS_CURSOR)
-    rows, total = await repository.list_for_member(
-        session, principal.user_id, seek=resumed.seek, skip=resumed.skip, limit=resumed.limit + 1
-    )
-    views = [ProjectView(project, role) for project, role in rows]
-    return finish_page(
-        views,
-        resumed,
-        total,
-        row_id=lambda view: view.project.id,
-        key=signing_key,
-        context=_PROJECTS_CURSOR,
-    )
+
+    async def fetch(window: Window) -> tuple[list[ProjectView], int]:
+        rows, total = await repository.list_for_member(session, principal.user_id, window)
+        return [ProjectView(project, role) for project, role in rows], total
+
+    return await _PROJECTS.page(page, fetch, key=signing_key)
 
 
 async def create_project(
@@ -184,20 +182,11 @@ async def list_members(
 ) -> ListPage[MemberRow]:
     """A page of the project's members, by user id."""
     await _load(session, principal, project_id, Permission.VIEW)
-    # The project is part of the query: another project's cursor does not continue this list.
-    query = {"project_id": project_id}
-    resumed = resume(page, query, query, key=signing_key, context=_MEMBERS_CURSOR)
-    total = await repository.count_members(session, project_id)
-    rows = await repository.list_members(
-        session, project_id, seek=resumed.seek, skip=resumed.skip, limit=resumed.limit + 1
-    )
-    return finish_page(
-        rows,
-        resumed,
-        total,
-        row_id=lambda member: member.user_id,
+    return await _MEMBERS.page(
+        page,
+        lambda window: repository.list_members(session, project_id, window),
         key=signing_key,
-        context=_MEMBERS_CURSOR,
+        scope={"project_id": project_id},
     )
 
 
