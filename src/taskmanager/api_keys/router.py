@@ -20,7 +20,7 @@ from taskmanager.kit.errors import (
     ValidationFailed,
 )
 from taskmanager.kit.http import (
-    LOCATION_HEADER,
+    created_responses,
     domain_router,
     id_path,
     list_responses,
@@ -38,8 +38,7 @@ KeyId = Annotated[int, id_path("key")]
     response_model=ApiKeyCreated,
     summary="Create an API key",
     responses={
-        201: {"headers": LOCATION_HEADER},
-        **problem_responses(
+        **created_responses(
             NotAuthenticated,
             Forbidden,
             MalformedRequest,

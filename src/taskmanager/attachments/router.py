@@ -34,10 +34,10 @@ from taskmanager.kit.errors import (
     ValidationFailed,
 )
 from taskmanager.kit.http import (
-    LOCATION_HEADER,
     NOT_MODIFIED,
     IfNoneMatch,
     TaskId,
+    created_responses,
     domain_router,
     id_path,
     list_responses,
@@ -120,16 +120,9 @@ async def list_(
     status_code=201,
     summary="Attach a file to a task",
     openapi_extra=_UPLOAD_BODY,
-    responses={
-        201: {"headers": LOCATION_HEADER},
-        **problem_responses(
-            *_AUTH_ERRORS,
-            MalformedRequest,
-            PayloadTooLarge,
-            UnsupportedMediaType,
-            ServiceUnavailable,
-        ),
-    },
+    responses=created_responses(
+        *_AUTH_ERRORS, MalformedRequest, PayloadTooLarge, UnsupportedMediaType, ServiceUnavailable
+    ),
 )
 async def create(
     task_id: TaskId,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Response
 
@@ -22,8 +22,8 @@ from taskmanager.kit.errors import (
     ValidationFailed,
 )
 from taskmanager.kit.http import (
-    LOCATION_HEADER,
     TaskId,
+    created_responses,
     domain_router,
     id_path,
     list_responses,
@@ -38,7 +38,6 @@ CommentId = Annotated[int, id_path("comment")]
 
 READ, WRITE = scope_dependencies(Scope.TASKS_READ, Scope.TASKS_WRITE)
 _AUTH_ERRORS = (NotAuthenticated, Forbidden, NotFound, ValidationFailed)
-_CREATED: dict[int | str, dict[str, Any]] = {201: {"headers": LOCATION_HEADER}}
 
 
 @router.get(
@@ -62,7 +61,7 @@ async def list_(
     status_code=201,
     summary="Comment on a task",
     dependencies=WRITE,
-    responses={**_CREATED, **problem_responses(*_AUTH_ERRORS, MalformedRequest)},
+    responses=created_responses(*_AUTH_ERRORS, MalformedRequest),
 )
 async def create(
     task_id: TaskId,

@@ -199,14 +199,36 @@ LIST_HEADERS: dict[str, Any] = {
 }
 
 
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not modified: the `If-None-Match` ETag is current"}
+}
+
+# ---- a route's documented responses, by kind of route ---------------------------------------
+
+
 def list_responses(*errors: type[DomainError]) -> dict[int | str, dict[str, Any]]:
     """A list route's ``responses=``: the 200's list headers, then the problems ``errors``."""
     return {200: {"headers": LIST_HEADERS}, **problem_responses(*errors)}
 
 
-NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
-    304: {"description": "Not modified: the `If-None-Match` ETag is current"}
-}
+def created_responses(
+    *errors: type[DomainError], headers: dict[str, Any] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """A create route's ``responses=``: the 201's ``Location`` (and ``headers``), then the
+    problems ``errors``."""
+    return {201: {"headers": {**LOCATION_HEADER, **(headers or {})}}, **problem_responses(*errors)}
+
+
+def versioned_responses(
+    *errors: type[DomainError], conditional: bool = False
+) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route answering one version of a resource: the 200's ``ETag``,
+    with ``conditional`` (a read taking ``If-None-Match``) the 304, then the problems."""
+    return {
+        200: {"headers": ETAG_HEADER},
+        **(NOT_MODIFIED if conditional else {}),
+        **problem_responses(*errors),
+    }
 
 
 def not_modified(if_none_match: str | None, etag: str) -> Response | None:

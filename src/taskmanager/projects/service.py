@@ -23,27 +23,12 @@ from taskmanager.projects.schemas import MemberOut, ProjectOut
 
 def project_data(project: Project) -> dict[str, Any]:
     """A project as its events show it: ``ProjectOut`` without the viewer's ``role``."""
-    out = ProjectOut.model_validate(
-        {
-            "id": project.id,
-            "name": project.name,
-            "description": project.description,
-            "is_inbox": project.is_inbox,
-            "created_by": project.created_by,
-            "created_at": project.created_at,
-            "updated_at": project.updated_at,
-            "role": None,
-        }
-    )
-    return out.model_dump(mode="json", exclude={"role"})
+    return ProjectOut.of(project, None).model_dump(mode="json", exclude={"role"})
 
 
 def member_data(member: MemberRow) -> dict[str, Any]:
     """A membership as the API shows it (``MemberOut``)."""
-    out = MemberOut.model_validate(
-        {"user_id": member.user_id, "username": member.username, "role": member.role}
-    )
-    return out.model_dump(mode="json")
+    return MemberOut.model_validate(member).model_dump(mode="json")
 
 
 async def _record_member(
@@ -121,10 +106,11 @@ async def update_project(
     principal: Principal,
     project_id: int,
     values: dict[str, Any],
-    *,
     expected_versions: Collection[int] | None,
 ) -> ProjectView:
-    """Apply ``values`` (already validated) if the caller may manage the project."""
+    """Apply ``values`` (already validated) if the caller may manage the project, and if its
+    version is one of ``expected_versions`` (``If-Match``; None: any). Raises NotFound,
+    Forbidden, PreconditionFailed."""
     view = await _load(session, principal, project_id, Permission.MANAGE)
     before = {name: getattr(view.project, name) for name in values}
     updated = await repository.update_fields(
@@ -143,6 +129,21 @@ async def update_project(
     return ProjectView(updated, view.role)
 
 
+async def _record_deleted(session: AsyncSession, project_ids: list[int], actor_id: int) -> None:
+    """Before projects are deleted: a ``project.deleted`` event each, while the members (the
+    audience) are still there, and their attachments' objects marked for removal. Their
+    tasks, comments and memberships go with them, with no event each (README, "Events")."""
+    for project_id in project_ids:
+        await record(
+            session,
+            type=EventType.PROJECT_DELETED,
+            project_id=project_id,
+            actor_id=actor_id,
+            data={"id": project_id},
+        )
+    await discard_attachments(session, project_ids=project_ids)
+
+
 async def delete_project(
     session: AsyncSession,
     principal: Principal,
@@ -153,16 +154,7 @@ async def delete_project(
     view = await _load(session, principal, project_id, Permission.MANAGE)
     if view.project.is_inbox:
         raise Conflict("An Inbox cannot be deleted")
-    # Before the delete, while the members (the audience) are still there. Its tasks,
-    # comments and memberships go with it, with no event each (README, "Events").
-    await record(
-        session,
-        type=EventType.PROJECT_DELETED,
-        project_id=project_id,
-        actor_id=principal.user_id,
-        data={"id": project_id},
-    )
-    await discard_attachments(session, project_ids=[project_id])
+    await _record_deleted(session, [project_id], principal.user_id)
     if not await repository.delete_project(
         session, project_id, expected_versions=expected_versions
     ):
@@ -313,15 +305,7 @@ async def release_member(session: AsyncSession, user_id: int) -> None:
             "make someone else an owner, or remove the other members, first"
         )
     alone = [m.project_id for m in memberships if m.members == 1]
-    for project_id in alone:
-        await record(
-            session,
-            type=EventType.PROJECT_DELETED,
-            project_id=project_id,
-            actor_id=user_id,
-            data={"id": project_id},
-        )
-    await discard_attachments(session, project_ids=alone)
+    await _record_deleted(session, alone, user_id)
     await repository.delete_projects(session, alone)
     for membership in memberships:
         if membership.members > 1:

@@ -27,8 +27,8 @@ from taskmanager.kit.errors import (
     ValidationFailed,
 )
 from taskmanager.kit.http import (
-    LOCATION_HEADER,
     UserId,
+    created_responses,
     domain_router,
     list_responses,
 )
@@ -73,18 +73,15 @@ _ACCOUNT_CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
     summary="Register a user",
-    responses={
-        201: {"headers": LOCATION_HEADER},
-        **problem_responses(
-            Forbidden,
-            Conflict,
-            MalformedRequest,
-            UnsupportedMediaType,
-            ValidationFailed,
-            RateLimited,
-            ServiceUnavailable,
-        ),
-    },
+    responses=created_responses(
+        Forbidden,
+        Conflict,
+        MalformedRequest,
+        UnsupportedMediaType,
+        ValidationFailed,
+        RateLimited,
+        ServiceUnavailable,
+    ),
 )
 async def create(body: UserCreate, session: SessionDep, settings: SettingsDep) -> UserOut:
     """Create an account (with its Inbox project); 403 when registration is disabled."""

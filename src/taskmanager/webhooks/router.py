@@ -21,7 +21,7 @@ from taskmanager.kit.errors import (
     ValidationFailed,
 )
 from taskmanager.kit.http import (
-    LOCATION_HEADER,
+    created_responses,
     domain_router,
     id_path,
     list_responses,
@@ -67,10 +67,9 @@ def _created(webhook: Any, secret: str) -> WebhookCreated:
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a webhook",
-    responses={
-        201: {"headers": {**LOCATION_HEADER, **_NO_STORE}},
-        **problem_responses(*_ERRORS, MalformedRequest, UnsupportedMediaType),
-    },
+    responses=created_responses(
+        *_ERRORS, MalformedRequest, UnsupportedMediaType, headers=_NO_STORE
+    ),
 )
 async def create(
     body: WebhookCreate,
