@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, CursorResult, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.kit.pagination import Window, count_rows, keyset_select
+from taskmanager.kit.pagination import Window, entity_page
 from taskmanager.models.api_keys import ApiKey
 
 
@@ -27,9 +27,7 @@ async def list_live_for_user(
 ) -> tuple[Sequence[ApiKey], int]:
     """A page of the user's unrevoked keys, by id (expired ones included: they show why),
     and how many there are."""
-    total = await count_rows(session, ApiKey, _live(user_id))
-    stmt = keyset_select(select(ApiKey).where(_live(user_id)), window, ApiKey.__table__.c.id)
-    return (await session.scalars(stmt)).all(), total
+    return await entity_page(session, ApiKey, window, _live(user_id))
 
 
 async def get_live(session: AsyncSession, *, user_id: int, key_id: int) -> ApiKey | None:

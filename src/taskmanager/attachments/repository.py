@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.kit.pagination import Window, count_rows, keyset_select
+from taskmanager.kit.pagination import Window, entity_page
 from taskmanager.kit.storage import StoredObject
 from taskmanager.models.attachments import Attachment
 from taskmanager.models.base import utcnow
@@ -15,15 +15,10 @@ from taskmanager.models.base import utcnow
 
 async def list_for_task(
     session: AsyncSession, task_id: int, window: Window
-) -> tuple[list[Attachment], int]:
+) -> tuple[Sequence[Attachment], int]:
     """A page of the task's attachments, oldest first, and how many there are."""
     on_task = Attachment.task_id == task_id
-    total = await count_rows(session, Attachment, on_task)
-    columns = Attachment.__table__.c
-    stmt = keyset_select(
-        select(Attachment).where(on_task), window, columns.id, sort_column=columns.created_at
-    )
-    return list(await session.scalars(stmt)), total
+    return await entity_page(session, Attachment, window, on_task, sorted_by="created_at")
 
 
 async def get_on_task(session: AsyncSession, task_id: int, attachment_id: int) -> Attachment | None:

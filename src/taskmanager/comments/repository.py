@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.kit.pagination import Window, count_rows, keyset_select
+from taskmanager.kit.pagination import Window, entity_page
 from taskmanager.models.base import utcnow
 from taskmanager.models.comments import Comment
 
 
 async def list_for_task(
     session: AsyncSession, task_id: int, window: Window
-) -> tuple[list[Comment], int]:
+) -> tuple[Sequence[Comment], int]:
     """A page of the task's comments, oldest first, and how many there are."""
     on_task = Comment.task_id == task_id
-    total = await count_rows(session, Comment, on_task)
-    columns = Comment.__table__.c
-    stmt = keyset_select(
-        select(Comment).where(on_task), window, columns.id, sort_column=columns.created_at
-    )
-    return list(await session.scalars(stmt)), total
+    return await entity_page(session, Comment, window, on_task, sorted_by="created_at")
 
 
 async def get_on_task(session: AsyncSession, task_id: int, comment_id: int) -> Comment | None:

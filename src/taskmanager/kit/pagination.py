@@ -36,6 +36,7 @@ from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.kit.errors import ValidationFailed
+from taskmanager.models.base import Base
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -49,6 +50,7 @@ INVALID_CURSOR = "invalid_cursor"
 ItemT = TypeVar("ItemT")
 RowT = TypeVar("RowT")
 ColumnsT = TypeVarTuple("ColumnsT")
+EntityT = TypeVar("EntityT", bound=Base)
 
 
 class Page(BaseModel, Generic[ItemT]):
@@ -341,6 +343,28 @@ async def count_rows(session: AsyncSession, table: Any, *where: ColumnElement[bo
     return (
         await session.execute(select(func.count()).select_from(table).where(*where))
     ).scalar_one()
+
+
+async def entity_page(
+    session: AsyncSession,
+    entity: type[EntityT],
+    window: Window,
+    *where: ColumnElement[bool],
+    sorted_by: str | None = None,
+    descending: bool = False,
+) -> tuple[Sequence[EntityT], int]:
+    """The rows of ``entity`` that match ``where`` in ``window``, ordered by the column
+    ``sorted_by`` (None: by id alone) then ``id``, and how many match: a list of one table."""
+    columns = entity.__table__.c
+    stmt = keyset_select(
+        select(entity).where(*where),
+        window,
+        columns.id,
+        sort_column=None if sorted_by is None else columns[sorted_by],
+        descending=descending,
+    )
+    total = await count_rows(session, entity, *where)
+    return (await session.scalars(stmt)).all(), total
 
 
 @dataclass(frozen=True, slots=True)

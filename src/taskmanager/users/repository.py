@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.kit.errors import Conflict
-from taskmanager.kit.pagination import Window, count_rows, keyset_select
+from taskmanager.kit.pagination import Window, entity_page
 from taskmanager.models.users import User, UserRole
 
 TAKEN = "A user with this email or username already exists"
@@ -60,9 +60,7 @@ async def flush_unique(session: AsyncSession) -> None:
 
 async def page(session: AsyncSession, window: Window) -> tuple[Sequence[User], int]:
     """A page of every account, by id, and how many there are."""
-    total = await count_rows(session, User)
-    stmt = keyset_select(select(User), window, User.__table__.c.id)
-    return (await session.scalars(stmt)).all(), total
+    return await entity_page(session, User, window)
 
 
 async def lock_active_admin_ids(session: AsyncSession) -> list[int]:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.kit.pagination import Window, count_rows, keyset_select
+from taskmanager.kit.pagination import Window, entity_page
 from taskmanager.models.users import User
 from taskmanager.models.webhooks import DeliveryStatus, Webhook, WebhookDelivery
 
@@ -28,9 +28,7 @@ async def list_for_owner(
     session: AsyncSession, owner_id: int, window: Window
 ) -> tuple[Sequence[Webhook], int]:
     """A page of the owner's webhooks, oldest first, and how many there are."""
-    total = await count_rows(session, Webhook, _mine(owner_id))
-    stmt = keyset_select(select(Webhook).where(_mine(owner_id)), window, Webhook.__table__.c.id)
-    return (await session.scalars(stmt)).all(), total
+    return await entity_page(session, Webhook, window, _mine(owner_id))
 
 
 async def get_for_owner(
@@ -64,14 +62,7 @@ async def list_deliveries(
 ) -> tuple[Sequence[WebhookDelivery], int]:
     """A page of the webhook's attempts, newest first, and how many there are."""
     of_webhook = WebhookDelivery.webhook_id == webhook_id
-    total = await count_rows(session, WebhookDelivery, of_webhook)
-    stmt = keyset_select(
-        select(WebhookDelivery).where(of_webhook),
-        window,
-        WebhookDelivery.__table__.c.id,
-        descending=True,
-    )
-    return (await session.scalars(stmt)).all(), total
+    return await entity_page(session, WebhookDelivery, window, of_webhook, descending=True)
 
 
 async def get_delivery(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -193,30 +193,45 @@ def _refuse_inactive(webhook: Webhook) -> None:
         )
 
 
+async def _queue(
+    session: AsyncSession,
+    webhook: Webhook,
+    event_id: str,
+    event_type: str,
+    payload: str,
+    now: datetime,
+) -> WebhookDelivery:
+    """A pending first attempt at an event, due now, on a fresh retry schedule."""
+    return await repository.add_delivery(
+        session,
+        WebhookDelivery(
+            webhook_id=webhook.id,
+            event_id=event_id,
+            event_type=event_type,
+            payload=payload,
+            attempt=1,
+            status=DeliveryStatus.PENDING,
+            created_at=now,
+            next_attempt_at=now,
+        ),
+    )
+
+
 async def ping(session: AsyncSession, principal: Principal, webhook_id: int) -> WebhookDelivery:
     """Queue a ``webhook.ping`` event for the webhook (Conflict if it is disabled)."""
     webhook = await _own(session, principal, webhook_id)
     _refuse_inactive(webhook)
     now = utcnow()
     event_id = f"ping_{secrets.token_hex(12)}"
-    delivery = WebhookDelivery(
+    body = ping_body(
+        event_id,
         webhook_id=webhook.id,
-        event_id=event_id,
-        event_type=PING,
-        payload=ping_body(
-            event_id,
-            webhook_id=webhook.id,
-            url=webhook.url,
-            project_id=webhook.project_id,
-            actor_id=principal.user_id,
-            occurred_at=now,
-        ),
-        attempt=1,
-        status=DeliveryStatus.PENDING,
-        created_at=now,
-        next_attempt_at=now,
+        url=webhook.url,
+        project_id=webhook.project_id,
+        actor_id=principal.user_id,
+        occurred_at=now,
     )
-    return await repository.add_delivery(session, delivery)
+    return await _queue(session, webhook, event_id, PING, body, now)
 
 
 async def list_deliveries(
@@ -247,17 +262,6 @@ async def redeliver(
     if original is None:
         raise NotFound(f"Delivery {delivery_id} not found")
     _refuse_inactive(webhook)
-    now = utcnow()
-    return await repository.add_delivery(
-        session,
-        WebhookDelivery(
-            webhook_id=webhook.id,
-            event_id=original.event_id,
-            event_type=original.event_type,
-            payload=original.payload,
-            attempt=1,
-            status=DeliveryStatus.PENDING,
-            created_at=now,
-            next_attempt_at=now,
-        ),
+    return await _queue(
+        session, webhook, original.event_id, original.event_type, original.payload, utcnow()
     )
