@@ -7,7 +7,7 @@ import ipaddress
 import os
 import secrets
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from email.utils import parseaddr
 from enum import StrEnum
 from functools import cached_property
@@ -28,6 +28,17 @@ class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
     PRODUCTION = "production"
+
+
+def _url_schemes(schemes: tuple[str, ...], message: str) -> Callable[[str], str]:
+    """A URL setting's validator: empty (not set), or starting with one of ``schemes``."""
+
+    def check(value: str) -> str:
+        if value and not value.startswith(schemes):
+            raise ValueError(message)
+        return value
+
+    return check
 
 
 class SettingsError(Exception):
@@ -242,26 +253,20 @@ class Settings(BaseSettings):
             raise ValueError("TASKMANAGER_MAIL_FROM must be set with TASKMANAGER_SMTP_URL")
         return self
 
-    @field_validator("database_url")
-    @classmethod
-    def _check_database_url(cls, value: str) -> str:
-        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
-        return value
-
-    @field_validator("storage_url")
-    @classmethod
-    def _check_storage_url(cls, value: str) -> str:
-        if value and not value.startswith(("file:///", "s3://")):
-            raise ValueError("must be file:///absolute/path or s3://bucket[/prefix]")
-        return value
-
-    @field_validator("redis_url")
-    @classmethod
-    def _check_redis_url(cls, value: str) -> str:
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value
+    _check_database_url = field_validator("database_url")(
+        _url_schemes(
+            ("sqlite+aiosqlite://", "postgresql+asyncpg://"),
+            "must start with sqlite+aiosqlite:// or postgresql+asyncpg://",
+        )
+    )
+    _check_storage_url = field_validator("storage_url")(
+        _url_schemes(("file:///", "s3://"), "must be file:///absolute/path or s3://bucket[/prefix]")
+    )
+    _check_redis_url = field_validator("redis_url")(
+        _url_schemes(
+            ("redis://", "rediss://", "unix://"), "must start with redis://, rediss:// or unix://"
+        )
+    )
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
