@@ -109,8 +109,8 @@ async def list_(
     task_id: TaskId, session: SessionDep, principal: CurrentPrincipal, listing: ListingDep
 ) -> AttachmentPage:
     """The task's attachments (metadata), oldest first; any member may read."""
-    result = await service.list_attachments(
-        session, principal, task_id, listing.page, signing_key=listing.signing_key
+    result = await service.ATTACHMENTS.page(
+        session, principal, task_id, listing.page, key=listing.signing_key
     )
     return listing.page_of(AttachmentPage, result, AttachmentOut.model_validate)
 
@@ -173,7 +173,7 @@ async def get(
     principal: CurrentPrincipal,
 ) -> AttachmentOut:
     """One attachment's metadata; any member may read."""
-    attachment = await service.get_attachment(session, principal, task_id, attachment_id)
+    attachment = await service.ATTACHMENTS.get(session, principal, task_id, attachment_id)
     return AttachmentOut.model_validate(attachment)
 
 
@@ -206,7 +206,7 @@ async def content(
 ) -> Response:
     """The file's bytes, streamed, with its recorded content type, always as an attachment
     (never rendered inline: `nosniff`); `If-None-Match` with its ETag → 304."""
-    attachment = await service.get_attachment(session, principal, task_id, attachment_id)
+    attachment = await service.ATTACHMENTS.get(session, principal, task_id, attachment_id)
     etag = f'"{attachment.sha256}"'
     cached = not_modified(if_none_match, etag)
     if cached is not None:

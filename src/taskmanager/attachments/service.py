@@ -18,53 +18,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.attachments import repository
 from taskmanager.attachments.schemas import AttachmentOut
-from taskmanager.kit.errors import NotFound
 from taskmanager.kit.identity import Principal
 from taskmanager.kit.outbox import EventType, record
-from taskmanager.kit.pagination import KeysetList, ListPage, PageRequest
 from taskmanager.kit.storage import Storage, StoredObject, discard_after_commit
 from taskmanager.models.attachments import Attachment
 from taskmanager.projects.access import task_access
+from taskmanager.projects.children import TaskChildren
 from taskmanager.projects.policy import Permission
 
-_LIST: KeysetList[Attachment] = KeysetList(
+# A task's attachments (metadata): listed oldest first, read by any member.
+ATTACHMENTS = TaskChildren(
+    "Attachment",
     b"taskmanager/attachments/cursor/v1",
-    row_id=lambda attachment: attachment.id,
-    sorted_by=lambda attachment: attachment.created_at,
+    repository.list_for_task,
+    repository.get_on_task,
 )
-
-
-async def _attachment(session: AsyncSession, task_id: int, attachment_id: int) -> Attachment:
-    attachment = await repository.get_on_task(session, task_id, attachment_id)
-    if attachment is None:
-        raise NotFound(f"Attachment {attachment_id} not found on task {task_id}")
-    return attachment
-
-
-async def list_attachments(
-    session: AsyncSession,
-    principal: Principal,
-    task_id: int,
-    page: PageRequest,
-    *,
-    signing_key: str,
-) -> ListPage[Attachment]:
-    """A page of the task's attachments, oldest first; any member may read."""
-    await task_access(session, principal, task_id, Permission.VIEW)
-    return await _LIST.page(
-        page,
-        lambda window: repository.list_for_task(session, task_id, window),
-        key=signing_key,
-        scope={"task_id": task_id},
-    )
-
-
-async def get_attachment(
-    session: AsyncSession, principal: Principal, task_id: int, attachment_id: int
-) -> Attachment:
-    """One attachment of the task (its metadata); any member may read. NotFound otherwise."""
-    await task_access(session, principal, task_id, Permission.VIEW)
-    return await _attachment(session, task_id, attachment_id)
 
 
 async def check_may_upload(session: AsyncSession, principal: Principal, task_id: int) -> None:
@@ -114,7 +82,7 @@ async def delete_attachment(
     """Delete an attachment (editors and owners) with an ``attachment.deleted`` event; its
     object is removed once the deletion commits."""
     access = await task_access(session, principal, task_id, Permission.EDIT_TASKS)
-    attachment = await _attachment(session, task_id, attachment_id)
+    attachment = await ATTACHMENTS.one(session, task_id, attachment_id)
     data = AttachmentOut.model_validate(attachment).model_dump(mode="json")
     await repository.delete_attachment(session, attachment.id)
     await record(

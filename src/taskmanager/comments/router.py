@@ -50,8 +50,8 @@ async def list_(
     task_id: TaskId, session: SessionDep, principal: CurrentPrincipal, listing: ListingDep
 ) -> CommentPage:
     """The task's comments, oldest first."""
-    result = await service.list_comments(
-        session, principal, task_id, listing.page, signing_key=listing.signing_key
+    result = await service.COMMENTS.page(
+        session, principal, task_id, listing.page, key=listing.signing_key
     )
     return listing.page_of(CommentPage, result, CommentOut.model_validate)
 
@@ -86,7 +86,7 @@ async def get(
     task_id: TaskId, comment_id: CommentId, session: SessionDep, principal: CurrentPrincipal
 ) -> CommentOut:
     """One comment of the task."""
-    comment = await service.get_comment(session, principal, task_id, comment_id)
+    comment = await service.COMMENTS.get(session, principal, task_id, comment_id)
     return CommentOut.model_validate(comment)
 
 
