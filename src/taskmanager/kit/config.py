@@ -41,6 +41,19 @@ def _url_schemes(schemes: tuple[str, ...], message: str) -> Callable[[str], str]
     return check
 
 
+def _parsed_by(parse: Callable[[str], object], what: str) -> Callable[[str], str]:
+    """A setting's validator: ``parse`` (raising ValueError) must read it as ``what``."""
+
+    def check(value: str) -> str:
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not {what}") from exc
+        return value
+
+    return check
+
+
 class SettingsError(Exception):
     """A setting is invalid; the message is one line that names the variable."""
 
@@ -189,23 +202,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"{origin!r} is not an http(s) origin")
         return value
 
-    @field_validator("rate_limit_default", "rate_limit_auth")
-    @classmethod
-    def _check_rate(cls, value: str) -> str:
-        try:
-            parse_rate_limit(value)
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not a rate such as '300/minute'") from exc
-        return value
-
-    @field_validator("rate_limit_login_address", "rate_limit_login_account")
-    @classmethod
-    def _check_rates(cls, value: str) -> str:
-        try:
-            parse_many(value)
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not a rate list such as '5/minute;20/hour'") from exc
-        return value
+    _check_rate = field_validator("rate_limit_default", "rate_limit_auth")(
+        _parsed_by(parse_rate_limit, "a rate such as '300/minute'")
+    )
+    _check_rates = field_validator("rate_limit_login_address", "rate_limit_login_account")(
+        _parsed_by(parse_many, "a rate list such as '5/minute;20/hour'")
+    )
 
     @field_validator("forwarded_allow_ips")
     @classmethod
