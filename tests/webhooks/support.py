@@ -182,3 +182,35 @@ async def deliveries(
     assert response.status_code == 200, response.text
     items: list[dict[str, Any]] = response.json()["items"]
     return items
+
+
+@dataclass
+class Subscription:
+    """An owner's project and one of the owner's webhooks (the ``subscribed`` fixture), with
+    what a delivery test does with them."""
+
+    client: httpx.AsyncClient
+    app: FastAPI
+    owner: TestUser
+    project: int
+    hook: dict[str, Any]
+
+    @property
+    def path(self) -> str:
+        return f"{HOOKS}/{self.hook['id']}"
+
+    async def publish(self, **event: Any) -> int:
+        """Emit one event on the project (``emit``'s options) and dispatch: attempts queued."""
+        await emit(self.app, self.project, **event)
+        return await dispatch(self.app)
+
+    async def log(self) -> list[dict[str, Any]]:
+        """The webhook's delivery log, newest first."""
+        return await deliveries(self.client, self.owner, self.hook["id"])
+
+    async def shown(self) -> dict[str, Any]:
+        """The webhook as its owner reads it."""
+        response = await self.client.get(self.path, headers=self.owner.headers)
+        assert response.status_code == 200, response.text
+        shown: dict[str, Any] = response.json()
+        return shown

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,18 +26,12 @@ from fastapi import FastAPI
 from taskmanager.kit.outbox import EventType, record
 from tests.conftest import TestDatabase, UserFactory
 from tests.factories import create_project
-from tests.webhooks.support import Receiver, create_webhook, running_receiver
+from tests.webhooks.support import Receiver, create_webhook
 
 EVENTS = 1000
 PER_TRANSACTION = 10
 LEASE_SECONDS = 2.0
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with running_receiver() as r:
-        yield r
 
 
 def _start(app: FastAPI, database: TestDatabase, data_dir: Path) -> subprocess.Popen[bytes]:

@@ -4,10 +4,10 @@ receives what."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -17,53 +17,21 @@ import standardwebhooks
 from fastapi import FastAPI
 
 from taskmanager.kit.outbox import EventType
-from taskmanager.webhooks.delivery import (
-    DISABLE_AFTER,
-    MAX_ATTEMPTS,
-    MAX_RESPONSE_BYTES,
-    Deliverer,
-)
+from taskmanager.webhooks.delivery import DISABLE_AFTER, MAX_ATTEMPTS, MAX_RESPONSE_BYTES
 from taskmanager.webhooks.targets import Resolver
 from tests.conftest import UserFactory
-from tests.factories import add_member, create_project
+from tests.factories import add_member, create_project, parse_time
+from tests.webhooks.conftest import DelivererFactory, Subscribe
 from tests.webhooks.support import (
-    HOOKS,
     Answer,
     Clock,
     Receiver,
+    Subscription,
     create_webhook,
     deliveries,
     dispatch,
     emit,
-    running_receiver,
 )
-
-DelivererFactory = Callable[..., Deliverer]
-
-
-@pytest.fixture
-def receiver() -> Any:
-    with running_receiver() as r:
-        yield r
-
-
-@pytest.fixture
-async def make_deliverer(app: FastAPI) -> AsyncIterator[DelivererFactory]:
-    made: list[Deliverer] = []
-
-    def factory(**options: Any) -> Deliverer:
-        settings = app.state.settings
-        if "allow_private" in options:
-            settings = settings.model_copy(
-                update={"webhook_allow_private_targets": options.pop("allow_private")}
-            )
-        deliverer = Deliverer(app.state.database, settings, **options)
-        made.append(deliverer)
-        return deliverer
-
-    yield factory
-    for deliverer in made:
-        await deliverer.stop()
 
 
 def verify(secret: str, received: Any) -> dict[str, Any]:
@@ -73,20 +41,11 @@ def verify(secret: str, received: Any) -> dict[str, Any]:
     return payload
 
 
-def parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 async def test_a_delivery_is_signed_per_standard_webhooks_and_logged(
-    client: httpx.AsyncClient,
-    app: FastAPI,
-    make_user: UserFactory,
-    receiver: Receiver,
-    make_deliverer: DelivererFactory,
+    app: FastAPI, subscribe: Subscribe, receiver: Receiver, make_deliverer: DelivererFactory
 ) -> None:
-    owner = await make_user()
-    project = await create_project(app, owner)
-    hook = await create_webhook(client, owner, receiver.url(), events=["task.created"])
+    subscribed = await subscribe(events=["task.created"])
+    owner, project, hook = subscribed.owner, subscribed.project, subscribed.hook
     await emit(app, project, actor=owner, data={"id": 7, "title": "Ship it"})
     await emit(app, project, type=EventType.TASK_DELETED, data={"id": 7})  # not subscribed
     assert await dispatch(app) == 1
@@ -106,7 +65,7 @@ async def test_a_delivery_is_signed_per_standard_webhooks_and_logged(
     assert got.headers["host"] == f"127.0.0.1:{receiver.port}"
     assert got.headers["webhook-signature"].startswith("v1,")
 
-    [logged] = await deliveries(client, owner, hook["id"])
+    [logged] = await subscribed.log()
     assert logged["status"] == "succeeded"
     assert logged["response_status"] == 200
     assert logged["attempt"] == 1
@@ -119,25 +78,17 @@ async def test_a_delivery_is_signed_per_standard_webhooks_and_logged(
 
 
 async def test_failures_are_retried_with_the_same_id_and_growing_back_off(
-    client: httpx.AsyncClient,
-    app: FastAPI,
-    make_user: UserFactory,
-    receiver: Receiver,
-    make_deliverer: DelivererFactory,
+    subscribed: Subscription, receiver: Receiver, make_deliverer: DelivererFactory
 ) -> None:
     receiver.answers["/hook"] = Answer(status=500, body=b"boom " * 200)
-    owner = await make_user()
-    project = await create_project(app, owner)
-    hook = await create_webhook(client, owner, receiver.url())
     clock = Clock()
     deliverer = make_deliverer(clock=clock)
-    await emit(app, project)
-    await dispatch(app)
+    await subscribed.publish()
     start = clock()
     attempted_at = [start]
     assert await deliverer.run_once() == 1
     for attempt in range(2, MAX_ATTEMPTS + 1):
-        log = await deliveries(client, owner, hook["id"])
+        log = await subscribed.log()
         pending = log[0]
         assert pending["status"] == "pending"
         assert pending["attempt"] == attempt
@@ -154,7 +105,7 @@ async def test_failures_are_retried_with_the_same_id_and_growing_back_off(
         assert await deliverer.run_once() == 1
         attempted_at.append(due)
 
-    log = await deliveries(client, owner, hook["id"])
+    log = await subscribed.log()
     assert [d["attempt"] for d in log] == list(range(MAX_ATTEMPTS, 0, -1))
     assert all(d["status"] == "failed" for d in log)
     assert log[0]["next_attempt_at"] is None  # the last attempt: no retry
@@ -169,35 +120,29 @@ async def test_failures_are_retried_with_the_same_id_and_growing_back_off(
     assert len({r.headers["webhook-id"] for r in got}) == 1
     assert len({r.body for r in got}) == 1
     for one in got:
-        verify(hook["secret"], one)
+        verify(subscribed.hook["secret"], one)
     # 27.5 hours of failures is less than 3 days: still active.
-    assert (await client.get(f"{HOOKS}/{hook['id']}", headers=owner.headers)).json()["active"]
+    assert (await subscribed.shown())["active"]
 
 
 async def test_410_gone_disables_the_webhook_until_re_enabled(
     client: httpx.AsyncClient,
-    app: FastAPI,
-    make_user: UserFactory,
+    subscribed: Subscription,
     receiver: Receiver,
     make_deliverer: DelivererFactory,
 ) -> None:
     receiver.answers["/hook"] = Answer(status=410)
-    owner = await make_user()
-    project = await create_project(app, owner)
-    hook = await create_webhook(client, owner, receiver.url())
-    path = f"{HOOKS}/{hook['id']}"
-    await emit(app, project)
-    await dispatch(app)
+    path, owner = subscribed.path, subscribed.owner
+    await subscribed.publish()
     await make_deliverer().run_once()
-    shown = (await client.get(path, headers=owner.headers)).json()
+    shown = await subscribed.shown()
     assert shown["active"] is False
     assert "410" in shown["disabled_reason"]
-    [logged] = await deliveries(client, owner, hook["id"])
+    [logged] = await subscribed.log()
     assert logged["status"] == "failed"
     assert logged["next_attempt_at"] is None
 
-    await emit(app, project)
-    assert await dispatch(app) == 0  # a disabled webhook is queued nothing
+    assert await subscribed.publish() == 0  # a disabled webhook is queued nothing
 
     receiver.answers["/hook"] = Answer(status=204)
     enabled = await client.patch(path, json={"active": True}, headers=owner.headers)
@@ -205,145 +150,101 @@ async def test_410_gone_disables_the_webhook_until_re_enabled(
     assert enabled.json()["disabled_reason"] is None
     await client.post(path + "/ping", headers=owner.headers)
     await make_deliverer().run_once()
-    assert verify(hook["secret"], receiver.at("/hook")[-1])["type"] == "webhook.ping"
+    assert verify(subscribed.hook["secret"], receiver.at("/hook")[-1])["type"] == "webhook.ping"
 
 
 async def test_three_days_of_failed_attempts_disable_the_webhook(
-    client: httpx.AsyncClient,
-    app: FastAPI,
-    make_user: UserFactory,
-    receiver: Receiver,
-    make_deliverer: DelivererFactory,
+    subscribed: Subscription, receiver: Receiver, make_deliverer: DelivererFactory
 ) -> None:
     receiver.answers["/hook"] = Answer(status=503)
-    owner = await make_user()
-    project = await create_project(app, owner)
-    hook = await create_webhook(client, owner, receiver.url())
-    path = f"{HOOKS}/{hook['id']}"
     clock = Clock()
     deliverer = make_deliverer(clock=clock)
     start = clock()
 
     async def fail_everything_due() -> None:
         while True:
-            log = await deliveries(client, owner, hook["id"])
+            log = await subscribed.log()
             pending = [d for d in log if d["status"] == "pending"]
             if not pending:
                 return
             clock.to(min(parse_time(d["next_attempt_at"]) for d in pending))
             await deliverer.run_once()
 
-    await emit(app, project)
-    await dispatch(app)
+    await subscribed.publish()
     await fail_everything_due()
     # A second event 36 h in: its retries end 27.5 h later, still inside the 3 days.
     clock.to(start + timedelta(hours=36))
-    await emit(app, project)
-    await dispatch(app)
+    await subscribed.publish()
     await fail_everything_due()
-    assert (await client.get(path, headers=owner.headers)).json()["active"] is True
+    assert (await subscribed.shown())["active"] is True
 
     clock.to(start + DISABLE_AFTER + timedelta(minutes=1))
-    await emit(app, project)
-    await dispatch(app)
+    await subscribed.publish()
     await deliverer.run_once()
-    shown = (await client.get(path, headers=owner.headers)).json()
+    shown = await subscribed.shown()
     assert shown["active"] is False
     assert shown["disabled_reason"].startswith("Every delivery attempt since")
-    assert (await deliveries(client, owner, hook["id"]))[0]["next_attempt_at"] is None
+    assert (await subscribed.log())[0]["next_attempt_at"] is None
 
 
 async def test_a_success_ends_the_run_of_failures(
-    client: httpx.AsyncClient,
-    app: FastAPI,
-    make_user: UserFactory,
-    receiver: Receiver,
-    make_deliverer: DelivererFactory,
+    subscribed: Subscription, receiver: Receiver, make_deliverer: DelivererFactory
 ) -> None:
-    owner = await make_user()
-    project = await create_project(app, owner)
-    hook = await create_webhook(client, owner, receiver.url())
     clock = Clock()
     deliverer = make_deliverer(clock=clock)
     receiver.answers["/hook"] = Answer(status=500)
-    await emit(app, project)
-    await dispatch(app)
+    await subscribed.publish()
     await deliverer.run_once()
     receiver.answers["/hook"] = Answer(status=200)
     clock.advance(timedelta(days=2))
     await deliverer.run_once()  # the retry succeeds
     receiver.answers["/hook"] = Answer(status=500)
     clock.advance(timedelta(days=2))  # 4 days after the first failure, 2 after the success
-    await emit(app, project)
-    await dispatch(app)
+    await subscribed.publish()
     await deliverer.run_once()
-    assert (await client.get(f"{HOOKS}/{hook['id']}", headers=owner.headers)).json()["active"]
+    assert (await subscribed.shown())["active"]
 
 
 async def test_redirects_are_not_followed(
-    client: httpx.AsyncClient,
-    app: FastAPI,
-    make_user: UserFactory,
-    receiver: Receiver,
-    make_deliverer: DelivererFactory,
+    subscribed: Subscription, receiver: Receiver, make_deliverer: DelivererFactory
 ) -> None:
     receiver.answers["/hook"] = Answer(status=307, headers={"location": receiver.url("/other")})
-    owner = await make_user()
-    project = await create_project(app, owner)
-    hook = await create_webhook(client, owner, receiver.url())
-    await emit(app, project)
-    await dispatch(app)
+    await subscribed.publish()
     await make_deliverer().run_once()
     assert len(receiver.at("/hook")) == 1
     assert receiver.at("/other") == []
-    failed = (await deliveries(client, owner, hook["id"]))[1]
+    failed = (await subscribed.log())[1]
     assert failed["status"] == "failed"
     assert failed["response_status"] == 307
     assert "not followed" in failed["error"]
 
 
 async def test_the_answer_is_read_up_to_64_kib(
-    client: httpx.AsyncClient,
-    app: FastAPI,
-    make_user: UserFactory,
-    receiver: Receiver,
-    make_deliverer: DelivererFactory,
+    subscribed: Subscription, receiver: Receiver, make_deliverer: DelivererFactory
 ) -> None:
     total = 64 * 1024 * 1024
     receiver.answers["/hook"] = Answer(status=200, stream_bytes=total)
-    owner = await make_user()
-    project = await create_project(app, owner)
-    hook = await create_webhook(client, owner, receiver.url())
-    await emit(app, project)
-    await dispatch(app)
+    await subscribed.publish()
     await make_deliverer().run_once()
-    [logged] = await deliveries(client, owner, hook["id"])
+    [logged] = await subscribed.log()
     assert logged["status"] == "succeeded"
     # The deliverer hung up after MAX_RESPONSE_BYTES: the receiver could not write it all.
     for _ in range(100):
         if receiver.streamed:
             break
-        await _pause()
+        await asyncio.sleep(0.05)
     assert receiver.streamed
     assert receiver.streamed[0] < total
     assert MAX_RESPONSE_BYTES == 64 * 1024
 
 
 async def test_an_attempt_that_overruns_its_timeout_fails_and_is_retried(
-    client: httpx.AsyncClient,
-    app: FastAPI,
-    make_user: UserFactory,
-    receiver: Receiver,
-    make_deliverer: DelivererFactory,
+    subscribed: Subscription, receiver: Receiver, make_deliverer: DelivererFactory
 ) -> None:
     receiver.answers["/hook"] = Answer(status=200, delay=3.0)
-    owner = await make_user()
-    project = await create_project(app, owner)
-    hook = await create_webhook(client, owner, receiver.url())
-    await emit(app, project)
-    await dispatch(app)
+    await subscribed.publish()
     await make_deliverer(attempt_timeout=0.5).run_once()
-    pending, failed = await deliveries(client, owner, hook["id"])
+    pending, failed = await subscribed.log()
     assert failed["status"] == "failed"
     assert failed["response_status"] is None
     assert failed["error"] == "timed out after 0.5 s"
@@ -351,30 +252,20 @@ async def test_an_attempt_that_overruns_its_timeout_fails_and_is_retried(
     assert pending["attempt"] == 2
 
 
-async def _pause() -> None:
-    import asyncio
-
-    await asyncio.sleep(0.05)
-
-
 async def test_targets_are_checked_again_at_delivery_time(
     client: httpx.AsyncClient,
-    app: FastAPI,
-    make_user: UserFactory,
+    subscribed: Subscription,
     receiver: Receiver,
     make_deliverer: DelivererFactory,
 ) -> None:
     """Created while private targets were allowed; the deliverer no longer allows them: the
     receiver on 127.0.0.1 (by address and by name) never gets a request."""
-    owner = await make_user()
-    project = await create_project(app, owner)
-    by_address = await create_webhook(client, owner, receiver.url())
+    owner = subscribed.owner
     by_name = await create_webhook(client, owner, f"http://localhost:{receiver.port}/hook")
-    await emit(app, project)
-    await dispatch(app)
+    await subscribed.publish()
     assert await make_deliverer(allow_private=False).run_once() == 2
     assert receiver.received == []
-    for hook in (by_address, by_name):
+    for hook in (subscribed.hook, by_name):
         failed = (await deliveries(client, owner, hook["id"]))[1]
         assert failed["status"] == "failed"
         assert failed["response_status"] is None
@@ -382,39 +273,26 @@ async def test_targets_are_checked_again_at_delivery_time(
 
 
 async def test_a_name_that_rebinds_to_a_refused_address_is_never_connected(
-    client: httpx.AsyncClient,
-    app: FastAPI,
-    make_user: UserFactory,
-    receiver: Receiver,
-    make_deliverer: DelivererFactory,
+    subscribe: Subscribe, receiver: Receiver, make_deliverer: DelivererFactory
 ) -> None:
     """The name resolved to something allowed when the webhook was made; at delivery it
     resolves to link-local and loopback: refused, nothing sent."""
-    owner = await make_user()
-    project = await create_project(app, owner)
-    hook = await create_webhook(client, owner, f"http://hooks.example.invalid:{receiver.port}/hook")
+    named = await subscribe(f"http://hooks.example.invalid:{receiver.port}/hook")
 
     async def rebinding(host: str, port: int) -> list[str]:
         return ["127.0.0.1", "169.254.169.254"]
 
-    await emit(app, project)
-    await dispatch(app)
+    await named.publish()
     await make_deliverer(resolver=rebinding).run_once()
     assert receiver.received == []
-    failed = (await deliveries(client, owner, hook["id"]))[1]
+    failed = (await named.log())[1]
     assert "169.254.169.254" in failed["error"]
 
 
 async def test_the_connection_goes_to_the_checked_address_with_the_original_host(
-    client: httpx.AsyncClient,
-    app: FastAPI,
-    make_user: UserFactory,
-    receiver: Receiver,
-    make_deliverer: DelivererFactory,
+    subscribe: Subscribe, receiver: Receiver, make_deliverer: DelivererFactory
 ) -> None:
-    owner = await make_user()
-    project = await create_project(app, owner)
-    hook = await create_webhook(client, owner, f"http://hooks.example.invalid:{receiver.port}/hook")
+    named = await subscribe(f"http://hooks.example.invalid:{receiver.port}/hook")
     asked: list[tuple[str, int]] = []
 
     async def resolver(host: str, port: int) -> list[str]:
@@ -422,30 +300,25 @@ async def test_the_connection_goes_to_the_checked_address_with_the_original_host
         return ["127.0.0.1"]
 
     checked: Resolver = resolver
-    await emit(app, project)
-    await dispatch(app)
+    await named.publish()
     await make_deliverer(resolver=checked).run_once()
     assert asked == [("hooks.example.invalid", receiver.port)]
     [got] = receiver.at("/hook")
     assert got.headers["host"] == f"hooks.example.invalid:{receiver.port}"
-    verify(hook["secret"], got)
+    verify(named.hook["secret"], got)
 
 
 async def test_rotation_signs_with_both_secrets_for_24_hours(
     client: httpx.AsyncClient,
-    app: FastAPI,
-    make_user: UserFactory,
+    subscribed: Subscription,
     receiver: Receiver,
     make_deliverer: DelivererFactory,
 ) -> None:
-    owner = await make_user()
-    project = await create_project(app, owner)
-    hook = await create_webhook(client, owner, receiver.url())
-    rotated = await client.post(f"{HOOKS}/{hook['id']}/rotate-secret", headers=owner.headers)
+    hook, owner = subscribed.hook, subscribed.owner
+    rotated = await client.post(f"{subscribed.path}/rotate-secret", headers=owner.headers)
     new_secret = rotated.json()["secret"]
     clock = Clock()
-    await emit(app, project)
-    await dispatch(app)
+    await subscribed.publish()
     await make_deliverer(clock=clock).run_once()
     [got] = receiver.at("/hook")
     assert len(got.headers["webhook-signature"].split(" ")) == 2
@@ -453,8 +326,7 @@ async def test_rotation_signs_with_both_secrets_for_24_hours(
     verify(hook["secret"], got)
 
     clock.advance(timedelta(hours=24, minutes=1))
-    await emit(app, project)
-    await dispatch(app)
+    await subscribed.publish()
     await make_deliverer(clock=clock).run_once()
     later = receiver.at("/hook")[1]
     assert len(later.headers["webhook-signature"].split(" ")) == 1
@@ -465,14 +337,12 @@ async def test_rotation_signs_with_both_secrets_for_24_hours(
 
 async def test_ping_and_redeliver_send_the_same_event_id_again(
     client: httpx.AsyncClient,
-    app: FastAPI,
-    make_user: UserFactory,
+    subscribe: Subscribe,
     receiver: Receiver,
     make_deliverer: DelivererFactory,
 ) -> None:
-    owner = await make_user()
-    hook = await create_webhook(client, owner, receiver.url(), events=["task.created"])
-    path = f"{HOOKS}/{hook['id']}"
+    subscribed = await subscribe(events=["task.created"])
+    hook, owner, path = subscribed.hook, subscribed.owner, subscribed.path
     ping = (await client.post(path + "/ping", headers=owner.headers)).json()
     await make_deliverer().run_once()
     [got] = receiver.at("/hook")
@@ -488,7 +358,7 @@ async def test_ping_and_redeliver_send_the_same_event_id_again(
     assert second.headers["webhook-id"] == got.headers["webhook-id"]
     assert second.body == got.body
     verify(hook["secret"], second)
-    log = await deliveries(client, owner, hook["id"])
+    log = await subscribed.log()
     assert [d["status"] for d in log] == ["succeeded", "succeeded"]
 
 
@@ -539,22 +409,14 @@ async def test_an_outsider_receives_nothing_and_removal_stops_deliveries(
 
 
 async def test_a_lease_keeps_an_attempt_from_being_sent_twice_until_it_runs_out(
-    client: httpx.AsyncClient,
-    app: FastAPI,
-    make_user: UserFactory,
-    receiver: Receiver,
-    make_deliverer: DelivererFactory,
+    subscribed: Subscription, receiver: Receiver, make_deliverer: DelivererFactory
 ) -> None:
     """A deliverer that claimed an attempt and died: nobody else sends it until the lease
     runs out; then another does, and the dead one's late result is not recorded."""
-    owner = await make_user()
-    project = await create_project(app, owner)
-    hook = await create_webhook(client, owner, receiver.url())
     clock = Clock()
     first = make_deliverer(clock=clock, lease_seconds=30)
     second = make_deliverer(clock=clock, lease_seconds=30)
-    await emit(app, project)
-    await dispatch(app)
+    await subscribed.publish()
     claim = await first.claim()  # ... and the process dies here
     assert len(claim.jobs) == 1
     assert await second.run_once() == 0
@@ -563,7 +425,7 @@ async def test_a_lease_keeps_an_attempt_from_being_sent_twice_until_it_runs_out(
     assert len(receiver.at("/hook")) == 1
     await first.deliver(claim.jobs[0], claim.token)  # a late result of the lost lease
     assert len(receiver.at("/hook")) == 2  # at-least-once: it was sent again
-    log = await deliveries(client, owner, hook["id"])
+    log = await subscribed.log()
     assert [d["status"] for d in log] == ["succeeded"]
     body = orjson.loads(receiver.at("/hook")[0].body)
     assert body["id"] == log[0]["event_id"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, CursorResult, and_, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.kit.pagination import Seek, after_row
+from taskmanager.kit.pagination import Window, entity_page
 from taskmanager.models.api_keys import ApiKey
 
 
@@ -22,22 +22,12 @@ def _live(user_id: int) -> ColumnElement[bool]:
     return and_(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
 
 
-async def count_live_for_user(session: AsyncSession, user_id: int) -> int:
-    return (
-        await session.execute(select(func.count()).select_from(ApiKey).where(_live(user_id)))
-    ).scalar_one()
-
-
 async def list_live_for_user(
-    session: AsyncSession, user_id: int, *, seek: Seek | None, skip: int, limit: int
-) -> Sequence[ApiKey]:
-    """A page of the user's unrevoked keys, by id (expired ones included: they show why)."""
-    stmt = select(ApiKey).where(_live(user_id))
-    if seek is not None:
-        stmt = stmt.where(after_row(None, ApiKey.__table__.c.id, seek))
-    return (
-        (await session.execute(stmt.order_by(ApiKey.id).offset(skip).limit(limit))).scalars().all()
-    )
+    session: AsyncSession, user_id: int, window: Window
+) -> tuple[Sequence[ApiKey], int]:
+    """A page of the user's unrevoked keys, by id (expired ones included: they show why),
+    and how many there are."""
+    return await entity_page(session, ApiKey, window, _live(user_id))
 
 
 async def get_live(session: AsyncSession, *, user_id: int, key_id: int) -> ApiKey | None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Request, Response, status
+from fastapi import Response, status
 
 from taskmanager.api_keys import service
 from taskmanager.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
-from taskmanager.kit.deps import LoginPrincipal, SessionDep, SettingsDep
+from taskmanager.kit.deps import ListingDep, LoginPrincipal, SessionDep
 from taskmanager.kit.errors import (
     Forbidden,
     InvalidCredentials,
@@ -20,12 +20,10 @@ from taskmanager.kit.errors import (
     ValidationFailed,
 )
 from taskmanager.kit.http import (
-    LIST_HEADERS,
-    LOCATION_HEADER,
-    PageDep,
+    created_responses,
     domain_router,
     id_path,
-    paged,
+    list_responses,
 )
 from taskmanager.kit.problems import problem_responses
 
@@ -40,8 +38,7 @@ KeyId = Annotated[int, id_path("key")]
     response_model=ApiKeyCreated,
     summary="Create an API key",
     responses={
-        201: {"headers": LOCATION_HEADER},
-        **problem_responses(
+        **created_responses(
             NotAuthenticated,
             Forbidden,
             MalformedRequest,
@@ -71,26 +68,17 @@ async def create(
     "",
     response_model=list[ApiKeyOut],
     summary="List your API keys",
-    responses={
-        200: {"headers": LIST_HEADERS},
-        **problem_responses(NotAuthenticated, Forbidden, ValidationFailed),
-    },
+    responses=list_responses(NotAuthenticated, Forbidden, ValidationFailed),
 )
 async def list_(
-    principal: LoginPrincipal,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    settings: SettingsDep,
-    page: PageDep,
+    principal: LoginPrincipal, session: SessionDep, listing: ListingDep
 ) -> list[ApiKeyOut]:
     """The caller's unrevoked keys, oldest first, never the secret: an array, paged by
     ``skip``/``limit`` or ``cursor`` with ``X-Total-Count`` and ``Link`` headers."""
     result = await service.list_keys(
-        session, principal.user_id, page, signing_key=settings.signing_key
+        session, principal.user_id, listing.page, signing_key=listing.signing_key
     )
-    paged(response, request, result)
-    return [ApiKeyOut.model_validate(k) for k in result.rows]
+    return listing.items(result, ApiKeyOut.model_validate)
 
 
 @router.get(

@@ -12,7 +12,7 @@ from taskmanager.auth.service import verify_current_password
 from taskmanager.kit.db import utcnow
 from taskmanager.kit.errors import Forbidden, NotFound
 from taskmanager.kit.identity import Principal, Scope
-from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume
+from taskmanager.kit.pagination import KeysetList, ListPage, PageRequest
 from taskmanager.kit.security import API_KEY_PREFIX, digest
 from taskmanager.models.api_keys import ApiKey
 from taskmanager.models.users import UserRole
@@ -20,7 +20,7 @@ from taskmanager.models.users import UserRole
 KEY_PREFIX = API_KEY_PREFIX
 # Enough of the key to tell keys apart in a list, far too little to guess the rest.
 DISPLAY_PREFIX_CHARS = 10
-_CURSOR_CONTEXT = b"taskmanager/api-keys/cursor/v1"
+_LIST: KeysetList[ApiKey] = KeysetList(b"taskmanager/api-keys/cursor/v1", row_id=lambda key: key.id)
 
 
 def generate_key() -> str:
@@ -55,19 +55,11 @@ async def list_keys(
     session: AsyncSession, user_id: int, page: PageRequest, *, signing_key: str
 ) -> ListPage[ApiKey]:
     """A page of the user's unrevoked keys, by id."""
-    query = {"user_id": user_id}  # a cursor of another user's list does not continue this one
-    resumed = resume(page, query, query, key=signing_key, context=_CURSOR_CONTEXT)
-    total = await repository.count_live_for_user(session, user_id)
-    rows = await repository.list_live_for_user(
-        session, user_id, seek=resumed.seek, skip=resumed.skip, limit=resumed.limit + 1
-    )
-    return finish_page(
-        rows,
-        resumed,
-        total,
-        row_id=lambda key: key.id,
+    return await _LIST.page(
+        page,
+        lambda window: repository.list_live_for_user(session, user_id, window),
         key=signing_key,
-        context=_CURSOR_CONTEXT,
+        scope={"user_id": user_id},
     )
 
 

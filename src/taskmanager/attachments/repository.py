@@ -4,34 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.kit.pagination import Seek, after_row
+from taskmanager.kit.pagination import Window, entity_page
 from taskmanager.kit.storage import StoredObject
 from taskmanager.models.attachments import Attachment
 from taskmanager.models.base import utcnow
 
 
 async def list_for_task(
-    session: AsyncSession, task_id: int, *, seek: Seek | None, skip: int, limit: int
-) -> tuple[list[Attachment], int]:
+    session: AsyncSession, task_id: int, window: Window
+) -> tuple[Sequence[Attachment], int]:
     """A page of the task's attachments, oldest first, and how many there are."""
-    total = (
-        await session.execute(
-            select(func.count()).select_from(Attachment).where(Attachment.task_id == task_id)
-        )
-    ).scalar_one()
-    stmt = select(Attachment).where(Attachment.task_id == task_id)
-    if seek is not None:
-        columns = Attachment.__table__.c
-        stmt = stmt.where(after_row(columns.created_at, columns.id, seek))
-    rows = (
-        await session.execute(
-            stmt.order_by(Attachment.created_at, Attachment.id).offset(skip).limit(limit)
-        )
-    ).scalars()
-    return list(rows), total
+    on_task = Attachment.task_id == task_id
+    return await entity_page(session, Attachment, window, on_task, sorted_by="created_at")
 
 
 async def get_on_task(session: AsyncSession, task_id: int, attachment_id: int) -> Attachment | None:

@@ -16,6 +16,7 @@ from taskmanager.kit import authn
 from taskmanager.kit.deps import (
     CurrentPrincipal,
     DatabaseDep,
+    ListingDep,
     SessionDep,
     SettingsDep,
     StorageDep,
@@ -33,17 +34,15 @@ from taskmanager.kit.errors import (
     ValidationFailed,
 )
 from taskmanager.kit.http import (
-    LIST_HEADERS,
-    LOCATION_HEADER,
     NOT_MODIFIED,
     IfNoneMatch,
-    PageDep,
     TaskId,
+    created_responses,
     domain_router,
     id_path,
+    list_responses,
     location,
     not_modified,
-    paged,
 )
 from taskmanager.kit.identity import Principal, Scope
 from taskmanager.kit.problems import problem_responses
@@ -104,29 +103,16 @@ _DOWNLOAD_HEADERS: dict[str, Any] = {
     "/tasks/{task_id}/attachments",
     summary="List a task's attachments",
     dependencies=READ,
-    responses={200: {"headers": LIST_HEADERS}, **problem_responses(*_AUTH_ERRORS)},
+    responses=list_responses(*_AUTH_ERRORS),
 )
 async def list_(
-    task_id: TaskId,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    principal: CurrentPrincipal,
-    settings: SettingsDep,
-    page: PageDep,
+    task_id: TaskId, session: SessionDep, principal: CurrentPrincipal, listing: ListingDep
 ) -> AttachmentPage:
     """The task's attachments (metadata), oldest first; any member may read."""
-    result = await service.list_attachments(
-        session, principal, task_id, page, signing_key=settings.signing_key
+    result = await service.ATTACHMENTS.page(
+        session, principal, task_id, listing.page, key=listing.signing_key
     )
-    paged(response, request, result)
-    return AttachmentPage(
-        items=[AttachmentOut.model_validate(a) for a in result.rows],
-        total=result.total,
-        skip=result.skip,
-        limit=result.limit,
-        next_cursor=result.next_cursor,
-    )
+    return listing.page_of(AttachmentPage, result, AttachmentOut.model_validate)
 
 
 @router.post(
@@ -134,16 +120,9 @@ async def list_(
     status_code=201,
     summary="Attach a file to a task",
     openapi_extra=_UPLOAD_BODY,
-    responses={
-        201: {"headers": LOCATION_HEADER},
-        **problem_responses(
-            *_AUTH_ERRORS,
-            MalformedRequest,
-            PayloadTooLarge,
-            UnsupportedMediaType,
-            ServiceUnavailable,
-        ),
-    },
+    responses=created_responses(
+        *_AUTH_ERRORS, MalformedRequest, PayloadTooLarge, UnsupportedMediaType, ServiceUnavailable
+    ),
 )
 async def create(
     task_id: TaskId,
@@ -194,7 +173,7 @@ async def get(
     principal: CurrentPrincipal,
 ) -> AttachmentOut:
     """One attachment's metadata; any member may read."""
-    attachment = await service.get_attachment(session, principal, task_id, attachment_id)
+    attachment = await service.ATTACHMENTS.get(session, principal, task_id, attachment_id)
     return AttachmentOut.model_validate(attachment)
 
 
@@ -227,7 +206,7 @@ async def content(
 ) -> Response:
     """The file's bytes, streamed, with its recorded content type, always as an attachment
     (never rendered inline: `nosniff`); `If-None-Match` with its ETag → 304."""
-    attachment = await service.get_attachment(session, principal, task_id, attachment_id)
+    attachment = await service.ATTACHMENTS.get(session, principal, task_id, attachment_id)
     etag = f'"{attachment.sha256}"'
     cached = not_modified(if_none_match, etag)
     if cached is not None:

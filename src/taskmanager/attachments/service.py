@@ -18,61 +18,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.attachments import repository
 from taskmanager.attachments.schemas import AttachmentOut
-from taskmanager.kit.errors import NotFound
 from taskmanager.kit.identity import Principal
 from taskmanager.kit.outbox import EventType, record
-from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume, seek_datetime
 from taskmanager.kit.storage import Storage, StoredObject, discard_after_commit
 from taskmanager.models.attachments import Attachment
 from taskmanager.projects.access import task_access
+from taskmanager.projects.children import TaskChildren
 from taskmanager.projects.policy import Permission
 
-_CURSOR_CONTEXT = b"taskmanager/attachments/cursor/v1"
-
-
-async def _attachment(session: AsyncSession, task_id: int, attachment_id: int) -> Attachment:
-    attachment = await repository.get_on_task(session, task_id, attachment_id)
-    if attachment is None:
-        raise NotFound(f"Attachment {attachment_id} not found on task {task_id}")
-    return attachment
-
-
-async def list_attachments(
-    session: AsyncSession,
-    principal: Principal,
-    task_id: int,
-    page: PageRequest,
-    *,
-    signing_key: str,
-) -> ListPage[Attachment]:
-    """A page of the task's attachments, oldest first; any member may read."""
-    await task_access(session, principal, task_id, Permission.VIEW)
-    query = {"task_id": task_id}
-    resumed = resume(page, query, query, key=signing_key, context=_CURSOR_CONTEXT)
-    rows, total = await repository.list_for_task(
-        session,
-        task_id,
-        seek=seek_datetime(resumed.seek),
-        skip=resumed.skip,
-        limit=resumed.limit + 1,
-    )
-    return finish_page(
-        rows,
-        resumed,
-        total,
-        sort_value=lambda attachment: attachment.created_at,
-        row_id=lambda attachment: attachment.id,
-        key=signing_key,
-        context=_CURSOR_CONTEXT,
-    )
-
-
-async def get_attachment(
-    session: AsyncSession, principal: Principal, task_id: int, attachment_id: int
-) -> Attachment:
-    """One attachment of the task (its metadata); any member may read. NotFound otherwise."""
-    await task_access(session, principal, task_id, Permission.VIEW)
-    return await _attachment(session, task_id, attachment_id)
+# A task's attachments (metadata): listed oldest first, read by any member.
+ATTACHMENTS = TaskChildren(
+    "Attachment",
+    b"taskmanager/attachments/cursor/v1",
+    repository.list_for_task,
+    repository.get_on_task,
+)
 
 
 async def check_may_upload(session: AsyncSession, principal: Principal, task_id: int) -> None:
@@ -122,7 +82,7 @@ async def delete_attachment(
     """Delete an attachment (editors and owners) with an ``attachment.deleted`` event; its
     object is removed once the deletion commits."""
     access = await task_access(session, principal, task_id, Permission.EDIT_TASKS)
-    attachment = await _attachment(session, task_id, attachment_id)
+    attachment = await ATTACHMENTS.one(session, task_id, attachment_id)
     data = AttachmentOut.model_validate(attachment).model_dump(mode="json")
     await repository.delete_attachment(session, attachment.id)
     await record(

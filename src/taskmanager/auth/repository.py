@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import CursorResult, func, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.models.auth import PasswordResetToken, RefreshToken
@@ -135,22 +135,22 @@ async def spend(session: AsyncSession, token_id: int, now: datetime) -> bool:
     return result.rowcount == 1
 
 
-async def revoke_family(session: AsyncSession, family_id: str, now: datetime) -> None:
+async def _revoke_live(session: AsyncSession, which: ColumnElement[bool], now: datetime) -> None:
+    """Revoke the refresh tokens ``which`` selects that are not revoked yet."""
     await session.execute(
         update(RefreshToken)
-        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .where(which, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
+
+
+async def revoke_family(session: AsyncSession, family_id: str, now: datetime) -> None:
+    await _revoke_live(session, RefreshToken.family_id == family_id, now)
 
 
 async def revoke_all_of_user(session: AsyncSession, user_id: int, now: datetime) -> None:
-    await session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    await _revoke_live(session, RefreshToken.user_id == user_id, now)
 
 
 # ---- password reset ---------------------------------------------------------------------

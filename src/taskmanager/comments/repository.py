@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select, update
+from collections.abc import Sequence
+
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.kit.pagination import Seek, after_row
+from taskmanager.kit.pagination import Window, entity_page
 from taskmanager.models.base import utcnow
 from taskmanager.models.comments import Comment
 
 
 async def list_for_task(
-    session: AsyncSession, task_id: int, *, seek: Seek | None, skip: int, limit: int
-) -> tuple[list[Comment], int]:
+    session: AsyncSession, task_id: int, window: Window
+) -> tuple[Sequence[Comment], int]:
     """A page of the task's comments, oldest first, and how many there are."""
-    total = (
-        await session.execute(
-            select(func.count()).select_from(Comment).where(Comment.task_id == task_id)
-        )
-    ).scalar_one()
-    stmt = select(Comment).where(Comment.task_id == task_id)
-    if seek is not None:
-        columns = Comment.__table__.c
-        stmt = stmt.where(after_row(columns.created_at, columns.id, seek))
-    rows = (
-        await session.execute(
-            stmt.order_by(Comment.created_at, Comment.id).offset(skip).limit(limit)
-        )
-    ).scalars()
-    return list(rows), total
+    on_task = Comment.task_id == task_id
+    return await entity_page(session, Comment, window, on_task, sorted_by="created_at")
 
 
 async def get_on_task(session: AsyncSession, task_id: int, comment_id: int) -> Comment | None:

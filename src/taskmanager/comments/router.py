@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import Request, Response
+from fastapi import Response
 
 from taskmanager.comments import service
 from taskmanager.comments.schemas import CommentCreate, CommentOut, CommentPage, CommentPatch
-from taskmanager.kit.deps import CurrentPrincipal, SessionDep, SettingsDep, scope_dependencies
+from taskmanager.kit.deps import (
+    CurrentPrincipal,
+    ListingDep,
+    SessionDep,
+    scope_dependencies,
+)
 from taskmanager.kit.errors import (
     Forbidden,
     MalformedRequest,
@@ -17,14 +22,12 @@ from taskmanager.kit.errors import (
     ValidationFailed,
 )
 from taskmanager.kit.http import (
-    LIST_HEADERS,
-    LOCATION_HEADER,
-    PageDep,
     TaskId,
+    created_responses,
     domain_router,
     id_path,
+    list_responses,
     location,
-    paged,
 )
 from taskmanager.kit.identity import Scope
 from taskmanager.kit.problems import problem_responses
@@ -35,36 +38,22 @@ CommentId = Annotated[int, id_path("comment")]
 
 READ, WRITE = scope_dependencies(Scope.TASKS_READ, Scope.TASKS_WRITE)
 _AUTH_ERRORS = (NotAuthenticated, Forbidden, NotFound, ValidationFailed)
-_CREATED: dict[int | str, dict[str, Any]] = {201: {"headers": LOCATION_HEADER}}
 
 
 @router.get(
     "/tasks/{task_id}/comments",
     summary="List a task's comments",
     dependencies=READ,
-    responses={200: {"headers": LIST_HEADERS}, **problem_responses(*_AUTH_ERRORS)},
+    responses=list_responses(*_AUTH_ERRORS),
 )
 async def list_(
-    task_id: TaskId,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    principal: CurrentPrincipal,
-    settings: SettingsDep,
-    page: PageDep,
+    task_id: TaskId, session: SessionDep, principal: CurrentPrincipal, listing: ListingDep
 ) -> CommentPage:
     """The task's comments, oldest first."""
-    result = await service.list_comments(
-        session, principal, task_id, page, signing_key=settings.signing_key
+    result = await service.COMMENTS.page(
+        session, principal, task_id, listing.page, key=listing.signing_key
     )
-    paged(response, request, result)
-    return CommentPage(
-        items=[CommentOut.model_validate(c) for c in result.rows],
-        total=result.total,
-        skip=result.skip,
-        limit=result.limit,
-        next_cursor=result.next_cursor,
-    )
+    return listing.page_of(CommentPage, result, CommentOut.model_validate)
 
 
 @router.post(
@@ -72,7 +61,7 @@ async def list_(
     status_code=201,
     summary="Comment on a task",
     dependencies=WRITE,
-    responses={**_CREATED, **problem_responses(*_AUTH_ERRORS, MalformedRequest)},
+    responses=created_responses(*_AUTH_ERRORS, MalformedRequest),
 )
 async def create(
     task_id: TaskId,
@@ -97,7 +86,7 @@ async def get(
     task_id: TaskId, comment_id: CommentId, session: SessionDep, principal: CurrentPrincipal
 ) -> CommentOut:
     """One comment of the task."""
-    comment = await service.get_comment(session, principal, task_id, comment_id)
+    comment = await service.COMMENTS.get(session, principal, task_id, comment_id)
     return CommentOut.model_validate(comment)
 
 

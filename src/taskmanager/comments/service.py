@@ -8,22 +8,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.comments import repository
 from taskmanager.comments.schemas import CommentOut
-from taskmanager.kit.errors import Forbidden, NotFound
+from taskmanager.kit.errors import Forbidden
 from taskmanager.kit.identity import Principal
 from taskmanager.kit.outbox import EventType, record
-from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume, seek_datetime
 from taskmanager.models.comments import Comment
 from taskmanager.projects.access import Access, task_access
+from taskmanager.projects.children import TaskChildren
 from taskmanager.projects.policy import Permission, role_allows
 
-_CURSOR_CONTEXT = b"taskmanager/comments/cursor/v1"
-
-
-async def _comment(session: AsyncSession, task_id: int, comment_id: int) -> Comment:
-    comment = await repository.get_on_task(session, task_id, comment_id)
-    if comment is None:
-        raise NotFound(f"Comment {comment_id} not found on task {task_id}")
-    return comment
+# A task's comments: listed oldest first, read by any member.
+COMMENTS = TaskChildren(
+    "Comment", b"taskmanager/comments/cursor/v1", repository.list_for_task, repository.get_on_task
+)
 
 
 async def _record(
@@ -49,44 +45,6 @@ def _may_edit(principal: Principal, access: Access) -> bool:
     return principal.is_admin or role_allows(access.role, Permission.EDIT_TASKS)
 
 
-async def list_comments(
-    session: AsyncSession,
-    principal: Principal,
-    task_id: int,
-    page: PageRequest,
-    *,
-    signing_key: str,
-) -> ListPage[Comment]:
-    """A page of the task's comments, oldest first."""
-    await task_access(session, principal, task_id, Permission.VIEW)
-    # The task is part of the query: another task's cursor does not continue this list.
-    query = {"task_id": task_id}
-    resumed = resume(page, query, query, key=signing_key, context=_CURSOR_CONTEXT)
-    rows, total = await repository.list_for_task(
-        session,
-        task_id,
-        seek=seek_datetime(resumed.seek),
-        skip=resumed.skip,
-        limit=resumed.limit + 1,
-    )
-    return finish_page(
-        rows,
-        resumed,
-        total,
-        sort_value=lambda comment: comment.created_at,
-        row_id=lambda comment: comment.id,
-        key=signing_key,
-        context=_CURSOR_CONTEXT,
-    )
-
-
-async def get_comment(
-    session: AsyncSession, principal: Principal, task_id: int, comment_id: int
-) -> Comment:
-    await task_access(session, principal, task_id, Permission.VIEW)
-    return await _comment(session, task_id, comment_id)
-
-
 async def create_comment(
     session: AsyncSession, principal: Principal, task_id: int, *, body: str
 ) -> Comment:
@@ -106,7 +64,7 @@ async def edit_comment(
     Admins are not exempt: rewriting someone else's words would put them in that person's mouth.
     """
     access = await task_access(session, principal, task_id, Permission.VIEW)
-    comment = await _comment(session, task_id, comment_id)
+    comment = await COMMENTS.one(session, task_id, comment_id)
     if comment.author_id != principal.user_id:
         raise Forbidden("Only the author may edit a comment")
     if not _may_edit(principal, access):
@@ -122,7 +80,7 @@ async def delete_comment(
 ) -> None:
     """The author (while they may edit), a project owner or an admin may delete a comment."""
     access = await task_access(session, principal, task_id, Permission.VIEW)
-    comment = await _comment(session, task_id, comment_id)
+    comment = await COMMENTS.one(session, task_id, comment_id)
     manager = principal.is_admin or role_allows(access.role, Permission.MANAGE)
     author = comment.author_id == principal.user_id and _may_edit(principal, access)
     if not (manager or author):

@@ -79,6 +79,18 @@ _IN_PROGRESS = "A request with this Idempotency-Key is still being processed"
 log = structlog.get_logger("taskmanager.idempotency")
 
 
+async def _refuse(exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a check that failed: a DomainError (the caller's credential; the database known
+    to be down) as its problem, a dependency that failed as 503; anything else is re-raised."""
+    if isinstance(exc, DomainError):
+        await scope_problem(scope, exc)(scope, receive, send)
+        return
+    unavailable = dependency_problem(scope, exc)
+    if unavailable is None:
+        raise exc
+    await unavailable(scope, receive, send)
+
+
 def is_final(status: int) -> bool:
     """Whether a response is an answer worth replaying for 24 hours."""
     return 200 <= status < 300 or (400 <= status < 500 and status not in _NOT_FINAL)
@@ -279,15 +291,9 @@ class IdempotencyMiddleware:
         try:
             try:
                 record = await store.find(key_scope)
-            except DomainError as exc:  # the database is known to be down
-                await scope_problem(scope, exc)(scope, receive, send)
-                return
             except Exception as exc:
                 # Fail closed: running unguarded could run a retry twice.
-                unavailable = dependency_problem(scope, exc)
-                if unavailable is None:
-                    raise
-                await unavailable(scope, receive, send)
+                await _refuse(exc, scope, receive, send)
                 return
             if record is not None:
                 await self._answer(record, await fingerprint.finish(), scope, receive, send)
@@ -322,14 +328,8 @@ class IdempotencyMiddleware:
         if authn.read_credential(scope) is not None:
             try:
                 await authn.authenticate(scope)
-            except DomainError as exc:
-                await scope_problem(scope, exc)(scope, receive, send)
-                return
             except Exception as exc:
-                unavailable = dependency_problem(scope, exc)
-                if unavailable is None:
-                    raise
-                await unavailable(scope, receive, send)
+                await _refuse(exc, scope, receive, send)
                 return
         stored = record.response
         await send(

@@ -7,7 +7,7 @@ import ipaddress
 import os
 import secrets
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from email.utils import parseaddr
 from enum import StrEnum
 from functools import cached_property
@@ -28,6 +28,30 @@ class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
     PRODUCTION = "production"
+
+
+def _url_schemes(schemes: tuple[str, ...], message: str) -> Callable[[str], str]:
+    """A URL setting's validator: empty (not set), or starting with one of ``schemes``."""
+
+    def check(value: str) -> str:
+        if value and not value.startswith(schemes):
+            raise ValueError(message)
+        return value
+
+    return check
+
+
+def _parsed_by(parse: Callable[[str], object], what: str) -> Callable[[str], str]:
+    """A setting's validator: ``parse`` (raising ValueError) must read it as ``what``."""
+
+    def check(value: str) -> str:
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not {what}") from exc
+        return value
+
+    return check
 
 
 class SettingsError(Exception):
@@ -178,23 +202,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"{origin!r} is not an http(s) origin")
         return value
 
-    @field_validator("rate_limit_default", "rate_limit_auth")
-    @classmethod
-    def _check_rate(cls, value: str) -> str:
-        try:
-            parse_rate_limit(value)
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not a rate such as '300/minute'") from exc
-        return value
-
-    @field_validator("rate_limit_login_address", "rate_limit_login_account")
-    @classmethod
-    def _check_rates(cls, value: str) -> str:
-        try:
-            parse_many(value)
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not a rate list such as '5/minute;20/hour'") from exc
-        return value
+    _check_rate = field_validator("rate_limit_default", "rate_limit_auth")(
+        _parsed_by(parse_rate_limit, "a rate such as '300/minute'")
+    )
+    _check_rates = field_validator("rate_limit_login_address", "rate_limit_login_account")(
+        _parsed_by(parse_many, "a rate list such as '5/minute;20/hour'")
+    )
 
     @field_validator("forwarded_allow_ips")
     @classmethod
@@ -242,26 +255,20 @@ class Settings(BaseSettings):
             raise ValueError("TASKMANAGER_MAIL_FROM must be set with TASKMANAGER_SMTP_URL")
         return self
 
-    @field_validator("database_url")
-    @classmethod
-    def _check_database_url(cls, value: str) -> str:
-        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
-        return value
-
-    @field_validator("storage_url")
-    @classmethod
-    def _check_storage_url(cls, value: str) -> str:
-        if value and not value.startswith(("file:///", "s3://")):
-            raise ValueError("must be file:///absolute/path or s3://bucket[/prefix]")
-        return value
-
-    @field_validator("redis_url")
-    @classmethod
-    def _check_redis_url(cls, value: str) -> str:
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value
+    _check_database_url = field_validator("database_url")(
+        _url_schemes(
+            ("sqlite+aiosqlite://", "postgresql+asyncpg://"),
+            "must start with sqlite+aiosqlite:// or postgresql+asyncpg://",
+        )
+    )
+    _check_storage_url = field_validator("storage_url")(
+        _url_schemes(("file:///", "s3://"), "must be file:///absolute/path or s3://bucket[/prefix]")
+    )
+    _check_redis_url = field_validator("redis_url")(
+        _url_schemes(
+            ("redis://", "rediss://", "unix://"), "must start with redis://, rediss:// or unix://"
+        )
+    )
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,7 +17,7 @@ from taskmanager.kit import authn, faults, storage, transaction
 from taskmanager.kit.config import Settings
 from taskmanager.kit.db import SAFE_METHODS, Database
 from taskmanager.kit.errors import Forbidden
-from taskmanager.kit.http import API_PREFIX
+from taskmanager.kit.http import API_PREFIX, Listing, PageDep
 from taskmanager.kit.identity import Identity, Principal, Scope
 from taskmanager.kit.mail import Mailer
 from taskmanager.kit.throttle import Counters
@@ -101,6 +101,16 @@ ClientAddress = Annotated[str, Depends(get_client_address)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 StorageDep = Annotated[storage.Storage, Depends(get_storage)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def get_listing(
+    request: Request, response: Response, settings: SettingsDep, page: PageDep
+) -> Listing:
+    """What every list route takes: ``skip``/``limit``/``cursor`` and the cursor key."""
+    return Listing(page, settings.signing_key, request, response)
+
+
+ListingDep = Annotated[Listing, Depends(get_listing)]
 
 
 async def get_identity(

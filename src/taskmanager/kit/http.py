@@ -5,13 +5,16 @@ operation ids.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
+from taskmanager.kit.errors import DomainError
 from taskmanager.kit.etags import none_match
 from taskmanager.kit.fields import MAX_ID
 from taskmanager.kit.pagination import (
@@ -19,8 +22,10 @@ from taskmanager.kit.pagination import (
     MAX_CURSOR_CHARS,
     MAX_LIMIT,
     ListPage,
+    Page,
     PageRequest,
 )
+from taskmanager.kit.problems import problem_responses
 from taskmanager.kit.routing import CheckedRoute
 
 API_PREFIX = "/api/v1"
@@ -112,6 +117,41 @@ def paged(response: Response, request: Request, page: ListPage[Any]) -> None:
     response.headers.update(list_headers(request, page))
 
 
+RowT = TypeVar("RowT")
+ItemT = TypeVar("ItemT")
+PageT = TypeVar("PageT", bound=Page[Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A list request (``kit.deps.ListingDep``): its paging, the key its cursors are signed
+    with, and the request and response its list headers are read from and set on."""
+
+    page: PageRequest
+    signing_key: str
+    request: Request
+    response: Response
+
+    def items(self, result: ListPage[RowT], item: Callable[[RowT], ItemT]) -> list[ItemT]:
+        """The page's rows as ``item`` shows them, for a list answered as a bare array; sets
+        ``X-Total-Count`` and ``Link`` (``list_headers``)."""
+        paged(self.response, self.request, result)
+        return [item(row) for row in result.rows]
+
+    def page_of(
+        self, model: type[PageT], result: ListPage[RowT], item: Callable[[RowT], Any]
+    ) -> PageT:
+        """The page as ``model`` (a ``Page`` subclass), items shown by ``item``; sets the
+        list headers as ``items`` does."""
+        return model(
+            items=self.items(result, item),
+            total=result.total,
+            skip=result.skip,
+            limit=result.limit,
+            next_cursor=result.next_cursor,
+        )
+
+
 def location(*segments: str | int) -> str:
     """The API URL of a resource, for ``Location`` headers: ``location("tasks", 7)``."""
     return API_PREFIX + "".join(f"/{segment}" for segment in segments)
@@ -157,9 +197,38 @@ LIST_HEADERS: dict[str, Any] = {
         "schema": {"type": "string"},
     },
 }
+
+
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
     304: {"description": "Not modified: the `If-None-Match` ETag is current"}
 }
+
+# ---- a route's documented responses, by kind of route ---------------------------------------
+
+
+def list_responses(*errors: type[DomainError]) -> dict[int | str, dict[str, Any]]:
+    """A list route's ``responses=``: the 200's list headers, then the problems ``errors``."""
+    return {200: {"headers": LIST_HEADERS}, **problem_responses(*errors)}
+
+
+def created_responses(
+    *errors: type[DomainError], headers: dict[str, Any] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """A create route's ``responses=``: the 201's ``Location`` (and ``headers``), then the
+    problems ``errors``."""
+    return {201: {"headers": {**LOCATION_HEADER, **(headers or {})}}, **problem_responses(*errors)}
+
+
+def versioned_responses(
+    *errors: type[DomainError], conditional: bool = False
+) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route answering one version of a resource: the 200's ``ETag``,
+    with ``conditional`` (a read taking ``If-None-Match``) the 304, then the problems."""
+    return {
+        200: {"headers": ETAG_HEADER},
+        **(NOT_MODIFIED if conditional else {}),
+        **problem_responses(*errors),
+    }
 
 
 def not_modified(if_none_match: str | None, etag: str) -> Response | None:

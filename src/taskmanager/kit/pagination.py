@@ -25,16 +25,18 @@ import binascii
 import hashlib
 import hmac
 import zlib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, TypeVarTuple
 
 import orjson
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, literal, tuple_
+from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.kit.errors import ValidationFailed
+from taskmanager.models.base import Base
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -47,6 +49,8 @@ INVALID_CURSOR = "invalid_cursor"
 
 ItemT = TypeVar("ItemT")
 RowT = TypeVar("RowT")
+ColumnsT = TypeVarTuple("ColumnsT")
+EntityT = TypeVar("EntityT", bound=Base)
 
 
 class Page(BaseModel, Generic[ItemT]):
@@ -302,3 +306,102 @@ def seek_datetime(seek: Seek | None) -> Seek | None:
         return Seek(datetime.fromisoformat(seek.value), seek.last_id)
     except (TypeError, ValueError):
         raise invalid_cursor("cursor is malformed") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The rows a list's query fetches for one page: those after ``seek`` (keyset pages),
+    ``skip`` rows in (offset pages), at most ``limit`` (the page size plus one)."""
+
+    seek: Seek | None
+    skip: int
+    limit: int
+
+
+def keyset_select(
+    stmt: Select[*ColumnsT],
+    window: Window,
+    id_column: ColumnElement[int],
+    *,
+    sort_column: ColumnElement[Any] | None = None,
+    descending: bool = False,
+) -> Select[*ColumnsT]:
+    """``stmt`` narrowed to ``window`` in ``(sort_column, id_column)`` order (by id alone
+    when ``sort_column`` is None): the one shape of every list's page query."""
+    if window.seek is not None:
+        stmt = stmt.where(after_row(sort_column, id_column, window.seek, descending=descending))
+    order = [id_column] if sort_column is None else [sort_column, id_column]
+    return (
+        stmt.order_by(*(column.desc() if descending else column for column in order))
+        .offset(window.skip)
+        .limit(window.limit)
+    )
+
+
+async def count_rows(session: AsyncSession, table: Any, *where: ColumnElement[bool]) -> int:
+    """How many rows of ``table`` (a mapped class or table) match ``where``: a list's total."""
+    return (
+        await session.execute(select(func.count()).select_from(table).where(*where))
+    ).scalar_one()
+
+
+async def entity_page(
+    session: AsyncSession,
+    entity: type[EntityT],
+    window: Window,
+    *where: ColumnElement[bool],
+    sorted_by: str | None = None,
+    descending: bool = False,
+) -> tuple[Sequence[EntityT], int]:
+    """The rows of ``entity`` that match ``where`` in ``window``, ordered by the column
+    ``sorted_by`` (None: by id alone) then ``id``, and how many match: a list of one table."""
+    columns = entity.__table__.c
+    stmt = keyset_select(
+        select(entity).where(*where),
+        window,
+        columns.id,
+        sort_column=None if sorted_by is None else columns[sorted_by],
+        descending=descending,
+    )
+    total = await count_rows(session, entity, *where)
+    return (await session.scalars(stmt)).all(), total
+
+
+@dataclass(frozen=True, slots=True)
+class KeysetList(Generic[RowT]):
+    """One list's paging rules, declared once beside its service: the name its cursors are
+    signed for (``b"taskmanager/comments/cursor/v1"``), its rows' id, and, for a list ordered
+    by a datetime before the id (``created_at``), that value."""
+
+    context: bytes
+    row_id: Callable[[RowT], int]
+    sorted_by: Callable[[RowT], datetime] | None = None
+
+    async def page(
+        self,
+        page: PageRequest,
+        fetch: Callable[[Window], Awaitable[tuple[Sequence[RowT], int]]],
+        *,
+        key: str,
+        scope: dict[str, Any] | None = None,
+    ) -> ListPage[RowT]:
+        """The page ``page`` asks for: its cursor read (``resume``), ``fetch`` (the rows in
+        the window and the list's total) called once, the next cursor made (``finish_page``).
+
+        ``scope``: what narrows the list to one owner or parent (``{"task_id": 7}``), in the
+        cursor's query, so a cursor of another task's list does not continue this one.
+        Raises ValidationFailed (422) for a bad or mismatched cursor.
+        """
+        query = {} if scope is None else scope
+        resumed = resume(page, query, query, key=key, context=self.context)
+        seek = resumed.seek if self.sorted_by is None else seek_datetime(resumed.seek)
+        rows, total = await fetch(Window(seek, resumed.skip, resumed.limit + 1))
+        return finish_page(
+            rows,
+            resumed,
+            total,
+            row_id=self.row_id,
+            sort_value=self.sorted_by,
+            key=key,
+            context=self.context,
+        )

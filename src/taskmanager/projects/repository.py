@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.kit.fields import normalize_username
-from taskmanager.kit.pagination import Seek, after_row
+from taskmanager.kit.pagination import Window, count_rows, keyset_select
 from taskmanager.models.base import utcnow
 from taskmanager.models.projects import Project, ProjectMember
 from taskmanager.models.users import User
@@ -24,22 +24,19 @@ class MemberRow:
 
 
 async def list_for_member(
-    session: AsyncSession, user_id: int, *, seek: Seek | None, skip: int, limit: int
+    session: AsyncSession, user_id: int, window: Window
 ) -> tuple[list[tuple[Project, str]], int]:
     """A page of the projects the user belongs to, by id, and how many there are."""
-    total = (
-        await session.execute(
-            select(func.count()).select_from(ProjectMember).where(ProjectMember.user_id == user_id)
-        )
-    ).scalar_one()
-    stmt = (
+    of_user = ProjectMember.user_id == user_id
+    total = await count_rows(session, ProjectMember, of_user)
+    stmt = keyset_select(
         select(Project, ProjectMember.role)
         .join(ProjectMember, ProjectMember.project_id == Project.id)
-        .where(ProjectMember.user_id == user_id)
+        .where(of_user),
+        window,
+        Project.__table__.c.id,
     )
-    if seek is not None:
-        stmt = stmt.where(after_row(None, Project.__table__.c.id, seek))
-    rows = (await session.execute(stmt.order_by(Project.id).offset(skip).limit(limit))).all()
+    rows = (await session.execute(stmt)).all()
     return [(row[0], row[1]) for row in rows], total
 
 
@@ -134,31 +131,21 @@ async def member_ids(session: AsyncSession, project_id: int) -> list[int]:
     return list(rows.all())
 
 
-async def count_members(session: AsyncSession, project_id: int) -> int:
-    return (
-        await session.execute(
-            select(func.count())
-            .select_from(ProjectMember)
-            .where(ProjectMember.project_id == project_id)
-        )
-    ).scalar_one()
-
-
 async def list_members(
-    session: AsyncSession, project_id: int, *, seek: Seek | None, skip: int, limit: int
-) -> list[MemberRow]:
-    """A page of the project's members, by user id."""
-    stmt = (
+    session: AsyncSession, project_id: int, window: Window
+) -> tuple[list[MemberRow], int]:
+    """A page of the project's members, by user id, and how many there are."""
+    of_project = ProjectMember.project_id == project_id
+    total = await count_rows(session, ProjectMember, of_project)
+    stmt = keyset_select(
         select(ProjectMember.user_id, User.username, ProjectMember.role)
         .join(User, User.id == ProjectMember.user_id)
-        .where(ProjectMember.project_id == project_id)
+        .where(of_project),
+        window,
+        ProjectMember.__table__.c.user_id,
     )
-    if seek is not None:
-        stmt = stmt.where(after_row(None, ProjectMember.__table__.c.user_id, seek))
-    rows = (
-        await session.execute(stmt.order_by(ProjectMember.user_id).offset(skip).limit(limit))
-    ).all()
-    return [MemberRow(row[0], row[1], row[2]) for row in rows]
+    rows = (await session.execute(stmt)).all()
+    return [MemberRow(row[0], row[1], row[2]) for row in rows], total
 
 
 async def get_member(session: AsyncSession, project_id: int, user_id: int) -> MemberRow | None:
@@ -173,13 +160,12 @@ async def get_member(session: AsyncSession, project_id: int, user_id: int) -> Me
 
 
 async def count_owners(session: AsyncSession, project_id: int) -> int:
-    return (
-        await session.execute(
-            select(func.count())
-            .select_from(ProjectMember)
-            .where(ProjectMember.project_id == project_id, ProjectMember.role == "owner")
-        )
-    ).scalar_one()
+    return await count_rows(
+        session,
+        ProjectMember,
+        ProjectMember.project_id == project_id,
+        ProjectMember.role == "owner",
+    )
 
 
 async def find_active_user(

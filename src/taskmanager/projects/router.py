@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Request, Response
+from fastapi import Response
 
-from taskmanager.kit.deps import CurrentPrincipal, SessionDep, SettingsDep, scope_dependencies
+from taskmanager.kit.deps import (
+    CurrentPrincipal,
+    ListingDep,
+    SessionDep,
+    scope_dependencies,
+)
 from taskmanager.kit.errors import (
     Conflict,
     Forbidden,
@@ -19,23 +24,20 @@ from taskmanager.kit.errors import (
 from taskmanager.kit.etags import expected_versions, strong_etag
 from taskmanager.kit.http import (
     ETAG_HEADER,
-    LIST_HEADERS,
-    LOCATION_HEADER,
-    NOT_MODIFIED,
     IfMatch,
     IfNoneMatch,
-    PageDep,
     ProjectId,
+    created_responses,
     domain_router,
     id_path,
+    list_responses,
     location,
     not_modified,
-    paged,
+    versioned_responses,
 )
 from taskmanager.kit.identity import Scope
 from taskmanager.kit.problems import problem_responses
 from taskmanager.projects import service
-from taskmanager.projects.repository import MemberRow
 from taskmanager.projects.schemas import (
     MemberAdd,
     MemberOut,
@@ -61,25 +63,16 @@ def etag_of(view: ProjectView) -> str:
 
 
 def _out(view: ProjectView) -> ProjectOut:
-    project = view.project
-    return ProjectOut.model_validate(
-        {
-            "id": project.id,
-            "name": project.name,
-            "description": project.description,
-            "is_inbox": project.is_inbox,
-            "created_by": project.created_by,
-            "created_at": project.created_at,
-            "updated_at": project.updated_at,
-            "role": view.role,
-        }
-    )
+    return ProjectOut.of(view.project, view.role)
 
 
-def _member_out(member: MemberRow) -> MemberOut:
-    return MemberOut.model_validate(
-        {"user_id": member.user_id, "username": member.username, "role": member.role}
-    )
+def _versioned(view: ProjectView, response: Response) -> ProjectOut:
+    """The project, with its ETag on ``response``: every answer that carries one version."""
+    response.headers["ETag"] = etag_of(view)
+    return _out(view)
+
+
+_member_out = MemberOut.model_validate
 
 
 # --- projects -------------------------------------------------------------------------------
@@ -89,29 +82,16 @@ def _member_out(member: MemberRow) -> MemberOut:
     "/projects",
     summary="List your projects",
     dependencies=READ,
-    responses={
-        200: {"headers": LIST_HEADERS},
-        **problem_responses(NotAuthenticated, Forbidden, ValidationFailed),
-    },
+    responses=list_responses(NotAuthenticated, Forbidden, ValidationFailed),
 )
 async def list_(
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    principal: CurrentPrincipal,
-    settings: SettingsDep,
-    page: PageDep,
+    session: SessionDep, principal: CurrentPrincipal, listing: ListingDep
 ) -> ProjectPage:
     """The projects the caller is a member of, by id."""
-    result = await service.list_projects(session, principal, page, signing_key=settings.signing_key)
-    paged(response, request, result)
-    return ProjectPage(
-        items=[_out(v) for v in result.rows],
-        total=result.total,
-        skip=result.skip,
-        limit=result.limit,
-        next_cursor=result.next_cursor,
+    result = await service.list_projects(
+        session, principal, listing.page, signing_key=listing.signing_key
     )
+    return listing.page_of(ProjectPage, result, _out)
 
 
 @router.post(
@@ -119,10 +99,9 @@ async def list_(
     status_code=201,
     summary="Create a project",
     dependencies=WRITE,
-    responses={
-        201: {"headers": {**LOCATION_HEADER, **ETAG_HEADER}},
-        **problem_responses(NotAuthenticated, Forbidden, MalformedRequest, ValidationFailed),
-    },
+    responses=created_responses(
+        NotAuthenticated, Forbidden, MalformedRequest, ValidationFailed, headers=ETAG_HEADER
+    ),
 )
 async def create(
     body: ProjectCreate, session: SessionDep, principal: CurrentPrincipal, response: Response
@@ -132,8 +111,7 @@ async def create(
         session, principal, name=body.name, description=body.description
     )
     response.headers["Location"] = location("projects", view.project.id)
-    response.headers["ETag"] = etag_of(view)
-    return _out(view)
+    return _versioned(view, response)
 
 
 @router.get(
@@ -141,11 +119,7 @@ async def create(
     summary="Get a project",
     dependencies=READ,
     response_model=ProjectOut,
-    responses={
-        200: {"headers": ETAG_HEADER},
-        **NOT_MODIFIED,
-        **problem_responses(*_AUTH_ERRORS, ValidationFailed),
-    },
+    responses=versioned_responses(*_AUTH_ERRORS, ValidationFailed, conditional=True),
 )
 async def get(
     project_id: ProjectId,
@@ -160,11 +134,10 @@ async def get(
     unchanged = not_modified(if_none_match, etag)
     if unchanged is not None:
         return unchanged
-    response.headers["ETag"] = etag
-    return _out(view)
+    return _versioned(view, response)
 
 
-_WRITE_ERRORS = problem_responses(
+_WRITE_RESPONSES = versioned_responses(
     *_AUTH_ERRORS, PreconditionFailed, MalformedRequest, ValidationFailed
 )
 
@@ -173,7 +146,7 @@ _WRITE_ERRORS = problem_responses(
     "/projects/{project_id}",
     summary="Replace a project",
     dependencies=WRITE,
-    responses={200: {"headers": ETAG_HEADER}, **_WRITE_ERRORS},
+    responses=_WRITE_RESPONSES,
 )
 async def replace(
     project_id: ProjectId,
@@ -185,21 +158,16 @@ async def replace(
 ) -> ProjectOut:
     """Replace name and description (a description left out is cleared); owners only."""
     view = await service.update_project(
-        session,
-        principal,
-        project_id,
-        body.model_dump(),
-        expected_versions=expected_versions(if_match, project_id),
+        session, principal, project_id, body.model_dump(), expected_versions(if_match, project_id)
     )
-    response.headers["ETag"] = etag_of(view)
-    return _out(view)
+    return _versioned(view, response)
 
 
 @router.patch(
     "/projects/{project_id}",
     summary="Update some fields of a project",
     dependencies=WRITE,
-    responses={200: {"headers": ETAG_HEADER}, **_WRITE_ERRORS},
+    responses=_WRITE_RESPONSES,
 )
 async def update(
     project_id: ProjectId,
@@ -211,14 +179,9 @@ async def update(
 ) -> ProjectOut:
     """Change only the fields sent; owners only."""
     view = await service.update_project(
-        session,
-        principal,
-        project_id,
-        body.changes(),
-        expected_versions=expected_versions(if_match, project_id),
+        session, principal, project_id, body.changes(), expected_versions(if_match, project_id)
     )
-    response.headers["ETag"] = etag_of(view)
-    return _out(view)
+    return _versioned(view, response)
 
 
 @router.delete(
@@ -248,27 +211,17 @@ async def delete(
     "/projects/{project_id}/members",
     summary="List a project's members",
     dependencies=READ,
-    responses={
-        200: {"headers": LIST_HEADERS},
-        **problem_responses(*_AUTH_ERRORS, ValidationFailed),
-    },
+    responses=list_responses(*_AUTH_ERRORS, ValidationFailed),
 )
 async def members_list(
-    project_id: ProjectId,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    principal: CurrentPrincipal,
-    settings: SettingsDep,
-    page: PageDep,
+    project_id: ProjectId, session: SessionDep, principal: CurrentPrincipal, listing: ListingDep
 ) -> list[MemberOut]:
     """The project's members with their roles, by user id: an array, paged by
     ``skip``/``limit`` or ``cursor`` with ``X-Total-Count`` and ``Link`` headers."""
     result = await service.list_members(
-        session, principal, project_id, page, signing_key=settings.signing_key
+        session, principal, project_id, listing.page, signing_key=listing.signing_key
     )
-    paged(response, request, result)
-    return [_member_out(m) for m in result.rows]
+    return listing.items(result, _member_out)
 
 
 @router.post(
@@ -276,10 +229,7 @@ async def members_list(
     status_code=201,
     summary="Add a member",
     dependencies=WRITE,
-    responses={
-        201: {"headers": LOCATION_HEADER},
-        **problem_responses(*_AUTH_ERRORS, Conflict, MalformedRequest, ValidationFailed),
-    },
+    responses=created_responses(*_AUTH_ERRORS, Conflict, MalformedRequest, ValidationFailed),
 )
 async def members_add(
     project_id: ProjectId,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from taskmanager.kit.fields import EntityId, Text
 from taskmanager.kit.pagination import Page
 from taskmanager.kit.patch import PatchModel
-from taskmanager.models.projects import ProjectRole
+from taskmanager.models.projects import Project, ProjectRole
 
 NAME_MAX = 100
 DESCRIPTION_MAX = 2000
@@ -69,12 +69,21 @@ class ProjectOut(BaseModel):
         description="The caller's role in the project; null for an admin who is not a member"
     )
 
+    @classmethod
+    def of(cls, project: Project, role: str | None) -> Self:
+        """The project as a caller whose role is ``role`` sees it."""
+        columns = {name: getattr(project, name) for name in cls.model_fields if name != "role"}
+        return cls.model_validate({**columns, "role": role})
+
 
 class ProjectPage(Page[ProjectOut]):
     pass
 
 
 class MemberOut(BaseModel):
+    # Read from a ``projects.repository.MemberRow``.
+    model_config = ConfigDict(from_attributes=True)
+
     user_id: int
     username: str
     role: ProjectRole

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taskmanager.kit.errors import Conflict, NotFound, PreconditionFailed
 from taskmanager.kit.identity import Principal
 from taskmanager.kit.outbox import EventType, record
-from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume
+from taskmanager.kit.pagination import KeysetList, ListPage, PageRequest, Window
 from taskmanager.kit.storage import discard_attachments
 from taskmanager.models.projects import Project, ProjectRole
 from taskmanager.projects import repository
@@ -20,34 +20,15 @@ from taskmanager.projects.policy import Permission
 from taskmanager.projects.repository import MemberRow
 from taskmanager.projects.schemas import MemberOut, ProjectOut
 
-# Name each list in its cursors' signatures, so no other list's cursor is accepted.
-_PROJECTS_CURSOR = b"taskmanager/projects/cursor/v1"
-_MEMBERS_CURSOR = b"taskmanager/members/cursor/v1"
-
 
 def project_data(project: Project) -> dict[str, Any]:
     """A project as its events show it: ``ProjectOut`` without the viewer's ``role``."""
-    out = ProjectOut.model_validate(
-        {
-            "id": project.id,
-            "name": project.name,
-            "description": project.description,
-            "is_inbox": project.is_inbox,
-            "created_by": project.created_by,
-            "created_at": project.created_at,
-            "updated_at": project.updated_at,
-            "role": None,
-        }
-    )
-    return out.model_dump(mode="json", exclude={"role"})
+    return ProjectOut.of(project, None).model_dump(mode="json", exclude={"role"})
 
 
 def member_data(member: MemberRow) -> dict[str, Any]:
     """A membership as the API shows it (``MemberOut``)."""
-    out = MemberOut.model_validate(
-        {"user_id": member.user_id, "username": member.username, "role": member.role}
-    )
-    return out.model_dump(mode="json")
+    return MemberOut.model_validate(member).model_dump(mode="json")
 
 
 async def _record_member(
@@ -77,6 +58,15 @@ class ProjectView:
     role: str | None
 
 
+# Each list names itself in its cursors' signatures, so no other list's cursor is accepted.
+_PROJECTS: KeysetList[ProjectView] = KeysetList(
+    b"taskmanager/projects/cursor/v1", row_id=lambda view: view.project.id
+)
+_MEMBERS: KeysetList[MemberRow] = KeysetList(
+    b"taskmanager/members/cursor/v1", row_id=lambda member: member.user_id
+)
+
+
 async def _load(
     session: AsyncSession, principal: Principal, project_id: int, permission: Permission
 ) -> ProjectView:
@@ -90,19 +80,12 @@ async def list_projects(
     session: AsyncSession, principal: Principal, page: PageRequest, *, signing_key: str
 ) -> ListPage[ProjectView]:
     """A page of the projects the caller is a member of, by id."""
-    resumed = resume(page, {}, (), key=signing_key, context=_PROJECTS_CURSOR)
-    rows, total = await repository.list_for_member(
-        session, principal.user_id, seek=resumed.seek, skip=resumed.skip, limit=resumed.limit + 1
-    )
-    views = [ProjectView(project, role) for project, role in rows]
-    return finish_page(
-        views,
-        resumed,
-        total,
-        row_id=lambda view: view.project.id,
-        key=signing_key,
-        context=_PROJECTS_CURSOR,
-    )
+
+    async def fetch(window: Window) -> tuple[list[ProjectView], int]:
+        rows, total = await repository.list_for_member(session, principal.user_id, window)
+        return [ProjectView(project, role) for project, role in rows], total
+
+    return await _PROJECTS.page(page, fetch, key=signing_key)
 
 
 async def create_project(
@@ -123,10 +106,11 @@ async def update_project(
     principal: Principal,
     project_id: int,
     values: dict[str, Any],
-    *,
     expected_versions: Collection[int] | None,
 ) -> ProjectView:
-    """Apply ``values`` (already validated) if the caller may manage the project."""
+    """Apply ``values`` (already validated) if the caller may manage the project, and if its
+    version is one of ``expected_versions`` (``If-Match``; None: any). Raises NotFound,
+    Forbidden, PreconditionFailed."""
     view = await _load(session, principal, project_id, Permission.MANAGE)
     before = {name: getattr(view.project, name) for name in values}
     updated = await repository.update_fields(
@@ -145,6 +129,21 @@ async def update_project(
     return ProjectView(updated, view.role)
 
 
+async def _record_deleted(session: AsyncSession, project_ids: list[int], actor_id: int) -> None:
+    """Before projects are deleted: a ``project.deleted`` event each, while the members (the
+    audience) are still there, and their attachments' objects marked for removal. Their
+    tasks, comments and memberships go with them, with no event each (README, "Events")."""
+    for project_id in project_ids:
+        await record(
+            session,
+            type=EventType.PROJECT_DELETED,
+            project_id=project_id,
+            actor_id=actor_id,
+            data={"id": project_id},
+        )
+    await discard_attachments(session, project_ids=project_ids)
+
+
 async def delete_project(
     session: AsyncSession,
     principal: Principal,
@@ -155,16 +154,7 @@ async def delete_project(
     view = await _load(session, principal, project_id, Permission.MANAGE)
     if view.project.is_inbox:
         raise Conflict("An Inbox cannot be deleted")
-    # Before the delete, while the members (the audience) are still there. Its tasks,
-    # comments and memberships go with it, with no event each (README, "Events").
-    await record(
-        session,
-        type=EventType.PROJECT_DELETED,
-        project_id=project_id,
-        actor_id=principal.user_id,
-        data={"id": project_id},
-    )
-    await discard_attachments(session, project_ids=[project_id])
+    await _record_deleted(session, [project_id], principal.user_id)
     if not await repository.delete_project(
         session, project_id, expected_versions=expected_versions
     ):
@@ -184,20 +174,11 @@ async def list_members(
 ) -> ListPage[MemberRow]:
     """A page of the project's members, by user id."""
     await _load(session, principal, project_id, Permission.VIEW)
-    # The project is part of the query: another project's cursor does not continue this list.
-    query = {"project_id": project_id}
-    resumed = resume(page, query, query, key=signing_key, context=_MEMBERS_CURSOR)
-    total = await repository.count_members(session, project_id)
-    rows = await repository.list_members(
-        session, project_id, seek=resumed.seek, skip=resumed.skip, limit=resumed.limit + 1
-    )
-    return finish_page(
-        rows,
-        resumed,
-        total,
-        row_id=lambda member: member.user_id,
+    return await _MEMBERS.page(
+        page,
+        lambda window: repository.list_members(session, project_id, window),
         key=signing_key,
-        context=_MEMBERS_CURSOR,
+        scope={"project_id": project_id},
     )
 
 
@@ -324,15 +305,7 @@ async def release_member(session: AsyncSession, user_id: int) -> None:
             "make someone else an owner, or remove the other members, first"
         )
     alone = [m.project_id for m in memberships if m.members == 1]
-    for project_id in alone:
-        await record(
-            session,
-            type=EventType.PROJECT_DELETED,
-            project_id=project_id,
-            actor_id=user_id,
-            data={"id": project_id},
-        )
-    await discard_attachments(session, project_ids=alone)
+    await _record_deleted(session, alone, user_id)
     await repository.delete_projects(session, alone)
     for membership in memberships:
         if membership.members > 1:

@@ -32,9 +32,7 @@ from taskmanager.kit.errors import (
 from taskmanager.kit.etags import expected_versions, strong_etag
 from taskmanager.kit.http import (
     ETAG_HEADER,
-    LIST_HEADERS,
     LOCATION_HEADER,
-    NOT_MODIFIED,
     IfMatch,
     IfNoneMatch,
     PageDep,
@@ -42,7 +40,9 @@ from taskmanager.kit.http import (
     TaskId,
     domain_router,
     list_headers,
+    list_responses,
     location,
+    versioned_responses,
 )
 from taskmanager.kit.identity import Scope
 from taskmanager.kit.pagination import PageRequest
@@ -103,7 +103,7 @@ async def _page_response(
     return _json(body, headers=list_headers(request, result))
 
 
-_LIST_ERRORS = problem_responses(NotAuthenticated, Forbidden, ValidationFailed)
+_LIST_ERRORS = (NotAuthenticated, Forbidden, ValidationFailed)
 
 
 # ---- collection ---------------------------------------------------------------------------
@@ -114,7 +114,7 @@ _LIST_ERRORS = problem_responses(NotAuthenticated, Forbidden, ValidationFailed)
     summary="List tasks",
     response_model=TaskPage,
     dependencies=READ,
-    responses={200: {"headers": LIST_HEADERS}, **_LIST_ERRORS},
+    responses=list_responses(*_LIST_ERRORS),
 )
 async def list_(
     request: Request,
@@ -172,7 +172,7 @@ async def create(session: SessionDep, identity: CurrentIdentity, body: TaskCreat
             "content": {"text/csv": {"schema": {"type": "string"}}},
             "description": "Every matching task, one CSV row each, streamed",
         },
-        **_LIST_ERRORS,
+        **problem_responses(*_LIST_ERRORS),
     },
 )
 async def export(
@@ -201,18 +201,16 @@ async def export(
     summary="Get a task",
     openapi_extra=OPENAPI_SECURITY,
     response_model=TaskOut,
-    responses={
-        200: {"headers": ETAG_HEADER},
-        **NOT_MODIFIED,
-        **problem_responses(NotAuthenticated, Forbidden, NotFound, ValidationFailed),
-    },
+    responses=versioned_responses(
+        NotAuthenticated, Forbidden, NotFound, ValidationFailed, conditional=True
+    ),
 )
 async def get(task_id: TaskId, request: Request, if_none_match: IfNoneMatch = None) -> Response:
     """One task, with its ETag; ``If-None-Match`` with the current ETag gives 304."""
     return await fast_read.read_task(request, task_id, if_none_match)
 
 
-_WRITE_ERRORS = problem_responses(
+_WRITE_RESPONSES = versioned_responses(
     MalformedRequest,
     NotAuthenticated,
     Forbidden,
@@ -227,7 +225,7 @@ _WRITE_ERRORS = problem_responses(
     summary="Replace a task",
     response_model=TaskOut,
     dependencies=WRITE,
-    responses={200: {"headers": ETAG_HEADER}, **_WRITE_ERRORS},
+    responses=_WRITE_RESPONSES,
 )
 async def replace(
     task_id: TaskId,
@@ -247,7 +245,7 @@ async def replace(
     summary="Update some fields of a task",
     response_model=TaskOut,
     dependencies=WRITE,
-    responses={200: {"headers": ETAG_HEADER}, **_WRITE_ERRORS},
+    responses=_WRITE_RESPONSES,
 )
 async def update(
     task_id: TaskId,
@@ -305,10 +303,7 @@ async def item_options(task_id: TaskId) -> Response:
     summary="List a project's tasks",
     response_model=TaskPage,
     dependencies=READ,
-    responses={
-        200: {"headers": LIST_HEADERS},
-        **problem_responses(NotAuthenticated, Forbidden, NotFound, ValidationFailed),
-    },
+    responses=list_responses(NotAuthenticated, Forbidden, NotFound, ValidationFailed),
 )
 async def list_for_project(
     request: Request,

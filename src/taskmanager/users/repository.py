@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.kit.errors import Conflict
-from taskmanager.kit.pagination import Seek, after_row
+from taskmanager.kit.pagination import Window, entity_page
 from taskmanager.models.users import User, UserRole
 
 TAKEN = "A user with this email or username already exists"
@@ -58,18 +58,9 @@ async def flush_unique(session: AsyncSession) -> None:
         raise Conflict(TAKEN) from None
 
 
-async def page(
-    session: AsyncSession, *, seek: Seek | None, skip: int, limit: int
-) -> tuple[Sequence[User], int]:
+async def page(session: AsyncSession, window: Window) -> tuple[Sequence[User], int]:
     """A page of every account, by id, and how many there are."""
-    total = (await session.execute(select(func.count()).select_from(User))).scalar_one()
-    stmt = select(User)
-    if seek is not None:
-        stmt = stmt.where(after_row(None, User.__table__.c.id, seek))
-    items = (
-        (await session.execute(stmt.order_by(User.id).offset(skip).limit(limit))).scalars().all()
-    )
-    return items, total
+    return await entity_page(session, User, window)
 
 
 async def lock_active_admin_ids(session: AsyncSession) -> list[int]:

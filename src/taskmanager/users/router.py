@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Request, Response, status
+from fastapi import Response, status
 
 from taskmanager.kit.deps import (
     AdminPrincipal,
     CurrentPrincipal,
+    ListingDep,
     LoginPrincipal,
     SessionDep,
     SettingsDep,
@@ -26,12 +27,10 @@ from taskmanager.kit.errors import (
     ValidationFailed,
 )
 from taskmanager.kit.http import (
-    LIST_HEADERS,
-    LOCATION_HEADER,
-    PageDep,
     UserId,
+    created_responses,
     domain_router,
-    paged,
+    list_responses,
 )
 from taskmanager.kit.problems import problem_responses
 from taskmanager.users import service
@@ -74,18 +73,15 @@ _ACCOUNT_CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
     summary="Register a user",
-    responses={
-        201: {"headers": LOCATION_HEADER},
-        **problem_responses(
-            Forbidden,
-            Conflict,
-            MalformedRequest,
-            UnsupportedMediaType,
-            ValidationFailed,
-            RateLimited,
-            ServiceUnavailable,
-        ),
-    },
+    responses=created_responses(
+        Forbidden,
+        Conflict,
+        MalformedRequest,
+        UnsupportedMediaType,
+        ValidationFailed,
+        RateLimited,
+        ServiceUnavailable,
+    ),
 )
 async def create(body: UserCreate, session: SessionDep, settings: SettingsDep) -> UserOut:
     """Create an account (with its Inbox project); 403 when registration is disabled."""
@@ -167,29 +163,12 @@ async def change_password(
     "",
     response_model=UserPage,
     summary="List users (admin)",
-    responses={
-        200: {"headers": LIST_HEADERS},
-        **problem_responses(NotAuthenticated, Forbidden, ValidationFailed),
-    },
+    responses=list_responses(NotAuthenticated, Forbidden, ValidationFailed),
 )
-async def list_(
-    _admin: AdminPrincipal,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    settings: SettingsDep,
-    page: PageDep,
-) -> UserPage:
+async def list_(_admin: AdminPrincipal, session: SessionDep, listing: ListingDep) -> UserPage:
     """Every account, ordered by id; administrators only."""
-    result = await service.list_users(session, page, signing_key=settings.signing_key)
-    paged(response, request, result)
-    return UserPage(
-        items=[UserOut.model_validate(u) for u in result.rows],
-        total=result.total,
-        skip=result.skip,
-        limit=result.limit,
-        next_cursor=result.next_cursor,
-    )
+    result = await service.list_users(session, listing.page, signing_key=listing.signing_key)
+    return listing.page_of(UserPage, result, UserOut.model_validate)
 
 
 @router.patch(

@@ -135,24 +135,20 @@ class PasswordChange(BaseModel):
     _matches = field_validator("confirm_password")(matches_new_password)
 
 
+_USER_EXAMPLE: dict[str, Any] = {
+    "id": 5,
+    "email": "alice@example.com",
+    "username": "alice",
+    "role": "user",
+    "is_active": True,
+    "created_at": "2026-11-22T09:30:00Z",
+}
+
+
 class UserOut(BaseModel):
     """A user as clients see it: never a password or hash."""
 
-    model_config = ConfigDict(
-        from_attributes=True,
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": 5,
-                    "email": "alice@example.com",
-                    "username": "alice",
-                    "role": "user",
-                    "is_active": True,
-                    "created_at": "2026-11-22T09:30:00Z",
-                }
-            ]
-        },
-    )
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [_USER_EXAMPLE]})
 
     id: int
     email: str
@@ -166,19 +162,7 @@ class CurrentUserOut(UserOut):
     """The caller's own account, with the Inbox where tasks without a project go."""
 
     model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": 5,
-                    "email": "alice@example.com",
-                    "username": "alice",
-                    "role": "user",
-                    "is_active": True,
-                    "created_at": "2026-11-22T09:30:00Z",
-                    "inbox_project_id": 12,
-                }
-            ]
-        },
+        json_schema_extra={"examples": [{**_USER_EXAMPLE, "inbox_project_id": 12}]},
     )
 
     inbox_project_id: int | None = Field(

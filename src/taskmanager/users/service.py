@@ -12,7 +12,7 @@ from taskmanager.auth import service as auth
 from taskmanager.kit.errors import Conflict, Forbidden, NotFound
 from taskmanager.kit.fields import normalize_login
 from taskmanager.kit.identity import Principal
-from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume
+from taskmanager.kit.pagination import KeysetList, ListPage, PageRequest
 from taskmanager.kit.security import hash_password
 from taskmanager.models.users import User, UserRole
 from taskmanager.projects import service as projects
@@ -22,7 +22,7 @@ from taskmanager.users import repository
 from taskmanager.users.schemas import PasswordChange, UserAdminUpdate, UserCreate, UserUpdateMe
 
 LAST_ADMIN = "The last active administrator cannot be demoted, deactivated or deleted"
-_USERS_CURSOR = b"taskmanager/users/cursor/v1"
+_USERS: KeysetList[User] = KeysetList(b"taskmanager/users/cursor/v1", row_id=lambda user: user.id)
 
 
 async def create_user(session: AsyncSession, data: UserCreate, *, role: UserRole) -> User:
@@ -98,18 +98,7 @@ async def list_users(
     session: AsyncSession, page: PageRequest, *, signing_key: str
 ) -> ListPage[User]:
     """A page of every account, by id (administrators only; the route checks)."""
-    resumed = resume(page, {}, (), key=signing_key, context=_USERS_CURSOR)
-    rows, total = await repository.page(
-        session, seek=resumed.seek, skip=resumed.skip, limit=resumed.limit + 1
-    )
-    return finish_page(
-        rows,
-        resumed,
-        total,
-        row_id=lambda user: user.id,
-        key=signing_key,
-        context=_USERS_CURSOR,
-    )
+    return await _USERS.page(page, lambda window: repository.page(session, window), key=signing_key)
 
 
 async def delete_me(session: AsyncSession, user_id: int, current_password: str) -> None:

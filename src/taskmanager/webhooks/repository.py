@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskmanager.kit.pagination import Seek, after_row
+from taskmanager.kit.pagination import Window, entity_page
 from taskmanager.models.users import User
 from taskmanager.models.webhooks import DeliveryStatus, Webhook, WebhookDelivery
 
@@ -24,19 +24,11 @@ def _mine(owner_id: int) -> ColumnElement[bool]:
     return Webhook.owner_id == owner_id
 
 
-async def count_for_owner(session: AsyncSession, owner_id: int) -> int:
-    return (
-        await session.execute(select(func.count()).select_from(Webhook).where(_mine(owner_id)))
-    ).scalar_one()
-
-
 async def list_for_owner(
-    session: AsyncSession, owner_id: int, *, seek: Seek | None, skip: int, limit: int
-) -> Sequence[Webhook]:
-    stmt = select(Webhook).where(_mine(owner_id))
-    if seek is not None:
-        stmt = stmt.where(after_row(None, Webhook.__table__.c.id, seek))
-    return (await session.scalars(stmt.order_by(Webhook.id).offset(skip).limit(limit))).all()
+    session: AsyncSession, owner_id: int, window: Window
+) -> tuple[Sequence[Webhook], int]:
+    """A page of the owner's webhooks, oldest first, and how many there are."""
+    return await entity_page(session, Webhook, window, _mine(owner_id))
 
 
 async def get_for_owner(
@@ -65,26 +57,12 @@ async def add_delivery(session: AsyncSession, delivery: WebhookDelivery) -> Webh
     return delivery
 
 
-async def count_deliveries(session: AsyncSession, webhook_id: int) -> int:
-    return (
-        await session.execute(
-            select(func.count())
-            .select_from(WebhookDelivery)
-            .where(WebhookDelivery.webhook_id == webhook_id)
-        )
-    ).scalar_one()
-
-
 async def list_deliveries(
-    session: AsyncSession, webhook_id: int, *, seek: Seek | None, skip: int, limit: int
-) -> Sequence[WebhookDelivery]:
-    """A page of the webhook's attempts, newest first."""
-    stmt = select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id)
-    if seek is not None:
-        stmt = stmt.where(after_row(None, WebhookDelivery.__table__.c.id, seek, descending=True))
-    return (
-        await session.scalars(stmt.order_by(WebhookDelivery.id.desc()).offset(skip).limit(limit))
-    ).all()
+    session: AsyncSession, webhook_id: int, window: Window
+) -> tuple[Sequence[WebhookDelivery], int]:
+    """A page of the webhook's attempts, newest first, and how many there are."""
+    of_webhook = WebhookDelivery.webhook_id == webhook_id
+    return await entity_page(session, WebhookDelivery, window, of_webhook, descending=True)
 
 
 async def get_delivery(

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Request, Response, status
+from fastapi import Response, status
 
-from taskmanager.kit.deps import LoginPrincipal, SessionDep, SettingsDep
+from taskmanager.kit.deps import ListingDep, LoginPrincipal, SessionDep, SettingsDep
 from taskmanager.kit.errors import (
     Conflict,
     Forbidden,
@@ -21,13 +21,11 @@ from taskmanager.kit.errors import (
     ValidationFailed,
 )
 from taskmanager.kit.http import (
-    LIST_HEADERS,
-    LOCATION_HEADER,
-    PageDep,
+    created_responses,
     domain_router,
     id_path,
+    list_responses,
     location,
-    paged,
 )
 from taskmanager.kit.problems import problem_responses
 from taskmanager.webhooks import service
@@ -69,10 +67,9 @@ def _created(webhook: Any, secret: str) -> WebhookCreated:
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a webhook",
-    responses={
-        201: {"headers": {**LOCATION_HEADER, **_NO_STORE}},
-        **problem_responses(*_ERRORS, MalformedRequest, UnsupportedMediaType),
-    },
+    responses=created_responses(
+        *_ERRORS, MalformedRequest, UnsupportedMediaType, headers=_NO_STORE
+    ),
 )
 async def create(
     body: WebhookCreate,
@@ -97,26 +94,14 @@ async def create(
 @router.get(
     "",
     summary="List your webhooks",
-    responses={200: {"headers": LIST_HEADERS}, **problem_responses(*_ERRORS)},
+    responses=list_responses(*_ERRORS),
 )
-async def list_(
-    principal: LoginPrincipal,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    settings: SettingsDep,
-    page: PageDep,
-) -> WebhookPage:
+async def list_(principal: LoginPrincipal, session: SessionDep, listing: ListingDep) -> WebhookPage:
     """The caller's webhooks, oldest first (never their secrets)."""
-    result = await service.list_webhooks(session, principal, page, signing_key=settings.signing_key)
-    paged(response, request, result)
-    return WebhookPage(
-        items=[WebhookOut.model_validate(w) for w in result.rows],
-        total=result.total,
-        skip=result.skip,
-        limit=result.limit,
-        next_cursor=result.next_cursor,
+    result = await service.list_webhooks(
+        session, principal, listing.page, signing_key=listing.signing_key
     )
+    return listing.page_of(WebhookPage, result, WebhookOut.model_validate)
 
 
 @router.get("/{webhook_id}", summary="Get a webhook", responses=problem_responses(*_ERRORS))
@@ -192,29 +177,16 @@ async def ping(
 @router.get(
     "/{webhook_id}/deliveries",
     summary="List a webhook's delivery attempts",
-    responses={200: {"headers": LIST_HEADERS}, **problem_responses(*_ERRORS)},
+    responses=list_responses(*_ERRORS),
 )
 async def list_deliveries(
-    webhook_id: WebhookId,
-    principal: LoginPrincipal,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    settings: SettingsDep,
-    page: PageDep,
+    webhook_id: WebhookId, principal: LoginPrincipal, session: SessionDep, listing: ListingDep
 ) -> DeliveryPage:
     """Every attempt, newest first: status, the target's HTTP status, duration and error."""
     result = await service.list_deliveries(
-        session, principal, webhook_id, page, signing_key=settings.signing_key
+        session, principal, webhook_id, listing.page, signing_key=listing.signing_key
     )
-    paged(response, request, result)
-    return DeliveryPage(
-        items=[DeliveryOut.model_validate(d) for d in result.rows],
-        total=result.total,
-        skip=result.skip,
-        limit=result.limit,
-        next_cursor=result.next_cursor,
-    )
+    return listing.page_of(DeliveryPage, result, DeliveryOut.model_validate)
 
 
 @router.post(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,7 +19,7 @@ from taskmanager.kit.config import Settings
 from taskmanager.kit.db import utcnow
 from taskmanager.kit.errors import Conflict, NotFound, ValidationFailed
 from taskmanager.kit.identity import Principal
-from taskmanager.kit.pagination import ListPage, PageRequest, finish_page, resume
+from taskmanager.kit.pagination import KeysetList, ListPage, PageRequest
 from taskmanager.models.webhooks import DeliveryStatus, Webhook, WebhookDelivery
 from taskmanager.projects.access import project_access
 from taskmanager.projects.policy import Permission
@@ -39,8 +39,12 @@ from taskmanager.webhooks.targets import (
 # After a rotation the previous secret signs beside the new one for this long (API.md §7).
 PREVIOUS_SECRET_GRACE = timedelta(hours=24)
 INVALID_TARGET = "invalid_webhook_target"
-_LIST_CONTEXT = b"taskmanager/webhooks/cursor/v1"
-_DELIVERIES_CONTEXT = b"taskmanager/webhook-deliveries/cursor/v1"
+_WEBHOOKS: KeysetList[Webhook] = KeysetList(
+    b"taskmanager/webhooks/cursor/v1", row_id=lambda w: w.id
+)
+_DELIVERIES: KeysetList[WebhookDelivery] = KeysetList(
+    b"taskmanager/webhook-deliveries/cursor/v1", row_id=lambda d: d.id
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,14 +121,11 @@ async def list_webhooks(
     session: AsyncSession, principal: Principal, page: PageRequest, *, signing_key: str
 ) -> ListPage[Webhook]:
     """A page of the caller's webhooks, oldest first."""
-    query = {"owner_id": principal.user_id}
-    resumed = resume(page, query, query, key=signing_key, context=_LIST_CONTEXT)
-    total = await repository.count_for_owner(session, principal.user_id)
-    rows = await repository.list_for_owner(
-        session, principal.user_id, seek=resumed.seek, skip=resumed.skip, limit=resumed.limit + 1
-    )
-    return finish_page(
-        rows, resumed, total, row_id=lambda w: w.id, key=signing_key, context=_LIST_CONTEXT
+    return await _WEBHOOKS.page(
+        page,
+        lambda window: repository.list_for_owner(session, principal.user_id, window),
+        key=signing_key,
+        scope={"owner_id": principal.user_id},
     )
 
 
@@ -192,30 +193,45 @@ def _refuse_inactive(webhook: Webhook) -> None:
         )
 
 
+async def _queue(
+    session: AsyncSession,
+    webhook: Webhook,
+    event_id: str,
+    event_type: str,
+    payload: str,
+    now: datetime,
+) -> WebhookDelivery:
+    """A pending first attempt at an event, due now, on a fresh retry schedule."""
+    return await repository.add_delivery(
+        session,
+        WebhookDelivery(
+            webhook_id=webhook.id,
+            event_id=event_id,
+            event_type=event_type,
+            payload=payload,
+            attempt=1,
+            status=DeliveryStatus.PENDING,
+            created_at=now,
+            next_attempt_at=now,
+        ),
+    )
+
+
 async def ping(session: AsyncSession, principal: Principal, webhook_id: int) -> WebhookDelivery:
     """Queue a ``webhook.ping`` event for the webhook (Conflict if it is disabled)."""
     webhook = await _own(session, principal, webhook_id)
     _refuse_inactive(webhook)
     now = utcnow()
     event_id = f"ping_{secrets.token_hex(12)}"
-    delivery = WebhookDelivery(
+    body = ping_body(
+        event_id,
         webhook_id=webhook.id,
-        event_id=event_id,
-        event_type=PING,
-        payload=ping_body(
-            event_id,
-            webhook_id=webhook.id,
-            url=webhook.url,
-            project_id=webhook.project_id,
-            actor_id=principal.user_id,
-            occurred_at=now,
-        ),
-        attempt=1,
-        status=DeliveryStatus.PENDING,
-        created_at=now,
-        next_attempt_at=now,
+        url=webhook.url,
+        project_id=webhook.project_id,
+        actor_id=principal.user_id,
+        occurred_at=now,
     )
-    return await repository.add_delivery(session, delivery)
+    return await _queue(session, webhook, event_id, PING, body, now)
 
 
 async def list_deliveries(
@@ -228,14 +244,11 @@ async def list_deliveries(
 ) -> ListPage[WebhookDelivery]:
     """A page of the webhook's delivery attempts, newest first."""
     await _own(session, principal, webhook_id)
-    query = {"webhook_id": webhook_id}
-    resumed = resume(page, query, query, key=signing_key, context=_DELIVERIES_CONTEXT)
-    total = await repository.count_deliveries(session, webhook_id)
-    rows = await repository.list_deliveries(
-        session, webhook_id, seek=resumed.seek, skip=resumed.skip, limit=resumed.limit + 1
-    )
-    return finish_page(
-        rows, resumed, total, row_id=lambda d: d.id, key=signing_key, context=_DELIVERIES_CONTEXT
+    return await _DELIVERIES.page(
+        page,
+        lambda window: repository.list_deliveries(session, webhook_id, window),
+        key=signing_key,
+        scope={"webhook_id": webhook_id},
     )
 
 
@@ -249,17 +262,6 @@ async def redeliver(
     if original is None:
         raise NotFound(f"Delivery {delivery_id} not found")
     _refuse_inactive(webhook)
-    now = utcnow()
-    return await repository.add_delivery(
-        session,
-        WebhookDelivery(
-            webhook_id=webhook.id,
-            event_id=original.event_id,
-            event_type=original.event_type,
-            payload=original.payload,
-            attempt=1,
-            status=DeliveryStatus.PENDING,
-            created_at=now,
-            next_attempt_at=now,
-        ),
+    return await _queue(
+        session, webhook, original.event_id, original.event_type, original.payload, utcnow()
     )
