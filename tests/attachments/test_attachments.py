@@ -4,6 +4,7 @@ storage failures."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -349,6 +350,46 @@ async def test_over_the_limit_is_413_and_leaves_nothing(
     assert temporary_files(app) == []
     # Just under the limit passes.
     assert (await upload(client, users["owner"], task_id, b"a" * (60 * 1024))).status_code == 201
+
+
+async def test_a_keyed_upload_holds_no_database_connection_while_it_streams(
+    make_app: AppFactory, make_user: UserFactory
+) -> None:
+    """With a one-connection pool, another request's write goes through while a keyed upload
+    is still streaming: the Idempotency-Key's lock is taken by the upload's transaction, which
+    opens only once the file is stored, never while the client is still sending it."""
+    app, client = await make_app(
+        db_pool_size=1, db_pool_timeout_seconds=1, background_in_serve=False
+    )
+    users, _, task_id = await team(client, make_user, app)
+    body, headers = multipart(b"a" * 4096)
+    streaming, resume = asyncio.Event(), asyncio.Event()
+
+    async def slowly() -> AsyncIterator[bytes]:
+        yield body[:200]
+        streaming.set()  # the server has read the first chunk and asks for more
+        await resume.wait()
+        yield body[200:]
+
+    keyed = {**users["owner"].headers, **headers, "Idempotency-Key": "upload-1"}
+    sending = asyncio.create_task(client.post(url(task_id), content=slowly(), headers=keyed))
+    waiting = asyncio.create_task(streaming.wait())
+    await asyncio.wait({sending, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    # Not answered before the body was read (as it was when the lock's connection, held from
+    # the start, left none for the upload's own access check).
+    assert not sending.done(), sending.result().text
+    meanwhile = await client.post(
+        f"{API}/projects", json={"name": "Meanwhile"}, headers=users["editor"].headers
+    )
+    resume.set()
+    first = await sending
+    assert meanwhile.status_code == 201, meanwhile.text
+    assert first.status_code == 201, first.text
+    again = await client.post(url(task_id), content=body, headers=keyed)
+    assert again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert await count_rows(app, Attachment) == 1
 
 
 async def test_deleting_task_project_or_account_removes_files(

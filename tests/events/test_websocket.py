@@ -6,6 +6,7 @@ a change it must see is made; the next message it gets has to be that one.
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ from sqlalchemy import update
 
 from taskmanager.kit.security import create_access_token
 from taskmanager.models.users import User
-from tests.conftest import AppFactory, TestUser, UserFactory
+from tests.conftest import TEST_PASSWORD, AppFactory, TestUser, UserFactory
 from tests.events.ws_support import WS, close_code, connect, next_event, ws_client
 from tests.factories import (
     API,
@@ -157,6 +158,32 @@ async def test_refusals_close_with_their_code(
     url = WS + query.format(token=user.token, foreign=other.inbox_id)
     async with ws_client(app) as wsc, connect(url, wsc) as ws:
         assert await close_code(ws) == code
+
+
+async def test_no_credential_a_browser_sends_by_itself_opens_a_socket(
+    app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    """Cross-site WebSocket hijacking needs an ambient credential: one a browser attaches to a
+    page's request on its own (cookies, cached HTTP authentication). None authenticates here,
+    from any Origin; only a credential the page itself holds and sends does (README)."""
+    user = await make_user()
+    cross_site = {"Origin": "https://attacker.example"}
+    ambient = [
+        {"Cookie": f"token={user.token}; access_token={user.token}; session={user.token}"},
+        {
+            "Authorization": "Basic "
+            + base64.b64encode(f"{user.username}:{TEST_PASSWORD}".encode()).decode()
+        },
+    ]
+    async with ws_client(app) as wsc:
+        for credential in ambient:
+            async with connect(WS, wsc, headers={**cross_site, **credential}) as ws:
+                assert await close_code(ws) == 4401
+        # A token the page was given is not ambient: whoever holds it may use it, from any
+        # origin, as with the HTTP API's Authorization header.
+        async with connect(_token(user), wsc, headers=cross_site) as ws:
+            task = await api_create_task(client, user)
+            assert (await next_event(ws))["data"]["id"] == task["id"]
 
 
 async def test_api_keys_authenticate_by_header_and_need_tasks_read(

@@ -207,6 +207,50 @@ async def test_concurrent_first_requests_run_once(idem: tuple[FastAPI, Probe]) -
     assert await count_projects(app, "race") == 1
 
 
+@pytest.mark.postgres_only
+async def test_a_request_running_in_another_process_is_409_from_its_first_statement(
+    make_app: AppFactory,
+) -> None:
+    """Two apps stand for two server processes (each has its own in-process set of running
+    keys): while the first holds the key's lock — taken by its transaction's first statement
+    — the second gets 409, runs nothing, and replays the answer once the first committed."""
+    entered, gate = asyncio.Event(), asyncio.Event()
+    calls: list[str] = []
+
+    def add_route(app: FastAPI, index: int) -> None:
+        add_test_routes(app)
+
+        @app.post(f"{BASE}/held", status_code=201)
+        async def held(session: SessionDep) -> Any:
+            calls.append(f"app {index}")
+            session.add(Project(name="held"))
+            await session.flush()  # the transaction opens here, and takes the key's lock
+            if index == 0:
+                entered.set()
+                await gate.wait()
+            return {"by": index}
+
+    apps = [(await make_app())[0] for _ in range(2)]
+    for index, app in enumerate(apps):
+        add_route(app, index)
+
+    key = {"Idempotency-Key": new_key()}
+    async with client_for(apps[0]) as first_client, client_for(apps[1]) as second_client:
+        first = asyncio.create_task(first_client.post(f"{BASE}/held", headers=key))
+        await entered.wait()
+        second = await second_client.post(f"{BASE}/held", headers=key)
+        gate.set()
+        first_response = await first
+        third = await second_client.post(f"{BASE}/held", headers=key)
+    assert first_response.status_code == 201, first_response.text
+    assert "still being processed" in problem(second, 409, "CONFLICT")["detail"]
+    assert second.headers["retry-after"] == "1"
+    assert third.headers["idempotent-replayed"] == "true"
+    assert third.json() == {"by": 0}
+    assert calls == ["app 0", "app 1"]  # the second stopped at its first statement
+    assert await count_projects(apps[0], "held") == 1
+
+
 async def test_gathered_first_requests_create_one_row(idem: tuple[FastAPI, Probe]) -> None:
     app, _ = idem
     key = new_key()

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -15,9 +18,16 @@ import orjson
 import pytest
 import standardwebhooks
 from fastapi import FastAPI
+from sqlalchemy import event
 
 from taskmanager.kit.outbox import EventType
-from taskmanager.webhooks.delivery import DISABLE_AFTER, MAX_ATTEMPTS, MAX_RESPONSE_BYTES
+from taskmanager.models.webhooks import Webhook
+from taskmanager.webhooks import repository
+from taskmanager.webhooks.delivery import (
+    DISABLE_AFTER,
+    MAX_ATTEMPTS,
+    MAX_RESPONSE_BYTES,
+)
 from taskmanager.webhooks.targets import Resolver
 from tests.conftest import UserFactory
 from tests.factories import add_member, create_project, parse_time
@@ -429,3 +439,76 @@ async def test_a_lease_keeps_an_attempt_from_being_sent_twice_until_it_runs_out(
     assert [d["status"] for d in log] == ["succeeded"]
     body = orjson.loads(receiver.at("/hook")[0].body)
     assert body["id"] == log[0]["event_id"]
+
+
+@contextmanager
+def webhook_reads(app: FastAPI) -> Iterator[tuple[set[int], list[str]]]:
+    """The ids of the webhooks loaded from the database, and the statements that read the
+    ``webhooks`` table, while the block runs (the shared app runs no background loops, so
+    everything seen is the test's own doing)."""
+    loaded: set[int] = set()
+    reads: list[str] = []
+    database = app.state.database
+    engines = {e.sync_engine for e in (database.write_engine, database.read_engine)}
+
+    def on_load(target: Webhook, _context: Any) -> None:
+        loaded.add(target.id)
+
+    def on_statement(*args: Any) -> None:
+        statement: str = args[2]
+        if re.search(r"\bFROM webhooks\b", statement):
+            reads.append(statement)
+
+    event.listen(Webhook, "load", on_load)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", on_statement)
+    try:
+        yield loaded, reads
+    finally:
+        event.remove(Webhook, "load", on_load)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", on_statement)
+
+
+async def test_the_fan_out_reads_only_the_webhooks_of_the_events_projects_and_members(
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    make_user: UserFactory,
+    receiver: Receiver,
+    make_deliverer: DelivererFactory,
+) -> None:
+    owner = await make_user()
+    stranger = await make_user()
+    project = await create_project(app, owner)
+    elsewhere = await create_project(app, stranger)
+    bound = await create_webhook(client, owner, receiver.url("/bound"), project_id=project)
+    everywhere = await create_webhook(client, owner, receiver.url("/everywhere"))
+    unrelated = await create_webhook(
+        client, stranger, receiver.url("/unrelated"), project_id=elsewhere
+    )
+    strangers = await create_webhook(client, stranger, receiver.url("/stranger"))
+
+    await emit(app, project, data={"id": 1})
+    with webhook_reads(app) as (loaded, reads):
+        assert await dispatch(app) == 2
+    assert loaded == {bound["id"], everywhere["id"]}  # neither of the stranger's was read
+    assert len(reads) == 1  # one query for the round
+    await make_deliverer().run_once()
+    assert len(receiver.at("/bound")) == len(receiver.at("/everywhere")) == 1
+    assert receiver.at("/unrelated") == receiver.at("/stranger") == []
+    assert await deliveries(client, stranger, unrelated["id"]) == []
+    assert await deliveries(client, stranger, strangers["id"]) == []
+
+
+async def test_an_audience_larger_than_the_bind_parameter_limit_is_read_in_one_query(
+    client: httpx.AsyncClient, app: FastAPI, make_user: UserFactory, receiver: Receiver
+) -> None:
+    owner = await make_user()
+    project = await create_project(app, owner)
+    hook = await create_webhook(client, owner, receiver.url())
+    members = {owner.id, *range(10**6, 10**6 + 40_000)}  # over 32,767 placeholders
+    async with app.state.database.snapshot() as session:
+        found = await repository.subscriptions_for(
+            session, event_types={"task.created"}, project_ids={project}, member_ids=members
+        )
+    assert [(webhook.id, is_admin) for webhook, is_admin in found] == [(hook["id"], False)]

@@ -8,12 +8,14 @@ Pure ASGI, innermost. For a keyed POST it:
    ``IDEMPOTENCY_KEY_REUSED``) and the caller's credential proves valid *now*
    (``kit.authn.authenticate``; a revoked key or a deactivated user gets 401, not the answer);
 3. otherwise runs the request with a ``kit.transaction`` hook: on PostgreSQL the key is
-   locked when the request's write transaction opens (409 for a concurrent request in
-   another process); just before the transaction commits the key is checked again (422, or
-   a replay for a request that lost a race — its change is rolled back) and the final
-   answer is inserted in that same transaction. A crash at any point leaves either the
-   change *and* its answer, or neither, so a retry never runs twice (the database is the
-   system of record; Redis is not used here, so its outages change nothing);
+   locked by the first statement of the request's write transaction (409 for a concurrent
+   request in another process) — not before, so a request holds no pooled connection
+   while it does what needs none (an upload streaming to the object store); just before
+   the transaction commits the key is checked again (422, or a replay for a request that
+   lost a race — its change is rolled back) and the final answer is inserted in that same
+   transaction. A crash at any point leaves either the change *and* its answer, or
+   neither, so a retry never runs twice (the database is the system of record; Redis is
+   not used here, so its outages change nothing);
 4. a final answer that did not commit with a transaction (a 404; a route without a request
    session) is stored afterwards in a short transaction of its own: nothing was changed that
    a retry could duplicate.
@@ -36,6 +38,7 @@ from typing import Any
 import anyio
 import orjson
 import structlog
+from sqlalchemy import Connection, event
 from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -215,10 +218,16 @@ class KeyedRequest:
 
     async def begin(self, session: Any) -> None:
         # PostgreSQL: the key's advisory lock, held to the end of the transaction, so a second
-        # request with this key in another process learns at once that this one is running.
-        # (SQLite's one writer already serialises them; taking it here would hold the write
-        # lock through the request's slow parts, such as a password hash.)
-        if not await self.store.lock(session, self.key_scope):
+        # request with this key in another process learns that this one is running. Taken
+        # by the transaction's first statement, not now: the session exists before the route
+        # runs, and a lock taken now would hold a pooled connection (idle in transaction)
+        # through the request's slow parts before its first query — an upload's whole
+        # stream, a password hash. (SQLite's one writer already serialises them.)
+        if self.store.locks:
+            event.listen(session.sync_session, "after_begin", self._lock, once=True)
+
+    def _lock(self, _session: Any, _transaction: Any, connection: Connection) -> None:
+        if not self.store.lock_on(connection, self.key_scope):
             raise Conflict(_IN_PROGRESS, headers={"Retry-After": "1"})
 
     def response_ready(self, response: Response) -> None:

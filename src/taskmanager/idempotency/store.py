@@ -7,9 +7,10 @@ not write through the request's transaction (a final 4xx such as 404; a route th
 only side transactions) are stored afterwards in a short transaction of their own
 (``record_separately``): those changed nothing the retry could duplicate.
 
-Concurrency: on PostgreSQL the request takes a transaction-scoped advisory lock on its key
-(``pg_try_advisory_xact_lock``), so a second request with the same key, in any process, sees
-that the first is still running (409); the unique index on (caller, route, key) backs it up.
+Concurrency: on PostgreSQL the request's transaction takes a transaction-scoped advisory lock
+on its key (``pg_try_advisory_xact_lock``) as it opens, so a second request with the same key,
+in any process, sees that the first is still running (409); the unique index on (caller,
+route, key) backs it up.
 On SQLite every write transaction holds the one write lock (``BEGIN IMMEDIATE``) from its
 first write, so the check made just before the commit cannot race.
 """
@@ -23,7 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -114,15 +115,20 @@ class IdempotencyStore:
             ).one_or_none()
         return _record(row)
 
-    async def lock(self, session: AsyncSession, scope: KeyScope) -> bool:
-        """Serialise requests with this key until the transaction ends; False if one runs.
+    @property
+    def locks(self) -> bool:
+        """Whether keys are locked (PostgreSQL). On SQLite the write transaction already holds
+        the database's one write lock, so nothing else can be running."""
+        return self.database.dialect == "postgresql"
 
-        PostgreSQL: a transaction-scoped advisory lock. SQLite: the write transaction already
-        holds the database's one write lock, so nothing else can be running.
+    @staticmethod
+    def lock_on(connection: Connection, scope: KeyScope) -> bool:
+        """Lock the key until ``connection``'s transaction ends; False if another holds it.
+
+        A transaction-scoped advisory lock (PostgreSQL). Synchronous: it is called from the
+        ORM's ``after_begin`` event, inside the statement that opened the transaction.
         """
-        if self.database.dialect != "postgresql":
-            return True
-        acquired = await session.scalar(select(func.pg_try_advisory_xact_lock(scope.lock_id())))
+        acquired = connection.scalar(select(func.pg_try_advisory_xact_lock(scope.lock_id())))
         return bool(acquired)
 
     async def find_in(self, session: AsyncSession, scope: KeyScope) -> Record | None:

@@ -15,6 +15,11 @@ one of its ``events``, and:
 * with ``project_id``: the event is that project's, and its owner was a member then (so
   removal from the project stops deliveries) — or is an administrator, who may see every
   project (API.md §7: "a member of the event's project (or an admin)").
+
+Each round reads only the webhooks its events can concern, in one query
+(``repository.subscriptions_for``: those bound to the events' projects, and those of the
+users in the events' audiences), so its cost follows the round's events, not the number of
+webhooks in the deployment.
 """
 
 from __future__ import annotations
@@ -50,7 +55,14 @@ async def enqueue_deliveries(session: AsyncSession, events: Sequence[Event]) -> 
     """
     if not events:
         return 0
-    subscriptions = await repository.active_subscriptions(session, sorted({e.type for e in events}))
+    # Only the webhooks these events can reach: those of their projects and of the users
+    # who were members then (a project-less webhook follows its owner), never every webhook.
+    subscriptions = await repository.subscriptions_for(
+        session,
+        event_types={e.type for e in events},
+        project_ids={e.project_id for e in events if e.project_id is not None},
+        member_ids={user_id for e in events for user_id in e.audience or ()},
+    )
     if not subscriptions:
         return 0
     now = utcnow()

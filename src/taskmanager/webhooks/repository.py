@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import BindParameter
 
 from taskmanager.kit.pagination import Window, entity_page
 from taskmanager.models.users import User
@@ -80,19 +81,50 @@ async def get_delivery(
 # ---- fan-out and delivery (background work; no caller to scope to) ---------------------------
 
 
-async def active_subscriptions(
-    session: AsyncSession, event_types: Sequence[str]
+async def subscriptions_for(
+    session: AsyncSession,
+    *,
+    event_types: Collection[str],
+    project_ids: Collection[int],
+    member_ids: Collection[int],
 ) -> Sequence[tuple[Webhook, bool]]:
-    """Active webhooks of active owners, with whether the owner is an administrator.
+    """The active webhooks of active owners that a round's events may concern, with whether
+    the owner is an administrator; one query.
+
+    Concerned are a webhook bound to one of ``project_ids`` whose owner is one of
+    ``member_ids`` or an administrator, and a webhook without a project whose owner is one of
+    ``member_ids`` (the events' audiences). Nothing else is read, however many webhooks
+    exist. The ids are rendered into the SQL as integer literals: an audience can be larger
+    than a driver's bind-parameter limit (32,767 on asyncpg and SQLite).
 
     Filtered to ``event_types`` in Python: the JSON list column has no portable
-    containment operator, and the set of active webhooks is what the fan-out needs anyway.
+    containment operator.
     """
+    if not member_ids and not project_ids:
+        return []
+    members: BindParameter[list[int]] = bindparam(
+        "member_ids", sorted(member_ids), expanding=True, literal_execute=True
+    )
+    projects: BindParameter[list[int]] = bindparam(
+        "project_ids", sorted(project_ids), expanding=True, literal_execute=True
+    )
+    owner_is_admin = User.role == "admin"
     rows = (
         await session.execute(
-            select(Webhook, User.role == "admin")
+            select(Webhook, owner_is_admin)
             .join(User, User.id == Webhook.owner_id)
-            .where(Webhook.active, User.is_active)
+            .where(
+                Webhook.active,
+                User.is_active,
+                or_(
+                    and_(Webhook.project_id.is_(None), Webhook.owner_id.in_(members)),
+                    and_(
+                        Webhook.project_id.in_(projects),
+                        or_(Webhook.owner_id.in_(members), owner_is_admin),
+                    ),
+                ),
+            )
+            .order_by(Webhook.id)
         )
     ).all()
     wanted = set(event_types)
