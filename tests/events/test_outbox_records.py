@@ -71,7 +71,7 @@ async def test_each_change_writes_one_event_with_its_representation(
         ("comment.updated", pid, ["body"], both),
         ("comment.deleted", pid, None, both),
         ("project.updated", pid, ["name"], both),
-        ("member.updated", pid, None, both),
+        ("member.updated", pid, ["role"], both),
         ("task.deleted", pid, None, both),
         ("member.removed", pid, None, both),  # the removed member hears of it too
         ("project.deleted", pid, None, alone),
@@ -144,13 +144,18 @@ async def test_changed_names_the_fields_whose_values_the_update_changed(
         ({"title": "Same", "priority": 5}, ["priority"]),
         ({"status": "completed"}, ["status", "completed_at"]),
         ({"status": "completed", "title": "Other"}, ["title"]),
-        ({"title": "Other"}, []),
+        ({"title": "Other"}, None),  # nothing changed: no event
         ({"status": "pending", "tags": ["x"]}, ["status", "tags", "completed_at"]),
     ]
     for body, changed in steps:
+        count = len(await _events(app))
         response = await client.patch(url, json=body, headers=owner.headers)
         assert response.status_code == 200, response.text
-        last = (await _events(app))[-1]
+        events = await _events(app)
+        if changed is None:
+            assert len(events) == count, body
+            continue
+        last = events[-1]
         assert (last.type, last.changed) == ("task.updated", changed), body
         assert last.data == response.json()
 
@@ -197,3 +202,29 @@ async def test_pruning_deletes_published_events_past_retention(
     assert await prune(database, app.state.settings) == 1
     remaining = await _events(app)
     assert [e.occurred_at > old for e in remaining] == [True]
+
+
+async def test_an_update_that_changes_nothing_writes_no_event(
+    app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    owner, editor = await make_user(), await make_user()
+    project = await api_create_project(client, owner, "Launch")
+    pid = project["id"]
+    await api_add_member(client, owner, pid, editor, "editor")
+    task = await api_create_task(client, owner, project_id=pid, title="Draft", priority=3)
+    comments = f"{TASKS}/{task['id']}/comments"
+    comment = (await client.post(comments, json={"body": "Hi"}, headers=owner.headers)).json()
+    before = [_summary(e) for e in await _events(app)]
+
+    # Each sends the values the resource already has (API.md §7: ``changed`` names the
+    # fields whose values changed; with none, there is no change to publish).
+    same = [
+        ("PATCH", f"{TASKS}/{task['id']}", {"priority": 3, "project_id": pid}),
+        ("PATCH", f"{comments}/{comment['id']}", {"body": "Hi"}),
+        ("PATCH", f"{API}/projects/{pid}", {"name": "Launch"}),
+        ("PATCH", f"{API}/projects/{pid}/members/{editor.id}", {"role": "editor"}),
+    ]
+    for method, url, body in same:
+        response = await client.request(method, url, json=body, headers=owner.headers)
+        assert response.status_code == 200, (url, response.text)
+    assert [_summary(e) for e in await _events(app)] == before

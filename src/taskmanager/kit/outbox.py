@@ -79,7 +79,16 @@ async def record(
     being removed still hears of it) and the members of the projects in ``also_members_of``
     (those of the project a task moved out of), all counted in this one statement. Call
     it after the change, so a new member is in the audience of its own ``member.added``.
+
+    An update that changed no field (a PATCH sending the current values) writes nothing:
+    there is nothing to tell. An update event without ``changed`` is a programming error
+    (``ValueError``): API.md §7 promises the field names on every ``*.updated``.
     """
+    if type.endswith(".updated"):
+        if changed is None:
+            raise ValueError(f"a {type} event must name the fields that changed")
+        if not changed:
+            return
     dialect = session.get_bind().dialect.name
     # DISTINCT: a user in several of the projects is one member of the audience (a union
     # of one select removes no duplicates).

@@ -39,6 +39,7 @@ async def _record_member(
     member: MemberRow,
     *,
     also_notify: tuple[int, ...] = (),
+    changed: list[str] | None = None,
 ) -> None:
     await record(
         session,
@@ -46,6 +47,7 @@ async def _record_member(
         project_id=project_id,
         actor_id=actor_id,
         data=member_data(member),
+        changed=changed,
         also_notify=also_notify,
     )
 
@@ -255,7 +257,9 @@ async def change_member_role(
     await repository.set_role(session, project_id, user_id, role.value)
     await repository.touch(session, project_id)
     changed = MemberRow(member.user_id, member.username, role.value)
-    await _record_member(session, EventType.MEMBER_UPDATED, project_id, principal.user_id, changed)
+    await _record_member(
+        session, EventType.MEMBER_UPDATED, project_id, principal.user_id, changed, changed=["role"]
+    )
     return changed
 
 
