@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.events.doorbell import CHANNEL, database_key, on_commit, ring_local
+from taskmanager.kit.availability import Backoff
 from taskmanager.kit.config import Settings
 from taskmanager.kit.db import Database
 from taskmanager.kit.outbox import sequence
@@ -35,7 +36,6 @@ SequencedHook = Callable[[AsyncSession, Sequence[Event]], Awaitable[None]]
 Raising rolls the round back (the events stay unnumbered and are retried next round)."""
 
 BATCH = 500
-MAX_BACKOFF_SECONDS = 30.0
 
 
 class Dispatcher:
@@ -100,18 +100,16 @@ class Dispatcher:
         never ends the loop.
         """
         undo = on_commit(self.key, self.wake)
-        backoff = self.settings.outage_backoff_seconds
+        backoff = Backoff(self.settings.outage_backoff_seconds)
         try:
             while True:
                 self._wake.clear()  # a ring during the round below makes the wait return
                 try:
                     events = await self.step()
                 except Exception as exc:
-                    log.warning("dispatch_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-                    await anyio.sleep(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                    await backoff.failed("dispatch_failed", exc)
                     continue
-                backoff = self.settings.outage_backoff_seconds
+                backoff.succeeded()
                 if len(events) == BATCH:
                     continue  # more may be waiting
                 with anyio.move_on_after(self.settings.event_poll_seconds):

@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 
 from taskmanager.events.doorbell import CHANNEL, database_key, on_sequenced
 from taskmanager.events.schemas import event_json
+from taskmanager.kit.availability import Backoff
 from taskmanager.kit.config import Settings
 from taskmanager.kit.db import Database
 from taskmanager.models.events import Event
@@ -35,7 +36,6 @@ from taskmanager.models.events import Event
 log = structlog.get_logger("taskmanager.events")
 
 READ_BATCH = 500
-MAX_BACKOFF_SECONDS = 30.0
 _DRAIN_CHECK_SECONDS = 0.25
 
 
@@ -198,17 +198,15 @@ class Hub:
             self.going_away.set()
 
     async def _read_loop(self) -> None:
-        backoff = self.settings.outage_backoff_seconds
+        backoff = Backoff(self.settings.outage_backoff_seconds)
         while True:
             self._wake.clear()
             try:
                 await self.read_new()
             except Exception as exc:
-                log.warning("event_read_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                await backoff.failed("event_read_failed", exc)
                 continue
-            backoff = self.settings.outage_backoff_seconds
+            backoff.succeeded()
             with anyio.move_on_after(self.settings.event_poll_seconds):
                 await self._wake.wait()
 
@@ -222,7 +220,7 @@ class Hub:
         """Wake on every Redis message; reconnect with back-off. Never raises."""
         from redis.asyncio import Redis  # only with Redis configured (start-up cost)
 
-        backoff = self.settings.outage_backoff_seconds
+        backoff = Backoff(self.settings.outage_backoff_seconds)
         timeout = max(1.0, self.settings.redis_timeout_seconds * 4)
         while True:
             client = Redis.from_url(
@@ -234,7 +232,7 @@ class Hub:
             try:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
-                    backoff = self.settings.outage_backoff_seconds
+                    backoff.succeeded()
                     # Events published while we were not subscribed: read them now.
                     self.wake()
                     while True:
@@ -245,9 +243,7 @@ class Hub:
                         if message is not None:
                             self.wake()
             except Exception as exc:
-                log.warning("event_listen_failed", error=f"{type(exc).__name__}: {exc}"[:200])
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                await backoff.failed("event_listen_failed", exc)
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                     await client.aclose()

@@ -22,6 +22,7 @@ import sys
 import time
 from types import ModuleType
 
+import anyio
 import structlog
 from sqlalchemy import exc as sa_exc
 
@@ -31,6 +32,25 @@ log = structlog.get_logger("taskmanager.availability")
 
 # Caps the doubling back-off: an outage is re-probed at least this often.
 MAX_BACKOFF_SECONDS = 5.0
+
+
+class Backoff:
+    """The waits of a background loop whose step fails (a database or Redis outage):
+    ``initial`` seconds, doubling to at most ``ceiling``, back to ``initial`` on success."""
+
+    def __init__(self, initial: float, ceiling: float = 30.0) -> None:
+        self.initial = self.current = initial
+        self.ceiling = ceiling
+
+    async def failed(self, event: str, exc: Exception) -> None:
+        """Log one line (no traceback: an outage is not a bug) and wait the current delay."""
+        log.warning(event, error=f"{type(exc).__name__}: {exc}"[:300])
+        await anyio.sleep(self.current)
+        self.current = min(self.current * 2, self.ceiling)
+
+    def succeeded(self) -> None:
+        self.current = self.initial
+
 
 # Server-side conditions that mean "cannot serve now", as opposed to a bad query
 # (asyncpg's exception classes, by name).
