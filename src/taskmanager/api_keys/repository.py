@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, CursorResult, and_, select, update
@@ -36,12 +36,20 @@ async def get_live(session: AsyncSession, *, user_id: int, key_id: int) -> ApiKe
     ).scalar_one_or_none()
 
 
-async def revoke(session: AsyncSession, *, key_id: int, user_id: int, now: datetime) -> bool:
-    """Revoke one of the user's own live keys; False if there is no such key."""
+async def revoke(
+    session: AsyncSession,
+    *,
+    key_id: int,
+    user_id: int,
+    now: datetime,
+    expected_versions: Collection[int] | None,
+) -> bool:
+    """Revoke one of the user's own live keys if it is at one of ``expected_versions``
+    (``If-Match``; None: any); False if there is no such key or it is at another version."""
+    stmt = update(ApiKey).where(_live(user_id), ApiKey.id == key_id)
+    if expected_versions is not None:
+        stmt = stmt.where(ApiKey.version.in_(expected_versions))
     result: CursorResult[tuple[()]] = await session.execute(  # type: ignore[assignment]
-        update(ApiKey)
-        .where(ApiKey.id == key_id, ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
+        stmt.values(revoked_at=now).execution_options(synchronize_session=False)
     )
     return result.rowcount == 1

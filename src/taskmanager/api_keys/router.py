@@ -15,11 +15,14 @@ from taskmanager.kit.errors import (
     MalformedRequest,
     NotAuthenticated,
     NotFound,
+    PreconditionFailed,
     ServiceUnavailable,
     UnsupportedMediaType,
     ValidationFailed,
 )
+from taskmanager.kit.etags import expected_versions, strong_etag
 from taskmanager.kit.http import (
+    IfMatch,
     created_responses,
     domain_router,
     id_path,
@@ -87,9 +90,14 @@ async def list_(
     summary="Get an API key",
     responses=problem_responses(NotAuthenticated, Forbidden, NotFound, ValidationFailed),
 )
-async def get(key_id: KeyId, principal: LoginPrincipal, session: SessionDep) -> ApiKeyOut:
-    """One of the caller's unrevoked keys (never the secret); anyone else's is not found."""
-    return ApiKeyOut.model_validate(await service.get(session, principal.user_id, key_id))
+async def get(
+    key_id: KeyId, principal: LoginPrincipal, session: SessionDep, response: Response
+) -> ApiKeyOut:
+    """One of the caller's unrevoked keys (never the secret), with its ETag; anyone else's
+    is not found. Each use of the key (``last_used_at``) is a new version."""
+    key = await service.get(session, principal.user_id, key_id)
+    response.headers["ETag"] = strong_etag(key.id, key.version)
+    return ApiKeyOut.model_validate(key)
 
 
 @router.delete(
@@ -97,9 +105,15 @@ async def get(key_id: KeyId, principal: LoginPrincipal, session: SessionDep) -> 
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Revoke an API key",
-    responses=problem_responses(NotAuthenticated, Forbidden, NotFound, ValidationFailed),
+    responses=problem_responses(
+        NotAuthenticated, Forbidden, NotFound, PreconditionFailed, ValidationFailed
+    ),
 )
-async def delete(key_id: KeyId, principal: LoginPrincipal, session: SessionDep) -> Response:
-    """Revoke one of the caller's keys; it stops working at once."""
-    await service.revoke(session, principal.user_id, key_id)
+async def delete(
+    key_id: KeyId, principal: LoginPrincipal, session: SessionDep, if_match: IfMatch = None
+) -> Response:
+    """Revoke one of the caller's keys; it stops working at once. A stale If-Match → 412."""
+    await service.revoke(
+        session, principal.user_id, key_id, expected_versions=expected_versions(if_match, key_id)
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -11,6 +12,7 @@ from taskmanager.api_keys.schemas import ApiKeyCreate
 from taskmanager.auth.service import verify_current_password
 from taskmanager.kit.db import utcnow
 from taskmanager.kit.errors import Forbidden, NotFound
+from taskmanager.kit.etags import stale
 from taskmanager.kit.identity import Principal, Scope
 from taskmanager.kit.pagination import KeysetList, ListPage, PageRequest
 from taskmanager.kit.security import API_KEY_PREFIX, digest
@@ -71,7 +73,18 @@ async def get(session: AsyncSession, user_id: int, key_id: int) -> ApiKey:
     return key
 
 
-async def revoke(session: AsyncSession, user_id: int, key_id: int) -> None:
-    """Revoke one of the caller's keys; anyone else's key is simply not found."""
-    if not await repository.revoke(session, key_id=key_id, user_id=user_id, now=utcnow()):
-        raise NotFound(f"API key {key_id} not found")
+async def revoke(
+    session: AsyncSession,
+    user_id: int,
+    key_id: int,
+    *,
+    expected_versions: Collection[int] | None = None,
+) -> None:
+    """Revoke one of the caller's keys; anyone else's key is simply not found. Only while
+    the key is at one of ``expected_versions`` (``If-Match``), else PreconditionFailed."""
+    if not await repository.revoke(
+        session, key_id=key_id, user_id=user_id, now=utcnow(), expected_versions=expected_versions
+    ):
+        # The failure path only: gone (404) or at another version (412)?
+        await get(session, user_id, key_id)
+        raise stale("API key")

@@ -29,12 +29,14 @@ from taskmanager.kit.errors import (
     NotAuthenticated,
     NotFound,
     PayloadTooLarge,
+    PreconditionFailed,
     ServiceUnavailable,
     UnsupportedMediaType,
     ValidationFailed,
 )
 from taskmanager.kit.http import (
     NOT_MODIFIED,
+    IfMatch,
     IfNoneMatch,
     TaskId,
     created_responses,
@@ -171,9 +173,12 @@ async def get(
     attachment_id: AttachmentId,
     session: SessionDep,
     principal: CurrentPrincipal,
+    response: Response,
 ) -> AttachmentOut:
-    """One attachment's metadata; any member may read."""
+    """One attachment's metadata, with the ETag ``"<id>-1"`` (attachments never change);
+    any member may read."""
     attachment = await service.ATTACHMENTS.get(session, principal, task_id, attachment_id)
+    response.headers["ETag"] = service.metadata_etag(attachment)
     return AttachmentOut.model_validate(attachment)
 
 
@@ -207,7 +212,7 @@ async def content(
     """The file's bytes, streamed, with its recorded content type, always as an attachment
     (never rendered inline: `nosniff`); `If-None-Match` with its ETag → 304."""
     attachment = await service.ATTACHMENTS.get(session, principal, task_id, attachment_id)
-    etag = f'"{attachment.sha256}"'
+    etag = service.content_etag(attachment)
     cached = not_modified(if_none_match, etag)
     if cached is not None:
         return cached
@@ -230,14 +235,16 @@ async def content(
     status_code=204,
     summary="Delete an attachment",
     dependencies=WRITE,
-    responses=problem_responses(*_AUTH_ERRORS),
+    responses=problem_responses(*_AUTH_ERRORS, PreconditionFailed),
 )
 async def delete(
     task_id: TaskId,
     attachment_id: AttachmentId,
     session: SessionDep,
     principal: CurrentPrincipal,
+    if_match: IfMatch = None,
 ) -> Response:
-    """Delete an attachment and its file; editors and owners."""
-    await service.delete_attachment(session, principal, task_id, attachment_id)
+    """Delete an attachment and its file; editors and owners. ``If-Match`` may name either
+    of its ETags (metadata ``"<id>-1"`` or the content's SHA-256); another → 412."""
+    await service.delete_attachment(session, principal, task_id, attachment_id, if_match=if_match)
     return Response(status_code=204)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.attachments import repository
 from taskmanager.attachments.schemas import AttachmentOut
+from taskmanager.kit.etags import stale, strong_etag, strong_match
 from taskmanager.kit.identity import Principal
 from taskmanager.kit.outbox import EventType, record
 from taskmanager.kit.storage import Storage, StoredObject, discard_after_commit
@@ -25,6 +26,18 @@ from taskmanager.models.attachments import Attachment
 from taskmanager.projects.access import task_access
 from taskmanager.projects.children import TaskChildren
 from taskmanager.projects.policy import Permission
+
+
+def metadata_etag(attachment: Attachment) -> str:
+    """The metadata's ETag ``"<id>-1"``: an attachment never changes after upload, so it
+    has one version and needs no version column."""
+    return strong_etag(attachment.id, 1)
+
+
+def content_etag(attachment: Attachment) -> str:
+    """The content's ETag: the quoted SHA-256 of the bytes (API.md §5)."""
+    return f'"{attachment.sha256}"'
+
 
 # A task's attachments (metadata): listed oldest first, read by any member.
 ATTACHMENTS = TaskChildren(
@@ -77,12 +90,25 @@ async def create_attachment(
 
 
 async def delete_attachment(
-    session: AsyncSession, principal: Principal, task_id: int, attachment_id: int
+    session: AsyncSession,
+    principal: Principal,
+    task_id: int,
+    attachment_id: int,
+    *,
+    if_match: str | None = None,
 ) -> None:
     """Delete an attachment (editors and owners) with an ``attachment.deleted`` event; its
-    object is removed once the deletion commits."""
+    object is removed once the deletion commits.
+
+    ``if_match``: the request's ``If-Match``; either ETag the attachment is served with
+    (metadata ``"<id>-1"`` or content SHA-256) matches, since both name the one immutable
+    version; anything else raises PreconditionFailed. Compared on the row just read: an
+    attachment never changes, so the comparison cannot go stale before the DELETE.
+    """
     access = await task_access(session, principal, task_id, Permission.EDIT_TASKS)
     attachment = await ATTACHMENTS.one(session, task_id, attachment_id)
+    if not strong_match(if_match, metadata_etag(attachment), content_etag(attachment)):
+        raise stale("attachment")
     data = AttachmentOut.model_validate(attachment).model_dump(mode="json")
     await repository.delete_attachment(session, attachment.id)
     await record(

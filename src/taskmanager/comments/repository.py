@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,18 +38,30 @@ async def insert(session: AsyncSession, *, task_id: int, author_id: int, body: s
     return comment
 
 
-async def set_body(session: AsyncSession, comment_id: int, body: str) -> Comment:
+async def set_body(
+    session: AsyncSession, comment_id: int, body: str, *, expected_versions: Collection[int] | None
+) -> Comment | None:
+    """Compare-and-set rewording (the version goes up with it); None when the comment is no
+    longer at one of ``expected_versions`` (``If-Match``; None: any) or is gone."""
+    stmt = update(Comment).where(Comment.id == comment_id)
+    if expected_versions is not None:
+        stmt = stmt.where(Comment.version.in_(expected_versions))
     result = await session.execute(
-        update(Comment)
-        .where(Comment.id == comment_id)
-        .values(body=body, updated_at=utcnow())
+        stmt.values(body=body, updated_at=utcnow())
         .returning(Comment)
         .execution_options(populate_existing=True, synchronize_session=False)
     )
-    return result.scalar_one()
+    return result.scalar_one_or_none()
 
 
-async def delete_comment(session: AsyncSession, comment_id: int) -> None:
-    await session.execute(
-        delete(Comment).where(Comment.id == comment_id).execution_options(synchronize_session=False)
+async def delete_comment(
+    session: AsyncSession, comment_id: int, *, expected_versions: Collection[int] | None
+) -> bool:
+    """Compare-and-set delete; False when nothing matched (changed or gone)."""
+    stmt = delete(Comment).where(Comment.id == comment_id)
+    if expected_versions is not None:
+        stmt = stmt.where(Comment.version.in_(expected_versions))
+    result = await session.execute(
+        stmt.returning(Comment.id).execution_options(synchronize_session=False)
     )
+    return result.scalar_one_or_none() is not None

@@ -19,18 +19,23 @@ from taskmanager.kit.errors import (
     MalformedRequest,
     NotAuthenticated,
     NotFound,
+    PreconditionFailed,
     ValidationFailed,
 )
+from taskmanager.kit.etags import expected_versions, strong_etag
 from taskmanager.kit.http import (
+    IfMatch,
     TaskId,
     created_responses,
     domain_router,
     id_path,
     list_responses,
     location,
+    versioned_responses,
 )
 from taskmanager.kit.identity import Scope
 from taskmanager.kit.problems import problem_responses
+from taskmanager.models.comments import Comment
 
 router = domain_router("comments")
 
@@ -38,6 +43,12 @@ CommentId = Annotated[int, id_path("comment")]
 
 READ, WRITE = scope_dependencies(Scope.TASKS_READ, Scope.TASKS_WRITE)
 _AUTH_ERRORS = (NotAuthenticated, Forbidden, NotFound, ValidationFailed)
+
+
+def _versioned(comment: Comment, response: Response) -> CommentOut:
+    """The comment, with its ETag ``"<id>-<version>"`` on ``response``."""
+    response.headers["ETag"] = strong_etag(comment.id, comment.version)
+    return CommentOut.model_validate(comment)
 
 
 @router.get(
@@ -83,18 +94,22 @@ async def create(
     responses=problem_responses(*_AUTH_ERRORS),
 )
 async def get(
-    task_id: TaskId, comment_id: CommentId, session: SessionDep, principal: CurrentPrincipal
+    task_id: TaskId,
+    comment_id: CommentId,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    response: Response,
 ) -> CommentOut:
-    """One comment of the task."""
+    """One comment of the task, with its ETag (a matching If-None-Match gets 304)."""
     comment = await service.COMMENTS.get(session, principal, task_id, comment_id)
-    return CommentOut.model_validate(comment)
+    return _versioned(comment, response)
 
 
 @router.patch(
     "/tasks/{task_id}/comments/{comment_id}",
     summary="Edit a comment",
     dependencies=WRITE,
-    responses=problem_responses(*_AUTH_ERRORS, MalformedRequest),
+    responses=versioned_responses(*_AUTH_ERRORS, PreconditionFailed, MalformedRequest),
 )
 async def update(
     task_id: TaskId,
@@ -102,11 +117,20 @@ async def update(
     body: CommentPatch,
     session: SessionDep,
     principal: CurrentPrincipal,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> CommentOut:
-    """Reword a comment; only its author."""
+    """Reword a comment; only its author. A stale If-Match → 412."""
     assert body.body is not None  # the only field, and a PATCH sends at least one
-    comment = await service.edit_comment(session, principal, task_id, comment_id, body=body.body)
-    return CommentOut.model_validate(comment)
+    comment = await service.edit_comment(
+        session,
+        principal,
+        task_id,
+        comment_id,
+        body=body.body,
+        expected_versions=expected_versions(if_match, comment_id),
+    )
+    return _versioned(comment, response)
 
 
 @router.delete(
@@ -114,11 +138,21 @@ async def update(
     status_code=204,
     summary="Delete a comment",
     dependencies=WRITE,
-    responses=problem_responses(*_AUTH_ERRORS),
+    responses=problem_responses(*_AUTH_ERRORS, PreconditionFailed),
 )
 async def delete(
-    task_id: TaskId, comment_id: CommentId, session: SessionDep, principal: CurrentPrincipal
+    task_id: TaskId,
+    comment_id: CommentId,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    if_match: IfMatch = None,
 ) -> Response:
-    """Delete a comment; its author, a project owner or an admin."""
-    await service.delete_comment(session, principal, task_id, comment_id)
+    """Delete a comment; its author, a project owner or an admin. A stale If-Match → 412."""
+    await service.delete_comment(
+        session,
+        principal,
+        task_id,
+        comment_id,
+        expected_versions=expected_versions(if_match, comment_id),
+    )
     return Response(status_code=204)

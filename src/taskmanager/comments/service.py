@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.comments import repository
 from taskmanager.comments.schemas import CommentOut
-from taskmanager.kit.errors import Forbidden
+from taskmanager.kit.errors import Forbidden, PreconditionFailed
+from taskmanager.kit.etags import stale
 from taskmanager.kit.identity import Principal
 from taskmanager.kit.outbox import EventType, record
 from taskmanager.models.comments import Comment
@@ -56,12 +58,26 @@ async def create_comment(
     return comment
 
 
+async def _lost(session: AsyncSession, task_id: int, comment_id: int) -> PreconditionFailed:
+    """Why a compare-and-set matched no row: NotFound (raised) if the comment is gone, else
+    the 412. Runs only on that failure path."""
+    await COMMENTS.one(session, task_id, comment_id)
+    return stale("comment")
+
+
 async def edit_comment(
-    session: AsyncSession, principal: Principal, task_id: int, comment_id: int, *, body: str
+    session: AsyncSession,
+    principal: Principal,
+    task_id: int,
+    comment_id: int,
+    *,
+    body: str,
+    expected_versions: Collection[int] | None = None,
 ) -> Comment:
     """Only the author may reword a comment, and only while they may still edit in the project.
 
     Admins are not exempt: rewriting someone else's words would put them in that person's mouth.
+    ``expected_versions``: what ``If-Match`` accepts (None: anything); else PreconditionFailed.
     """
     access = await task_access(session, principal, task_id, Permission.VIEW)
     comment = await COMMENTS.one(session, task_id, comment_id)
@@ -70,15 +86,25 @@ async def edit_comment(
     if not _may_edit(principal, access):
         raise Forbidden(f"Your role '{access.role}' does not allow this action")
     changed = ["body"] if comment.body != body else []
-    edited = await repository.set_body(session, comment.id, body)
+    edited = await repository.set_body(
+        session, comment.id, body, expected_versions=expected_versions
+    )
+    if edited is None:
+        raise await _lost(session, task_id, comment_id)
     await _record(session, EventType.COMMENT_UPDATED, access.project_id, principal, edited, changed)
     return edited
 
 
 async def delete_comment(
-    session: AsyncSession, principal: Principal, task_id: int, comment_id: int
+    session: AsyncSession,
+    principal: Principal,
+    task_id: int,
+    comment_id: int,
+    *,
+    expected_versions: Collection[int] | None = None,
 ) -> None:
-    """The author (while they may edit), a project owner or an admin may delete a comment."""
+    """The author (while they may edit), a project owner or an admin may delete a comment;
+    only at one of ``expected_versions`` (``If-Match``), else PreconditionFailed."""
     access = await task_access(session, principal, task_id, Permission.VIEW)
     comment = await COMMENTS.one(session, task_id, comment_id)
     manager = principal.is_admin or role_allows(access.role, Permission.MANAGE)
@@ -86,4 +112,7 @@ async def delete_comment(
     if not (manager or author):
         raise Forbidden("Only the author or a project owner may delete a comment")
     await _record(session, EventType.COMMENT_DELETED, access.project_id, principal, comment)
-    await repository.delete_comment(session, comment.id)
+    if not await repository.delete_comment(
+        session, comment.id, expected_versions=expected_versions
+    ):
+        raise await _lost(session, task_id, comment_id)

@@ -1,12 +1,15 @@
 """Entity ETags ``"<id>-<version>"`` and the conditional headers that use them (RFC 9110 §13.1).
 
-One module for every resource that carries a version column (tasks, projects), so that
+One module for every resource that carries a version column, so that
 parsing, comparison rules and range checks cannot drift apart.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
+
+from taskmanager.kit.errors import PreconditionFailed
 
 # The version column is a 32-bit INTEGER: a larger number in a header must simply match
 # nothing rather than reach the driver, where PostgreSQL would reject it (a 500).
@@ -39,6 +42,14 @@ def none_match(header: str | None, etag: str) -> bool:
     return any(f'"{opaque}"' == etag for _weak, opaque in _entity_tags(header))
 
 
+def strong_match(header: str | None, *etags: str) -> bool:
+    """True when ``If-Match`` allows a write to a resource whose current ETags are ``etags``:
+    no header, ``*``, or one of them by the strong comparison (weak tags match nothing)."""
+    if header is None or header.strip() == "*":
+        return True
+    return any(not weak and f'"{opaque}"' in etags for weak, opaque in _entity_tags(header))
+
+
 def expected_versions(header: str | None, entity_id: int) -> list[int] | None:
     """The versions ``If-Match`` accepts for this entity; None means "no condition".
 
@@ -65,3 +76,18 @@ def expected_versions(header: str | None, entity_id: int) -> list[int] | None:
         if str(version) == digits and 1 <= version <= MAX_VERSION and version not in versions:
             versions.append(version)
     return versions
+
+
+def require_version(version: int, expected: Collection[int] | None, what: str) -> None:
+    """Raise PreconditionFailed (412) unless ``version`` is one ``If-Match`` accepts.
+
+    For a row read under the lock its write holds (or one that never changes), where the
+    comparison cannot go stale before the write; ``expected`` None means no condition.
+    """
+    if expected is not None and version not in expected:
+        raise stale(what)
+
+
+def stale(what: str) -> PreconditionFailed:
+    """The 412 of a write whose ``If-Match`` names no current ETag of ``what``."""
+    return PreconditionFailed(f"The {what} has changed since you read it (ETag mismatch)")

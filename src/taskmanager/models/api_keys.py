@@ -5,11 +5,20 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from taskmanager.models.base import Base, BigIntId, JSONList, UTCDateTime, utcnow
+from taskmanager.models.base import (
+    EAGER_DEFAULTS,
+    Base,
+    BigIntId,
+    JSONList,
+    UTCDateTime,
+    utcnow,
+    version_column,
+)
 
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
+    __mapper_args__ = EAGER_DEFAULTS
     __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
@@ -23,4 +32,5 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    version: Mapped[int] = version_column("api_keys")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

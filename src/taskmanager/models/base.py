@@ -10,9 +10,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Index, Integer, MetaData
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    literal_column,
+)
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -54,6 +63,23 @@ def schema_filter(dialect: str) -> Callable[..., bool]:
         return wanted is None or wanted == dialect
 
     return include_object
+
+
+def version_column(table: str) -> Mapped[int]:
+    """A row version for an ETag ``"<id>-<version>"`` (RFC 9110 §8.8.3): 1 when inserted,
+    one more on every UPDATE of the row that does not set it itself, whichever statement
+    (ORM flush or Core ``update()``) makes the change, so no writer can forget to bump it.
+
+    Tables using it set ``eager_defaults`` so an ORM flush reads the new value back with
+    RETURNING instead of leaving an expired attribute (a lazy load is an error under asyncio).
+    """
+    return mapped_column(
+        Integer, default=1, server_default="1", onupdate=literal_column(f"{table}.version") + 1
+    )
+
+
+# ``__mapper_args__`` of a table with a ``version_column``.
+EAGER_DEFAULTS: dict[str, Any] = {"eager_defaults": True}
 
 
 def utcnow() -> datetime:

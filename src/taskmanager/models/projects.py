@@ -6,7 +6,14 @@ from enum import StrEnum
 from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
-from taskmanager.models.base import Base, BigIntId, UTCDateTime, utcnow
+from taskmanager.models.base import (
+    EAGER_DEFAULTS,
+    Base,
+    BigIntId,
+    UTCDateTime,
+    utcnow,
+    version_column,
+)
 
 
 class ProjectRole(StrEnum):
@@ -36,6 +43,7 @@ class Project(Base):
 
 class ProjectMember(Base):
     __tablename__ = "project_members"
+    __mapper_args__ = EAGER_DEFAULTS
     __table_args__ = (CheckConstraint("role IN ('owner', 'editor', 'viewer')", name="role"),)
 
     project_id: Mapped[int] = mapped_column(
@@ -46,4 +54,6 @@ class ProjectMember(Base):
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     role: Mapped[str] = mapped_column(String(16))
+    # The membership's own version (its ETag on /projects/{id}/members/{user_id}).
+    version: Mapped[int] = version_column("project_members")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -6,7 +6,14 @@ from enum import StrEnum
 from sqlalchemy import Boolean, CheckConstraint, Integer, String, true
 from sqlalchemy.orm import Mapped, mapped_column
 
-from taskmanager.models.base import Base, BigIntId, UTCDateTime, utcnow
+from taskmanager.models.base import (
+    EAGER_DEFAULTS,
+    Base,
+    BigIntId,
+    UTCDateTime,
+    utcnow,
+    version_column,
+)
 
 
 class UserRole(StrEnum):
@@ -18,6 +25,7 @@ class UserRole(StrEnum):
 
 class User(Base):
     __tablename__ = "users"
+    __mapper_args__ = EAGER_DEFAULTS
     __table_args__ = (
         CheckConstraint("role IN ('user', 'admin')", name="role"),
         {"sqlite_autoincrement": True},
@@ -35,5 +43,6 @@ class User(Base):
     # log out everywhere, deactivation, reactivation). A counter, not a timestamp, so the
     # cut is exact whatever the clocks of the processes that issue and check tokens say.
     session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    version: Mapped[int] = version_column("users")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

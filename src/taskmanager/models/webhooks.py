@@ -14,7 +14,15 @@ from datetime import datetime
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
-from taskmanager.models.base import Base, BigIntId, JSONList, UTCDateTime, utcnow
+from taskmanager.models.base import (
+    EAGER_DEFAULTS,
+    Base,
+    BigIntId,
+    JSONList,
+    UTCDateTime,
+    utcnow,
+    version_column,
+)
 
 
 class DeliveryStatus:
@@ -27,6 +35,7 @@ class DeliveryStatus:
 
 class Webhook(Base):
     __tablename__ = "webhooks"
+    __mapper_args__ = EAGER_DEFAULTS
     __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
@@ -48,6 +57,7 @@ class Webhook(Base):
     # When the current run of failed attempts began (None after any success): the webhook is
     # disabled once every attempt has failed for 3 days.
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    version: Mapped[int] = version_column("webhooks")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

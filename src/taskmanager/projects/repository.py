@@ -6,7 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.kit.fields import normalize_username
@@ -21,6 +21,8 @@ class MemberRow:
     user_id: int
     username: str
     role: str
+    # The membership row's version: its ETag is ``"<user_id>-<version>"``.
+    version: int = 1
 
 
 async def list_for_member(
@@ -138,25 +140,25 @@ async def list_members(
     of_project = ProjectMember.project_id == project_id
     total = await count_rows(session, ProjectMember, of_project)
     stmt = keyset_select(
-        select(ProjectMember.user_id, User.username, ProjectMember.role)
+        select(ProjectMember.user_id, User.username, ProjectMember.role, ProjectMember.version)
         .join(User, User.id == ProjectMember.user_id)
         .where(of_project),
         window,
         ProjectMember.__table__.c.user_id,
     )
     rows = (await session.execute(stmt)).all()
-    return [MemberRow(row[0], row[1], row[2]) for row in rows], total
+    return [MemberRow(row[0], row[1], row[2], row[3]) for row in rows], total
 
 
 async def get_member(session: AsyncSession, project_id: int, user_id: int) -> MemberRow | None:
     row = (
         await session.execute(
-            select(ProjectMember.user_id, User.username, ProjectMember.role)
+            select(ProjectMember.user_id, User.username, ProjectMember.role, ProjectMember.version)
             .join(User, User.id == ProjectMember.user_id)
             .where(ProjectMember.project_id == project_id, ProjectMember.user_id == user_id)
         )
     ).one_or_none()
-    return None if row is None else MemberRow(row[0], row[1], row[2])
+    return None if row is None else MemberRow(row[0], row[1], row[2], row[3])
 
 
 async def count_owners(session: AsyncSession, project_id: int) -> int:
@@ -187,21 +189,50 @@ async def add_member(session: AsyncSession, project_id: int, user_id: int, role:
     await session.flush()
 
 
-async def set_role(session: AsyncSession, project_id: int, user_id: int, role: str) -> None:
-    await session.execute(
+def _membership(
+    project_id: int, user_id: int, expected_versions: Collection[int] | None
+) -> list[ColumnElement[bool]]:
+    """One membership, at one of ``expected_versions`` (``If-Match``; None: any)."""
+    where = [ProjectMember.project_id == project_id, ProjectMember.user_id == user_id]
+    if expected_versions is not None:
+        where.append(ProjectMember.version.in_(expected_versions))
+    return where
+
+
+async def set_role(
+    session: AsyncSession,
+    project_id: int,
+    user_id: int,
+    role: str,
+    *,
+    expected_versions: Collection[int] | None,
+) -> int | None:
+    """Compare-and-set role change; the membership's new version, or None if nothing matched."""
+    result = await session.execute(
         update(ProjectMember)
-        .where(ProjectMember.project_id == project_id, ProjectMember.user_id == user_id)
+        .where(*_membership(project_id, user_id, expected_versions))
         .values(role=role)
+        .returning(ProjectMember.version)
         .execution_options(synchronize_session=False)
     )
+    return result.scalar_one_or_none()
 
 
-async def remove_member(session: AsyncSession, project_id: int, user_id: int) -> None:
-    await session.execute(
+async def remove_member(
+    session: AsyncSession,
+    project_id: int,
+    user_id: int,
+    *,
+    expected_versions: Collection[int] | None,
+) -> bool:
+    """Compare-and-set removal; False if nothing matched."""
+    result = await session.execute(
         delete(ProjectMember)
-        .where(ProjectMember.project_id == project_id, ProjectMember.user_id == user_id)
+        .where(*_membership(project_id, user_id, expected_versions))
+        .returning(ProjectMember.user_id)
         .execution_options(synchronize_session=False)
     )
+    return result.scalar_one_or_none() is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from taskmanager.kit.http import (
 from taskmanager.kit.identity import Scope
 from taskmanager.kit.problems import problem_responses
 from taskmanager.projects import service
+from taskmanager.projects.repository import MemberRow
 from taskmanager.projects.schemas import (
     MemberAdd,
     MemberOut,
@@ -73,6 +74,12 @@ def _versioned(view: ProjectView, response: Response) -> ProjectOut:
 
 
 _member_out = MemberOut.model_validate
+
+
+def _versioned_member(member: MemberRow, response: Response) -> MemberOut:
+    """The membership, with its ETag ``"<user_id>-<version>"`` on ``response``."""
+    response.headers["ETag"] = strong_etag(member.user_id, member.version)
+    return _member_out(member)
 
 
 # --- projects -------------------------------------------------------------------------------
@@ -258,17 +265,25 @@ async def members_add(
     responses=problem_responses(*_AUTH_ERRORS, ValidationFailed),
 )
 async def members_get(
-    project_id: ProjectId, user_id: MemberId, session: SessionDep, principal: CurrentPrincipal
+    project_id: ProjectId,
+    user_id: MemberId,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    response: Response,
 ) -> MemberOut:
-    """One member of the project with their role (any member may look)."""
-    return _member_out(await service.get_member(session, principal, project_id, user_id))
+    """One member of the project with their role (any member may look), with the
+    membership's ETag (a matching If-None-Match gets 304)."""
+    member = await service.get_member(session, principal, project_id, user_id)
+    return _versioned_member(member, response)
 
 
 @router.patch(
     "/projects/{project_id}/members/{user_id}",
     summary="Change a member's role",
     dependencies=WRITE,
-    responses=problem_responses(*_AUTH_ERRORS, Conflict, MalformedRequest, ValidationFailed),
+    responses=versioned_responses(
+        *_AUTH_ERRORS, Conflict, PreconditionFailed, MalformedRequest, ValidationFailed
+    ),
 )
 async def members_update(
     project_id: ProjectId,
@@ -276,10 +291,20 @@ async def members_update(
     body: MemberUpdate,
     session: SessionDep,
     principal: CurrentPrincipal,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> MemberOut:
-    """Change a member's role; owners only; the last owner cannot be demoted."""
-    member = await service.change_member_role(session, principal, project_id, user_id, body.role)
-    return _member_out(member)
+    """Change a member's role; owners only; the last owner cannot be demoted. A stale
+    If-Match (the membership's ETag) → 412."""
+    member = await service.change_member_role(
+        session,
+        principal,
+        project_id,
+        user_id,
+        body.role,
+        expected_versions=expected_versions(if_match, user_id),
+    )
+    return _versioned_member(member, response)
 
 
 @router.delete(
@@ -287,11 +312,22 @@ async def members_update(
     status_code=204,
     summary="Remove a member, or leave",
     dependencies=WRITE,
-    responses=problem_responses(*_AUTH_ERRORS, Conflict, ValidationFailed),
+    responses=problem_responses(*_AUTH_ERRORS, Conflict, PreconditionFailed, ValidationFailed),
 )
 async def members_remove(
-    project_id: ProjectId, user_id: MemberId, session: SessionDep, principal: CurrentPrincipal
+    project_id: ProjectId,
+    user_id: MemberId,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    if_match: IfMatch = None,
 ) -> Response:
-    """Remove a member (owners), or yourself (any member); the last owner cannot go."""
-    await service.remove_member(session, principal, project_id, user_id)
+    """Remove a member (owners), or yourself (any member); the last owner cannot go. A stale
+    If-Match (the membership's ETag) → 412."""
+    await service.remove_member(
+        session,
+        principal,
+        project_id,
+        user_id,
+        expected_versions=expected_versions(if_match, user_id),
+    )
     return Response(status_code=204)

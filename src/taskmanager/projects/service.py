@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.kit.errors import Conflict, NotFound, PreconditionFailed
+from taskmanager.kit.etags import require_version, stale
 from taskmanager.kit.identity import Principal
 from taskmanager.kit.outbox import EventType, record
 from taskmanager.kit.pagination import KeysetList, ListPage, PageRequest, Window
@@ -119,7 +120,7 @@ async def update_project(
         session, project_id, values, expected_versions=expected_versions
     )
     if updated is None:
-        raise PreconditionFailed("The project has changed since you read it (ETag mismatch)")
+        raise stale("project")
     await record(
         session,
         type=EventType.PROJECT_UPDATED,
@@ -160,7 +161,7 @@ async def delete_project(
     if not await repository.delete_project(
         session, project_id, expected_versions=expected_versions
     ):
-        raise PreconditionFailed("The project has changed since you read it (ETag mismatch)")
+        raise stale("project")
 
 
 # --- members -------------------------------------------------------------------------------
@@ -247,32 +248,60 @@ async def change_member_role(
     project_id: int,
     user_id: int,
     role: ProjectRole,
+    *,
+    expected_versions: Collection[int] | None = None,
 ) -> MemberRow:
+    """Change a member's role (owners); the last owner cannot be demoted. Only while the
+    membership is at one of ``expected_versions`` (``If-Match``), else PreconditionFailed."""
     await _load_for_membership_change(session, principal, project_id, Permission.MANAGE)
     member = await _require_member(session, project_id, user_id)
+    # Read under the project's lock, which every membership change takes: the comparison
+    # holds until the write (and decides an unchanged role's answer too).
+    require_version(member.version, expected_versions, "membership")
     if member.role == role.value:
         return member
     if role is not ProjectRole.OWNER:
         await _ensure_owner_remains(session, project_id, member)
-    await repository.set_role(session, project_id, user_id, role.value)
+    version = await repository.set_role(
+        session, project_id, user_id, role.value, expected_versions=expected_versions
+    )
+    if version is None:
+        raise await _lost_member(session, project_id, user_id)
     await repository.touch(session, project_id)
-    changed = MemberRow(member.user_id, member.username, role.value)
+    changed = MemberRow(member.user_id, member.username, role.value, version)
     await _record_member(
         session, EventType.MEMBER_UPDATED, project_id, principal.user_id, changed, changed=["role"]
     )
     return changed
 
 
+async def _lost_member(session: AsyncSession, project_id: int, user_id: int) -> PreconditionFailed:
+    """Why a compare-and-set on a membership matched no row: NotFound (raised) if it is gone,
+    else the 412. Runs only on that failure path."""
+    await _require_member(session, project_id, user_id)
+    return stale("membership")
+
+
 async def remove_member(
-    session: AsyncSession, principal: Principal, project_id: int, user_id: int
+    session: AsyncSession,
+    principal: Principal,
+    project_id: int,
+    user_id: int,
+    *,
+    expected_versions: Collection[int] | None = None,
 ) -> None:
-    """Owners (and admins) remove anyone; any member may remove themselves (leave)."""
+    """Owners (and admins) remove anyone; any member may remove themselves (leave). Only
+    while the membership is at one of ``expected_versions`` (``If-Match``)."""
     # Leaving needs no more than membership; removing someone else needs MANAGE.
     permission = Permission.VIEW if user_id == principal.user_id else Permission.MANAGE
     await _load_for_membership_change(session, principal, project_id, permission)
     member = await _require_member(session, project_id, user_id)
+    require_version(member.version, expected_versions, "membership")
     await _ensure_owner_remains(session, project_id, member)
-    await repository.remove_member(session, project_id, user_id)
+    if not await repository.remove_member(
+        session, project_id, user_id, expected_versions=expected_versions
+    ):
+        raise await _lost_member(session, project_id, user_id)
     await repository.touch(session, project_id)
     # The removed member is no longer in the audience; it still hears of its removal.
     await _record_member(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -74,9 +75,49 @@ async def lock_active_admin_ids(session: AsyncSession) -> list[int]:
     return list(rows.scalars().all())
 
 
-async def delete_user(session: AsyncSession, user_id: int) -> None:
-    """Delete the user row; keys, tokens and memberships go with it (FK cascades), and what
-    they created or were assigned in shared projects stays, unattributed (SET NULL)."""
-    await session.execute(
-        delete(User).where(User.id == user_id).execution_options(synchronize_session=False)
+def _at(user_id: int, expected_versions: Collection[int] | None) -> list[ColumnElement[bool]]:
+    """The user, at one of ``expected_versions`` (``If-Match``; None: any)."""
+    where = [User.id == user_id]
+    if expected_versions is not None:
+        where.append(User.version.in_(expected_versions))
+    return where
+
+
+async def update_fields(
+    session: AsyncSession,
+    user_id: int,
+    values: dict[str, Any],
+    *,
+    expected_versions: Collection[int] | None,
+) -> User | None:
+    """Compare-and-set update (the version goes up with it); None when nothing matched.
+
+    A unique-index violation (a race the caller's pre-check lost) becomes a Conflict.
+    """
+    try:
+        result = await session.execute(
+            update(User)
+            .where(*_at(user_id, expected_versions))
+            .values(**values)
+            .returning(User)
+            .execution_options(populate_existing=True, synchronize_session=False)
+        )
+    except IntegrityError:
+        raise Conflict(TAKEN) from None
+    return result.scalar_one_or_none()
+
+
+async def delete_user(
+    session: AsyncSession, user_id: int, *, expected_versions: Collection[int] | None
+) -> bool:
+    """Delete the user row if it is at one of ``expected_versions``; False if nothing matched.
+
+    Keys, tokens and memberships go with it (FK cascades), and what they created or were
+    assigned in shared projects stays, unattributed (SET NULL)."""
+    result = await session.execute(
+        delete(User)
+        .where(*_at(user_id, expected_versions))
+        .returning(User.id)
+        .execution_options(synchronize_session=False)
     )
+    return result.scalar_one_or_none() is not None

@@ -21,18 +21,24 @@ from taskmanager.kit.errors import (
     MalformedRequest,
     NotAuthenticated,
     NotFound,
+    PreconditionFailed,
     RateLimited,
     ServiceUnavailable,
     UnsupportedMediaType,
     ValidationFailed,
 )
+from taskmanager.kit.etags import expected_versions, strong_etag
 from taskmanager.kit.http import (
+    ETAG_HEADER,
+    IfMatch,
     UserId,
     created_responses,
     domain_router,
     list_responses,
+    versioned_responses,
 )
 from taskmanager.kit.problems import problem_responses
+from taskmanager.models.users import User
 from taskmanager.users import service
 from taskmanager.users.schemas import (
     AccountDeletion,
@@ -47,6 +53,12 @@ from taskmanager.users.schemas import (
 )
 
 router = domain_router("users", prefix="/users")
+
+
+def _tag(user: User, response: Response) -> None:
+    """The account's ETag ``"<id>-<version>"``: the same on /users/me and /users/{id}."""
+    response.headers["ETag"] = strong_etag(user.id, user.version)
+
 
 # Step-up routes: a 401 also means the current password was wrong.
 _WRONG_CURRENT_PASSWORD: dict[int | str, dict[str, Any]] = {
@@ -63,6 +75,7 @@ _ACCOUNT_CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
         UnsupportedMediaType,
         ValidationFailed,
         ServiceUnavailable,
+        PreconditionFailed,
     ),
     **_WRONG_CURRENT_PASSWORD,
 }
@@ -95,9 +108,12 @@ async def create(body: UserCreate, session: SessionDep, settings: SettingsDep) -
     summary="Get the current user",
     responses=problem_responses(NotAuthenticated),
 )
-async def get_me(principal: CurrentPrincipal, session: SessionDep) -> CurrentUserOut:
-    """The account the credential belongs to, with its Inbox project's id."""
+async def get_me(
+    principal: CurrentPrincipal, session: SessionDep, response: Response
+) -> CurrentUserOut:
+    """The account the credential belongs to, with its Inbox project's id and ETag."""
     user, inbox_id = await service.me(session, principal.user_id)
+    _tag(user, response)
     return CurrentUserOut.model_validate(
         {**UserOut.model_validate(user).model_dump(), "inbox_project_id": inbox_id}
     )
@@ -107,14 +123,27 @@ async def get_me(principal: CurrentPrincipal, session: SessionDep) -> CurrentUse
     "/me",
     response_model=UserOut,
     summary="Update the current user",
-    responses=_ACCOUNT_CHANGE_RESPONSES,
+    responses={200: {"headers": ETAG_HEADER}, **_ACCOUNT_CHANGE_RESPONSES},
 )
-async def update_me(body: UserUpdateMe, principal: LoginPrincipal, session: SessionDep) -> UserOut:
+async def update_me(
+    body: UserUpdateMe,
+    principal: LoginPrincipal,
+    session: SessionDep,
+    response: Response,
+    if_match: IfMatch = None,
+) -> UserOut:
     """Change the caller's email or username; ``current_password`` is required (401 if wrong).
 
-    Login identifiers: not with an API key.
+    Login identifiers: not with an API key. A stale If-Match → 412.
     """
-    return UserOut.model_validate(await service.update_me(session, principal.user_id, body))
+    user = await service.update_me(
+        session,
+        principal.user_id,
+        body,
+        expected_versions=expected_versions(if_match, principal.user_id),
+    )
+    _tag(user, response)
+    return UserOut.model_validate(user)
 
 
 @router.delete(
@@ -125,11 +154,20 @@ async def update_me(body: UserUpdateMe, principal: LoginPrincipal, session: Sess
     responses=_ACCOUNT_CHANGE_RESPONSES,
 )
 async def delete_me(
-    body: AccountDeletion, principal: LoginPrincipal, session: SessionDep
+    body: AccountDeletion,
+    principal: LoginPrincipal,
+    session: SessionDep,
+    if_match: IfMatch = None,
 ) -> Response:
     """Delete the account (``current_password`` required, 401 if wrong) with its Inbox and the
-    projects only it belongs to; 409 while it is the last owner of a project with others."""
-    await service.delete_me(session, principal.user_id, body.current_password)
+    projects only it belongs to; 409 while it is the last owner of a project with others;
+    412 for a stale If-Match."""
+    await service.delete_me(
+        session,
+        principal.user_id,
+        body.current_password,
+        expected_versions=expected_versions(if_match, principal.user_id),
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -175,21 +213,32 @@ async def list_(_admin: AdminPrincipal, session: SessionDep, listing: ListingDep
     "/{user_id}",
     response_model=UserOut,
     summary="Change a user's role or activity (admin)",
-    responses=problem_responses(
+    responses=versioned_responses(
         NotAuthenticated,
         Forbidden,
         NotFound,
         Conflict,
+        PreconditionFailed,
         MalformedRequest,
         UnsupportedMediaType,
         ValidationFailed,
     ),
 )
 async def update(
-    user_id: UserId, body: UserAdminUpdate, _admin: AdminPrincipal, session: SessionDep
+    user_id: UserId,
+    body: UserAdminUpdate,
+    _admin: AdminPrincipal,
+    session: SessionDep,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> UserOut:
-    """Promote, demote, deactivate or reactivate; a deactivated user is locked out at once."""
-    return UserOut.model_validate(await service.admin_update(session, user_id, body))
+    """Promote, demote, deactivate or reactivate; a deactivated user is locked out at once.
+    A stale If-Match → 412."""
+    user = await service.admin_update(
+        session, user_id, body, expected_versions=expected_versions(if_match, user_id)
+    )
+    _tag(user, response)
+    return UserOut.model_validate(user)
 
 
 @router.get(
@@ -198,11 +247,15 @@ async def update(
     summary="Get a user",
     responses=problem_responses(NotAuthenticated, NotFound, ValidationFailed),
 )
-async def get(user_id: UserId, principal: CurrentPrincipal, session: SessionDep) -> Any:
+async def get(
+    user_id: UserId, principal: CurrentPrincipal, session: SessionDep, response: Response
+) -> Any:
     """``{id, username}`` to users who share a project with that user; the full record to
-    administrators and to the user themselves; 404 for anyone else."""
+    administrators and to the user themselves; 404 for anyone else. The ETag is the
+    account's, as on /users/me."""
     access = await service.profile(session, principal, user_id)
     user = access.row.User
+    _tag(user, response)
     if access.full:
         return UserOut.model_validate(user)
     return UserPublic(id=user.id, username=user.username)

@@ -6,10 +6,13 @@ Changing the login identifiers and deleting the account need the current passwor
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.auth import service as auth
-from taskmanager.kit.errors import Conflict, Forbidden, NotFound
+from taskmanager.kit.errors import Conflict, Forbidden, NotFound, PreconditionFailed
+from taskmanager.kit.etags import require_version, stale
 from taskmanager.kit.fields import normalize_login
 from taskmanager.kit.identity import Principal
 from taskmanager.kit.pagination import KeysetList, ListPage, PageRequest
@@ -70,23 +73,42 @@ async def profile(session: AsyncSession, principal: Principal, user_id: int) -> 
     return await user_access(session, principal, user_id, load=[User])
 
 
-async def update_me(session: AsyncSession, user_id: int, data: UserUpdateMe) -> User:
+async def _lost(session: AsyncSession, user_id: int) -> PreconditionFailed:
+    """Why a compare-and-set on a user matched no row: NotFound (raised) if the account is
+    gone, else the 412. Runs only on that failure path."""
+    await get(session, user_id)
+    return stale("user")
+
+
+async def update_me(
+    session: AsyncSession,
+    user_id: int,
+    data: UserUpdateMe,
+    *,
+    expected_versions: Collection[int] | None = None,
+) -> User:
     """Change the caller's email or username after checking ``current_password``.
 
     Raises InvalidCredentials (wrong password) before anything else is looked at, so the
-    answer says nothing about which addresses are taken to a caller without the password.
+    answer says nothing about which addresses are taken to a caller without the password;
+    PreconditionFailed unless the account is at one of ``expected_versions`` (``If-Match``).
     """
     await auth.verify_current_password(session, user_id, data.current_password)
     changes = data.changes()
     user = await get(session, user_id)
+    require_version(user.version, expected_versions, "user")
     if await repository.taken(
         session, email=data.email, username=data.username, exclude_id=user_id
     ):
         raise Conflict(repository.TAKEN)
-    for field, value in changes.items():
-        setattr(user, field, value)
-    await repository.flush_unique(session)
-    return user
+    if not changes:
+        return user
+    updated = await repository.update_fields(
+        session, user_id, changes, expected_versions=expected_versions
+    )
+    if updated is None:
+        raise await _lost(session, user_id)
+    return updated
 
 
 async def change_password(session: AsyncSession, user_id: int, data: PasswordChange) -> None:
@@ -101,21 +123,31 @@ async def list_users(
     return await _USERS.page(page, lambda window: repository.page(session, window), key=signing_key)
 
 
-async def delete_me(session: AsyncSession, user_id: int, current_password: str) -> None:
+async def delete_me(
+    session: AsyncSession,
+    user_id: int,
+    current_password: str,
+    *,
+    expected_versions: Collection[int] | None = None,
+) -> None:
     """Delete the caller's account after checking ``current_password``.
 
     Their Inbox and the projects only they belong to are deleted with it. Raises
     InvalidCredentials (wrong password), Conflict while they are the last owner of a project
-    with other members, or the last active administrator.
+    with other members, or the last active administrator; PreconditionFailed unless the
+    account is at one of ``expected_versions`` (``If-Match``), checked in the DELETE itself.
     """
     await auth.verify_current_password(session, user_id, current_password)
     user = await get(session, user_id)
+    # Early, before projects are released: a stale ETag costs nothing more.
+    require_version(user.version, expected_versions, "user")
     if user.role == UserRole.ADMIN.value:
         admin_ids = await repository.lock_active_admin_ids(session)
         if admin_ids == [user_id]:
             raise Conflict(LAST_ADMIN)
     await projects.release_member(session, user_id)
-    await repository.delete_user(session, user_id)
+    if not await repository.delete_user(session, user_id, expected_versions=expected_versions):
+        raise await _lost(session, user_id)
 
 
 async def find_id(session: AsyncSession, login: str) -> int | None:
@@ -124,14 +156,26 @@ async def find_id(session: AsyncSession, login: str) -> int | None:
     return await repository.id_by_login(session, normalize_login(login))
 
 
-async def admin_update(session: AsyncSession, user_id: int, data: UserAdminUpdate) -> User:
-    """Change a user's role or activity; the last active administrator is kept."""
+async def admin_update(
+    session: AsyncSession,
+    user_id: int,
+    data: UserAdminUpdate,
+    *,
+    expected_versions: Collection[int] | None = None,
+) -> User:
+    """Change a user's role or activity; the last active administrator is kept.
+
+    PreconditionFailed unless the user is at one of ``expected_versions`` (``If-Match``),
+    compared on the row this transaction has locked (``FOR UPDATE``; SQLite's writers run
+    one at a time), so it holds until the write.
+    """
     # Admin rows are locked before the target, always in id order, so concurrent changes
     # queue instead of deadlocking and cannot together remove every administrator.
     admin_ids = await repository.lock_active_admin_ids(session)
     user = await repository.get_for_update(session, user_id)
     if user is None:
         raise NotFound(f"User {user_id} not found")
+    require_version(user.version, expected_versions, "user")
     role = data.role if data.role is not None else UserRole(user.role)
     is_active = data.is_active if data.is_active is not None else user.is_active
     loses_admin = user.id in admin_ids and (role is not UserRole.ADMIN or not is_active)

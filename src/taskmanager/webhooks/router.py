@@ -17,17 +17,22 @@ from taskmanager.kit.errors import (
     MalformedRequest,
     NotAuthenticated,
     NotFound,
+    PreconditionFailed,
     UnsupportedMediaType,
     ValidationFailed,
 )
+from taskmanager.kit.etags import expected_versions, strong_etag
 from taskmanager.kit.http import (
+    IfMatch,
     created_responses,
     domain_router,
     id_path,
     list_responses,
     location,
+    versioned_responses,
 )
 from taskmanager.kit.problems import problem_responses
+from taskmanager.models.webhooks import Webhook
 from taskmanager.webhooks import service
 from taskmanager.webhooks.schemas import (
     DeliveryOut,
@@ -61,6 +66,12 @@ def _created(webhook: Any, secret: str) -> WebhookCreated:
     return WebhookCreated.model_validate(
         {**WebhookOut.model_validate(webhook).model_dump(), "secret": secret}
     )
+
+
+def _versioned(webhook: Webhook, response: Response) -> WebhookOut:
+    """The webhook, with its ETag ``"<id>-<version>"`` on ``response``."""
+    response.headers["ETag"] = strong_etag(webhook.id, webhook.version)
+    return WebhookOut.model_validate(webhook)
 
 
 @router.post(
@@ -105,15 +116,19 @@ async def list_(principal: LoginPrincipal, session: SessionDep, listing: Listing
 
 
 @router.get("/{webhook_id}", summary="Get a webhook", responses=problem_responses(*_ERRORS))
-async def get(webhook_id: WebhookId, principal: LoginPrincipal, session: SessionDep) -> WebhookOut:
-    """One of the caller's webhooks; anyone else's is not found."""
-    return WebhookOut.model_validate(await service.get(session, principal, webhook_id))
+async def get(
+    webhook_id: WebhookId, principal: LoginPrincipal, session: SessionDep, response: Response
+) -> WebhookOut:
+    """One of the caller's webhooks, with its ETag; anyone else's is not found."""
+    return _versioned(await service.get(session, principal, webhook_id), response)
 
 
 @router.patch(
     "/{webhook_id}",
     summary="Change a webhook",
-    responses=problem_responses(*_ERRORS, MalformedRequest, UnsupportedMediaType),
+    responses=versioned_responses(
+        *_ERRORS, PreconditionFailed, MalformedRequest, UnsupportedMediaType
+    ),
 )
 async def update(
     webhook_id: WebhookId,
@@ -121,11 +136,20 @@ async def update(
     principal: LoginPrincipal,
     session: SessionDep,
     settings: SettingsDep,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> WebhookOut:
     """Change the URL, events, description, or ``active`` (``true`` re-enables a webhook the
-    server disabled)."""
-    webhook = await service.update(session, principal, webhook_id, body, policy=_policy(settings))
-    return WebhookOut.model_validate(webhook)
+    server disabled). A stale If-Match → 412."""
+    webhook = await service.update(
+        session,
+        principal,
+        webhook_id,
+        body,
+        policy=_policy(settings),
+        expected_versions=expected_versions(if_match, webhook_id),
+    )
+    return _versioned(webhook, response)
 
 
 @router.delete(
@@ -133,11 +157,18 @@ async def update(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete a webhook",
-    responses=problem_responses(*_ERRORS),
+    responses=problem_responses(*_ERRORS, PreconditionFailed),
 )
-async def delete(webhook_id: WebhookId, principal: LoginPrincipal, session: SessionDep) -> Response:
-    """Delete the webhook and its delivery log; nothing more is sent."""
-    await service.delete(session, principal, webhook_id)
+async def delete(
+    webhook_id: WebhookId,
+    principal: LoginPrincipal,
+    session: SessionDep,
+    if_match: IfMatch = None,
+) -> Response:
+    """Delete the webhook and its delivery log; nothing more is sent. A stale If-Match → 412."""
+    await service.delete(
+        session, principal, webhook_id, expected_versions=expected_versions(if_match, webhook_id)
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

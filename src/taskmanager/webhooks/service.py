@@ -9,6 +9,7 @@ when they are set, and again at every delivery.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taskmanager.kit.config import Settings
 from taskmanager.kit.db import utcnow
 from taskmanager.kit.errors import Conflict, NotFound, ValidationFailed
+from taskmanager.kit.etags import require_version
 from taskmanager.kit.identity import Principal
 from taskmanager.kit.pagination import KeysetList, ListPage, PageRequest
 from taskmanager.models.webhooks import DeliveryStatus, Webhook, WebhookDelivery
@@ -141,11 +143,18 @@ async def update(
     patch: WebhookPatch,
     *,
     policy: TargetPolicy,
+    expected_versions: Collection[int] | None = None,
 ) -> Webhook:
     """Apply a PATCH. ``active: true`` re-enables a disabled webhook and forgets why it was
     disabled and its run of failures; ``active: false`` pauses it (nothing is queued for it
-    meanwhile, and its pending attempts wait)."""
+    meanwhile, and its pending attempts wait).
+
+    PreconditionFailed unless the webhook is at one of ``expected_versions`` (``If-Match``),
+    compared on the row this transaction has locked (``FOR UPDATE``; SQLite's writers run
+    one at a time), so it holds until the write.
+    """
     webhook = await _own(session, principal, webhook_id, for_update=True)
+    require_version(webhook.version, expected_versions, "webhook")
     changes: dict[str, Any] = patch.changes()
     if "url" in changes:
         webhook.url = await check_target(changes["url"], policy)
@@ -163,9 +172,18 @@ async def update(
     return webhook
 
 
-async def delete(session: AsyncSession, principal: Principal, webhook_id: int) -> None:
-    """Delete a webhook and its delivery log; nothing more is sent to it."""
-    await repository.delete(session, await _own(session, principal, webhook_id))
+async def delete(
+    session: AsyncSession,
+    principal: Principal,
+    webhook_id: int,
+    *,
+    expected_versions: Collection[int] | None = None,
+) -> None:
+    """Delete a webhook and its delivery log; nothing more is sent to it. PreconditionFailed
+    unless it is at one of ``expected_versions`` (``If-Match``; compared as in ``update``)."""
+    webhook = await _own(session, principal, webhook_id, for_update=True)
+    require_version(webhook.version, expected_versions, "webhook")
+    await repository.delete(session, webhook)
 
 
 async def rotate_secret(
