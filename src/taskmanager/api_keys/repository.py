@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, CursorResult, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from taskmanager.kit.db import at_version
 from taskmanager.kit.pagination import Window, entity_page
 from taskmanager.models.api_keys import ApiKey
 
@@ -47,8 +48,7 @@ async def revoke(
     """Revoke one of the user's own live keys if it is at one of ``expected_versions``
     (``If-Match``; None: any); False if there is no such key or it is at another version."""
     stmt = update(ApiKey).where(_live(user_id), ApiKey.id == key_id)
-    if expected_versions is not None:
-        stmt = stmt.where(ApiKey.version.in_(expected_versions))
+    stmt = stmt.where(*at_version(ApiKey.version, expected_versions))
     result: CursorResult[tuple[()]] = await session.execute(  # type: ignore[assignment]
         stmt.values(revoked_at=now).execution_options(synchronize_session=False)
     )

@@ -7,6 +7,7 @@ from collections.abc import Collection, Sequence
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from taskmanager.kit.db import at_version
 from taskmanager.kit.pagination import Window, entity_page
 from taskmanager.models.base import utcnow
 from taskmanager.models.comments import Comment
@@ -44,8 +45,7 @@ async def set_body(
     """Compare-and-set rewording (the version goes up with it); None when the comment is no
     longer at one of ``expected_versions`` (``If-Match``; None: any) or is gone."""
     stmt = update(Comment).where(Comment.id == comment_id)
-    if expected_versions is not None:
-        stmt = stmt.where(Comment.version.in_(expected_versions))
+    stmt = stmt.where(*at_version(Comment.version, expected_versions))
     result = await session.execute(
         stmt.values(body=body, updated_at=utcnow())
         .returning(Comment)
@@ -59,8 +59,7 @@ async def delete_comment(
 ) -> bool:
     """Compare-and-set delete; False when nothing matched (changed or gone)."""
     stmt = delete(Comment).where(Comment.id == comment_id)
-    if expected_versions is not None:
-        stmt = stmt.where(Comment.version.in_(expected_versions))
+    stmt = stmt.where(*at_version(Comment.version, expected_versions))
     result = await session.execute(
         stmt.returning(Comment.id).execution_options(synchronize_session=False)
     )

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import ColumnElement, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.util.concurrency import await_
 
@@ -258,3 +259,13 @@ class Database:
                     await engine.dispose()
             except TimeoutError:
                 await engine.dispose(close=False)
+
+
+def at_version(
+    version: ColumnElement[int] | InstrumentedAttribute[int],
+    expected_versions: Collection[int] | None,
+) -> list[ColumnElement[bool]]:
+    """The ``If-Match`` compare-and-set condition (RFC 9110 §13.1.1) for a statement's WHERE:
+    the row is at one of ``expected_versions`` (``kit.etags.expected_versions``); None (no
+    header, or ``*``) adds nothing. Empty means no ETag of the header can match: no row."""
+    return [] if expected_versions is None else [version.in_(expected_versions)]

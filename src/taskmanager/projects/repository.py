@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from taskmanager.kit.db import at_version
 from taskmanager.kit.fields import normalize_username
 from taskmanager.kit.pagination import Window, count_rows, keyset_select
 from taskmanager.models.base import utcnow
@@ -70,8 +71,7 @@ async def update_fields(
     cannot both succeed.
     """
     stmt = update(Project).where(Project.id == project_id)
-    if expected_versions is not None:
-        stmt = stmt.where(Project.version.in_(expected_versions))
+    stmt = stmt.where(*at_version(Project.version, expected_versions))
     result = await session.execute(
         stmt.values(**values, version=Project.version + 1, updated_at=utcnow())
         .returning(Project)
@@ -85,8 +85,7 @@ async def delete_project(
 ) -> bool:
     """Compare-and-set delete; tasks, comments and memberships go with it (FK cascades)."""
     stmt = delete(Project).where(Project.id == project_id)
-    if expected_versions is not None:
-        stmt = stmt.where(Project.version.in_(expected_versions))
+    stmt = stmt.where(*at_version(Project.version, expected_versions))
     result = await session.execute(
         stmt.returning(Project.id).execution_options(synchronize_session=False)
     )
@@ -194,8 +193,7 @@ def _membership(
 ) -> list[ColumnElement[bool]]:
     """One membership, at one of ``expected_versions`` (``If-Match``; None: any)."""
     where = [ProjectMember.project_id == project_id, ProjectMember.user_id == user_id]
-    if expected_versions is not None:
-        where.append(ProjectMember.version.in_(expected_versions))
+    where += at_version(ProjectMember.version, expected_versions)
     return where
 
 

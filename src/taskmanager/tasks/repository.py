@@ -43,6 +43,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import UnaryExpression
 
+from taskmanager.kit.db import at_version
 from taskmanager.kit.identity import Identity
 from taskmanager.kit.pagination import Seek
 from taskmanager.models.attachments import Attachment
@@ -201,7 +202,7 @@ def _row_of(prior: CTE, task_id: int) -> list[ColumnElement[bool]]:
 
 def _version_matches(expected_versions: Sequence[int] | None) -> list[ColumnElement[bool]]:
     """The ``If-Match`` compare-and-set: the task is at one of the expected versions."""
-    return [] if expected_versions is None else [_t.version.in_(expected_versions)]
+    return at_version(_t.version, expected_versions)
 
 
 async def _update(

@@ -9,6 +9,7 @@ from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from taskmanager.kit.db import at_version
 from taskmanager.kit.errors import Conflict
 from taskmanager.kit.pagination import Window, entity_page
 from taskmanager.models.users import User, UserRole
@@ -78,8 +79,7 @@ async def lock_active_admin_ids(session: AsyncSession) -> list[int]:
 def _at(user_id: int, expected_versions: Collection[int] | None) -> list[ColumnElement[bool]]:
     """The user, at one of ``expected_versions`` (``If-Match``; None: any)."""
     where = [User.id == user_id]
-    if expected_versions is not None:
-        where.append(User.version.in_(expected_versions))
+    where += at_version(User.version, expected_versions)
     return where
 
 
