@@ -180,6 +180,60 @@ async def test_deleting_an_account_removes_it_from_shared_projects_and_deletes_i
     ]
 
 
+async def test_what_a_deleted_account_leaves_behind_changes_visibly(
+    app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    """Its tasks and comments in shared projects lose it with a new version (a cached copy
+    is not "not modified") and an event naming the field, like any other change."""
+    owner, leaver = await make_user(), await make_user()
+    shared = (await api_create_project(client, owner, "Shared"))["id"]
+    await api_add_member(client, owner, shared, leaver, "editor")
+    made = await api_create_task(client, leaver, project_id=shared, title="Theirs")
+    assigned = await api_create_task(
+        client, owner, project_id=shared, title="Given", assignee_id=leaver.id
+    )
+    untouched = await api_create_task(client, owner, project_id=shared, title="Other")
+    comments = f"{TASKS}/{made['id']}/comments"
+    comment = (await client.post(comments, json={"body": "Hi"}, headers=leaver.headers)).json()
+    reads = {
+        url: await client.get(url, headers=owner.headers)
+        for url in (
+            f"{TASKS}/{made['id']}",
+            f"{TASKS}/{assigned['id']}",
+            f"{TASKS}/{untouched['id']}",
+            f"{comments}/{comment['id']}",
+        )
+    }
+    deleted = await client.request(
+        "DELETE",
+        f"{API}/users/me",
+        json={"current_password": TEST_PASSWORD},
+        headers=leaver.headers,
+    )
+    assert deleted.status_code == 204
+
+    changed_urls = list(reads)[:2] + list(reads)[3:]
+    for url, before in reads.items():
+        again = await client.get(
+            url, headers={**owner.headers, "If-None-Match": before.headers["etag"]}
+        )
+        assert again.status_code == (200 if url in changed_urls else 304), url
+    assert (await client.get(f"{TASKS}/{made['id']}", headers=owner.headers)).json()[
+        "created_by"
+    ] is None
+    assert (await client.get(f"{TASKS}/{assigned['id']}", headers=owner.headers)).json()[
+        "assignee_id"
+    ] is None
+    tail = [(e.type, e.data["id"], e.changed) for e in (await _events(app))[-3:]]
+    assert sorted(tail) == sorted(
+        [
+            ("task.updated", made["id"], ["created_by"]),
+            ("task.updated", assigned["id"], ["assignee_id"]),
+            ("comment.updated", comment["id"], ["author_id"]),
+        ]
+    )
+
+
 async def test_pruning_deletes_published_events_past_retention(
     app: FastAPI, make_user: UserFactory
 ) -> None:

@@ -11,6 +11,7 @@ from taskmanager.kit.db import at_version
 from taskmanager.kit.pagination import Window, entity_page
 from taskmanager.models.base import utcnow
 from taskmanager.models.comments import Comment
+from taskmanager.models.tasks import Task
 
 
 async def list_for_task(
@@ -64,3 +65,17 @@ async def delete_comment(
         stmt.returning(Comment.id).execution_options(synchronize_session=False)
     )
     return result.scalar_one_or_none() is not None
+
+
+async def forget_author(session: AsyncSession, user_id: int) -> list[tuple[Comment, int]]:
+    """Before an account is deleted: its comments lose their author (the foreign key would
+    set NULL with no new version). Each comment, changed, with its task's project id."""
+    project = select(Task.project_id).where(Task.id == Comment.task_id).scalar_subquery()
+    result = await session.execute(
+        update(Comment)
+        .where(Comment.author_id == user_id)
+        .values(author_id=None, updated_at=utcnow())
+        .returning(Comment, project)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    return [(comment, project_id) for comment, project_id in result.all()]

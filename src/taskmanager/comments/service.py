@@ -116,3 +116,17 @@ async def delete_comment(
         session, comment.id, expected_versions=expected_versions
     ):
         raise await _lost(session, task_id, comment_id)
+
+
+async def forget_author(session: AsyncSession, user_id: int) -> None:
+    """Before ``user_id``'s account is deleted: its comments keep their text but lose their
+    author, each with a new version and a ``comment.updated`` naming ``author_id``."""
+    for comment, project_id in await repository.forget_author(session, user_id):
+        await record(
+            session,
+            type=EventType.COMMENT_UPDATED,
+            project_id=project_id,
+            actor_id=user_id,
+            data=CommentOut.model_validate(comment).model_dump(mode="json"),
+            changed=["author_id"],
+        )

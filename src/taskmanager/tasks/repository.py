@@ -200,6 +200,37 @@ def _row_of(prior: CTE, task_id: int) -> list[ColumnElement[bool]]:
     return [_t.id == task_id, _t.id.in_(select(prior.c.id))]
 
 
+async def forget_user(session: AsyncSession, user_id: int, now: datetime) -> list[TaskChange]:
+    """Before an account is deleted: the tasks it created or is assigned to lose it.
+
+    The foreign keys would set ``created_by`` / ``assignee_id`` to NULL on their own, but
+    without a new version (a stale ETag would still answer 304) or an event. Two statements
+    however many tasks: the rows as they were (locked), then one ``UPDATE ... RETURNING``.
+    """
+    mine = or_(_t.assignee_id == user_id, _t.created_by == user_id)
+    before = {
+        row.id: row
+        for row in map(
+            task_row,
+            await session.execute(select(*TASK_COLUMNS).where(mine).with_for_update()),
+        )
+    }
+    if not before:
+        return []
+    forget = {
+        name: case((_t[name] == user_id, None), else_=_t[name])
+        for name in ("assignee_id", "created_by")
+    }
+    stmt = (
+        update(TASKS)
+        .where(_t.id.in_(before))
+        .values(**forget, version=_t.version + 1, updated_at=now)
+        .returning(*TASK_COLUMNS)
+    )
+    after = map(task_row, await session.execute(stmt))
+    return [TaskChange(before=before[row.id], after=row) for row in after]
+
+
 def _version_matches(expected_versions: Sequence[int] | None) -> list[ColumnElement[bool]]:
     """The ``If-Match`` compare-and-set: the task is at one of the expected versions."""
     return at_version(_t.version, expected_versions)

@@ -98,6 +98,14 @@ async def _record_update(session: AsyncSession, actor_id: int, change: TaskChang
     )
 
 
+async def forget_user(session: AsyncSession, user_id: int) -> None:
+    """Before ``user_id``'s account is deleted (``users.service.delete_me``): the tasks it
+    created or is assigned to lose it, each with a new version and a ``task.updated``
+    naming ``created_by`` and/or ``assignee_id`` (API.md §7: every change is an event)."""
+    for change in await repo.forget_user(session, user_id, utcnow()):
+        await _record_update(session, user_id, change)
+
+
 async def _require_assignable(session: AsyncSession, project_id: int, assignee_id: int) -> None:
     if not await repo.is_member(session, project_id, assignee_id):
         raise ValidationFailed.field(

@@ -11,6 +11,7 @@ from collections.abc import Collection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.auth import service as auth
+from taskmanager.comments import service as comments
 from taskmanager.kit.errors import Conflict, Forbidden, NotFound, PreconditionFailed
 from taskmanager.kit.etags import require_version, stale
 from taskmanager.kit.fields import normalize_login
@@ -21,6 +22,7 @@ from taskmanager.models.users import User, UserRole
 from taskmanager.projects import service as projects
 from taskmanager.projects.access import UserAccess, user_access
 from taskmanager.projects.inbox import create_inbox, inbox_id_of
+from taskmanager.tasks import service as tasks
 from taskmanager.users import repository
 from taskmanager.users.schemas import PasswordChange, UserAdminUpdate, UserCreate, UserUpdateMe
 
@@ -132,7 +134,8 @@ async def delete_me(
 ) -> None:
     """Delete the caller's account after checking ``current_password``.
 
-    Their Inbox and the projects only they belong to are deleted with it. Raises
+    Their Inbox and the projects only they belong to are deleted with it; the tasks and
+    comments they leave in shared projects lose them (new versions, events). Raises
     InvalidCredentials (wrong password), Conflict while they are the last owner of a project
     with other members, or the last active administrator; PreconditionFailed unless the
     account is at one of ``expected_versions`` (``If-Match``), checked in the DELETE itself.
@@ -146,6 +149,10 @@ async def delete_me(
         if admin_ids == [user_id]:
             raise Conflict(LAST_ADMIN)
     await projects.release_member(session, user_id)
+    # What survives in shared projects loses them, as changes with versions and events
+    # (the foreign keys alone would null the columns silently).
+    await tasks.forget_user(session, user_id)
+    await comments.forget_author(session, user_id)
     if not await repository.delete_user(session, user_id, expected_versions=expected_versions):
         raise await _lost(session, user_id)
 
