@@ -315,6 +315,41 @@ async def test_bad_uploads_are_refused_and_leave_nothing(
     assert temporary_files(app) == []
 
 
+async def test_every_multipart_parser_error_is_a_400_problem(
+    client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI
+) -> None:
+    """Whatever python-multipart refuses, in its constructor or while fed, is 400
+    MALFORMED_REQUEST problem+json (issue 11: a boundary over 256 characters was a 500)."""
+    users, _, task_id = await team(client, make_user, app)
+    owner = users["owner"].headers
+    before = stored_files(app)
+    long_boundary = "b" * 257
+    body, headers = multipart(b"data", boundary=long_boundary)
+    refused = [
+        # The parser's constructor: a boundary over its 256-byte maximum.
+        await client.post(url(task_id), content=body, headers={**owner, **headers}),
+        # Fed: one part header over the parser's per-header maximum (a 10 KB file name).
+        await client.post(
+            url(task_id),
+            content=multipart(
+                b"data", disposition=f'form-data; name="file"; filename="{"n" * 10_000}.txt"'
+            )[0],
+            headers={**owner, **multipart(b"")[1]},
+        ),
+        # Fed: bytes that are not multipart framing at all.
+        await client.post(
+            url(task_id),
+            content=b"not a multipart body\r\n" * 10,
+            headers={**owner, "Content-Type": "multipart/form-data; boundary=xyz"},
+        ),
+    ]
+    for response in refused:
+        problem(response, 400, "MALFORMED_REQUEST")
+    assert await count_rows(app, Attachment) == 0
+    assert stored_files(app) == before
+    assert temporary_files(app) == []
+
+
 async def test_over_the_limit_is_413_and_leaves_nothing(
     make_app: AppFactory, make_user: UserFactory
 ) -> None:

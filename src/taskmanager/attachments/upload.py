@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from email.message import Message
 from typing import Any
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
@@ -69,19 +69,22 @@ class MultipartUpload:
         self._name = bytearray()
         self._value = bytearray()
         self._header_bytes = 0
-        self._parser = MultipartParser(
-            boundary,
-            {
-                "on_part_begin": self._on_part_begin,
-                "on_header_field": self._on_header_field,
-                "on_header_value": self._on_header_value,
-                "on_header_end": self._on_header_end,
-                "on_headers_finished": self._on_headers_finished,
-                "on_part_data": self._on_part_data,
-                "on_part_end": self._on_part_end,
-                "on_end": self._on_end,
-            },
-        )
+        try:
+            self._parser = MultipartParser(
+                boundary,
+                {
+                    "on_part_begin": self._on_part_begin,
+                    "on_header_field": self._on_header_field,
+                    "on_header_value": self._on_header_value,
+                    "on_header_end": self._on_header_end,
+                    "on_headers_finished": self._on_headers_finished,
+                    "on_part_data": self._on_part_data,
+                    "on_part_end": self._on_part_end,
+                    "on_end": self._on_end,
+                },
+            )
+        except FormParserError as exc:  # a boundary over the parser's 256 bytes (RFC 2046: 70)
+            raise MalformedRequest(f"The multipart Content-Type is malformed: {exc}") from exc
 
     # -- parser callbacks (synchronous, called from ``write``) -----------------------------
 
@@ -131,7 +134,7 @@ class MultipartUpload:
             if chunk:
                 try:
                     self._parser.write(chunk)
-                except MultipartParseError as exc:
+                except FormParserError as exc:  # every error python-multipart raises
                     raise MalformedRequest(f"The multipart body is malformed: {exc}") from exc
         return self._events.popleft()
 
