@@ -356,8 +356,9 @@ async def test_over_the_limit_is_413_and_leaves_nothing(
     app, client = await make_app(max_upload_bytes=64 * 1024)
     users, _, task_id = await team(client, make_user, app)
     owner = users["owner"].headers
-    # A declared length over the limit: refused before anything is read.
-    body, headers = multipart(b"a" * (70 * 1024))
+    # A declared length over the limit and its framing allowance: refused before anything
+    # is read.
+    body, headers = multipart(b"a" * (200 * 1024))
     problem(
         await client.post(url(task_id), content=body, headers={**owner, **headers}),
         413,
@@ -385,6 +386,44 @@ async def test_over_the_limit_is_413_and_leaves_nothing(
     assert temporary_files(app) == []
     # Just under the limit passes.
     assert (await upload(client, users["owner"], task_id, b"a" * (60 * 1024))).status_code == 201
+
+
+async def test_a_file_of_exactly_the_limit_is_accepted_and_one_byte_more_is_not(
+    make_app: AppFactory, make_user: UserFactory
+) -> None:
+    """The limit is the file's size; the multipart framing around it does not count against
+    it (issue 11: a file of exactly TASKMANAGER_MAX_UPLOAD_BYTES was 413)."""
+    limit = 64 * 1024
+    app, client = await make_app(max_upload_bytes=limit)
+    users, _, task_id = await team(client, make_user, app)
+    owner = users["owner"].headers
+    body, headers = multipart(b"a" * (limit + 1))
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield body
+
+    for over in (body, chunked()):  # with a declared Content-Length, and without one
+        problem(
+            await client.post(url(task_id), content=over, headers={**owner, **headers}),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        )
+    assert await count_rows(app, Attachment) == 0
+    assert stored_files(app) == set()
+    assert temporary_files(app) == []
+    at_limit = await upload(client, users["owner"], task_id, b"a" * limit)
+    assert at_limit.status_code == 201, at_limit.text
+    assert at_limit.json()["size"] == limit
+    body, headers = multipart(b"b" * limit)
+
+    async def chunked_at_limit() -> AsyncIterator[bytes]:
+        yield body
+
+    again = await client.post(
+        url(task_id), content=chunked_at_limit(), headers={**owner, **headers}
+    )
+    assert again.status_code == 201, again.text
+    assert again.json()["size"] == limit
 
 
 async def test_a_keyed_upload_holds_no_database_connection_while_it_streams(

@@ -240,8 +240,8 @@ async def test_upload_limit_applies_to_multipart(make_app: AppFactory) -> None:
     # A multipart upload over the JSON limit but under the upload limit passes...
     files = {"file": ("a.bin", b"a" * 10_000, "application/octet-stream")}
     assert (await client.post("/api/v1/_test/raw", files=files)).status_code == 200
-    # ...and one over the upload limit does not.
-    files = {"file": ("a.bin", b"a" * 70_000, "application/octet-stream")}
+    # ...and one over the upload limit and its 64 KiB framing allowance does not.
+    files = {"file": ("a.bin", b"a" * 140_000, "application/octet-stream")}
     problem(await client.post("/api/v1/_test/raw", files=files), 413, "PAYLOAD_TOO_LARGE")
     # The JSON limit still holds for everything else.
     problem(

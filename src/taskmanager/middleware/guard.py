@@ -31,6 +31,11 @@ from taskmanager.middleware.rate_limit import RateLimiter
 log = structlog.get_logger("taskmanager.request")
 
 _MULTIPART = b"multipart/form-data"
+# What a multipart body may carry on top of TASKMANAGER_MAX_UPLOAD_BYTES: boundaries, part
+# headers (python-multipart allows 8 lines of ~4 KiB per part) and small form fields. The
+# file's own bytes are held to the limit exactly where the upload is read (a file of exactly
+# the limit is accepted); this only bounds the whole body, so it cannot balloon.
+MULTIPART_FRAMING_BYTES = 64 * 1024
 
 
 class BodyTooLarge(HTTPException):
@@ -102,7 +107,7 @@ class RequestGuardMiddleware:
                     return
 
         content_length, multipart = _body_headers(scope)
-        limit = self.max_upload if multipart else self.max_body
+        limit = self.max_upload + MULTIPART_FRAMING_BYTES if multipart else self.max_body
         if content_length is not None and content_length > limit:
             await self._problem(
                 scope,
