@@ -350,6 +350,36 @@ async def test_every_multipart_parser_error_is_a_400_problem(
     assert temporary_files(app) == []
 
 
+async def test_two_file_parts_are_422_and_store_nothing(
+    client: httpx.AsyncClient, make_user: UserFactory, app: FastAPI
+) -> None:
+    """A body with two ``file`` parts is refused, and the first, already streamed to the
+    store, is removed (issue 11: it was stored and the second silently dropped, 201)."""
+    users, _, task_id = await team(client, make_user, app)
+    before = stored_files(app)
+    response = await client.post(
+        url(task_id),
+        files=[("file", ("one.txt", b"first", "text/plain")), ("file", ("two.txt", b"second"))],
+        data={"note": "other fields are still ignored"},
+        headers=users["owner"].headers,
+    )
+    body = problem(response, 422, "VALIDATION_ERROR")
+    assert body["errors"][0]["loc"] == ["body", "file"]
+    assert "exactly one file" in body["errors"][0]["msg"]
+    assert await count_rows(app, Attachment) == 0
+    assert stored_files(app) == before
+    assert temporary_files(app) == []
+    # One file among other fields is still fine.
+    one = await client.post(
+        url(task_id),
+        files=[("file", ("one.txt", b"first", "text/plain"))],
+        data={"note": "ignored"},
+        headers=users["owner"].headers,
+    )
+    assert one.status_code == 201, one.text
+    assert len(stored_files(app) - before) == 1
+
+
 async def test_over_the_limit_is_413_and_leaves_nothing(
     make_app: AppFactory, make_user: UserFactory
 ) -> None:

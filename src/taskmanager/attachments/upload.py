@@ -47,8 +47,9 @@ class MultipartUpload:
     ``file_part()`` reads up to the headers of the ``file`` part and returns its file name
     and content type as sent; ``data()`` yields that part's bytes; ``finish()`` reads the
     rest of the body (other parts are ignored). Raises UnsupportedMediaType (415, not
-    multipart), MalformedRequest (400, broken framing), ValidationFailed (422, no ``file``
-    part) and PayloadTooLarge (413, the file passes ``limit`` bytes).
+    multipart), MalformedRequest (400, anything python-multipart refuses), ValidationFailed
+    (422, no ``file`` part, or more than one) and PayloadTooLarge (413, the file passes
+    ``limit`` bytes).
     """
 
     def __init__(self, request: Request, *, limit: int) -> None:
@@ -138,16 +139,23 @@ class MultipartUpload:
                     raise MalformedRequest(f"The multipart body is malformed: {exc}") from exc
         return self._events.popleft()
 
+    @staticmethod
+    def _disposition(headers: dict[str, str]) -> Message | None:
+        """The part's Content-Disposition when it is the ``file`` field, else None."""
+        disposition = Message()
+        disposition["content-disposition"] = headers.get("content-disposition", "")
+        if disposition.get_param("name", header="content-disposition") == FIELD:
+            return disposition
+        return None
+
     async def file_part(self) -> tuple[str | None, str | None]:
         """Read up to the ``file`` part's data; its (file name, content type) as sent."""
         while (event := await self._next()) is not None:
             if event[0] != "headers":
                 continue  # another part's data: not kept
-            disposition = Message()
-            disposition["content-disposition"] = event[1].get("content-disposition", "")
-            if disposition.get_param("name", header="content-disposition") == FIELD:
-                filename = disposition.get_filename()
-                return filename, event[1].get("content-type")
+            disposition = self._disposition(event[1])
+            if disposition is not None:
+                return disposition.get_filename(), event[1].get("content-type")
         raise _missing_file()
 
     async def data(self) -> AsyncIterator[bytes]:
@@ -164,9 +172,15 @@ class MultipartUpload:
         raise MalformedRequest("The multipart body ended inside the file part")
 
     async def finish(self) -> None:
-        """Read the rest of the body (later parts are ignored); MalformedRequest if the
-        closing boundary never comes."""
-        while await self._next() is not None:
-            pass
+        """Read the rest of the body (later parts are ignored); ValidationFailed (422) at a
+        second ``file`` part, without reading its data; MalformedRequest if the closing
+        boundary never comes."""
+        while (event := await self._next()) is not None:
+            if event[0] == "headers" and self._disposition(event[1]) is not None:
+                # Keeping one and dropping the other would answer 201 for a file the
+                # client believes stored; the caller removes the one already written.
+                raise ValidationFailed.field(
+                    ("body", FIELD), f"exactly one file is allowed in '{FIELD}'", "too_many"
+                )
         if not self._ended:
             raise MalformedRequest("The multipart body has no closing boundary")
