@@ -13,12 +13,20 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from httpx_ws import WebSocketDisconnect
 from sqlalchemy import update
 
 from taskmanager.kit.security import create_access_token
 from taskmanager.models.users import User
 from tests.conftest import TEST_PASSWORD, AppFactory, TestUser, UserFactory
-from tests.events.ws_support import WS, close_code, connect, next_event, ws_client
+from tests.events.ws_support import (
+    RECEIVE_TIMEOUT,
+    WS,
+    close_code,
+    connect,
+    next_event,
+    ws_client,
+)
 from tests.factories import (
     API,
     TASKS,
@@ -138,6 +146,30 @@ async def test_since_replays_exactly_what_was_missed_then_goes_live(
     assert len(set(ids)) == 100
     assert ids[0] > last_seen
     assert (following["data"]["id"], following["id"] > ids[-1]) == (live["id"], True)
+
+
+async def test_since_ahead_of_the_stream_is_refused_and_the_newest_id_goes_live(
+    app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    """A ``since`` past the newest event is 4422 at the handshake (issue 11: it was accepted
+    and muted the socket, every live event counting as already seen); ``since`` = the newest
+    id replays nothing and goes live."""
+    user = await make_user()
+    await api_create_task(client, user, title="Before")
+    async with ws_client(app) as wsc:
+        async with connect(f"{_token(user)}&since=evt_9999999999999999", wsc) as ws:
+            with pytest.raises(WebSocketDisconnect) as refused:
+                await ws.receive_text(timeout=RECEIVE_TIMEOUT)
+        assert refused.value.code == 4422
+        assert "ahead of the event stream" in (refused.value.reason or "")
+        async with connect(_token(user), wsc) as ws:
+            await api_create_task(client, user, title="Newest")
+            newest = (await next_event(ws))["id"]
+        async with connect(f"{_token(user)}&since={newest}", wsc) as ws:
+            live = await api_create_task(client, user, title="Live")
+            event = await next_event(ws)
+    assert event["data"]["id"] == live["id"]
+    assert event["id"] > newest
 
 
 @pytest.mark.parametrize(

@@ -98,6 +98,12 @@ async def read_after(
         return list(rows.all())
 
 
+async def newest_seq(database: Database) -> int:
+    """The ``seq`` of the newest published event; 0 while there is none."""
+    async with database.snapshot() as session:
+        return int((await session.scalar(select(func.max(Event.seq)))) or 0)
+
+
 class Hub:
     """This process's subscribers. ``await run()`` in the server's lifespan.
 
@@ -139,7 +145,7 @@ class Hub:
     async def subscribe(self, subscriber: Subscriber) -> None:
         """From now on, every event published after this moment is offered to ``subscriber``."""
         if self._cursor is None:
-            top = await self._top()
+            top = await newest_seq(self.database)
             if self._cursor is None:  # another subscribe may have set it meanwhile
                 self._cursor = top
         self.subscribers.add(subscriber)
@@ -154,10 +160,6 @@ class Hub:
         self._wake.set()
 
     # ---- the loop -------------------------------------------------------------------------
-
-    async def _top(self) -> int:
-        async with self.database.snapshot() as session:
-            return int((await session.scalar(select(func.max(Event.seq)))) or 0)
 
     async def read_new(self) -> int:
         """Read what was published since the last read and offer it; returns how many."""

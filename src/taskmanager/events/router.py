@@ -12,8 +12,9 @@ dropped.
 Close codes (RFC 6455 §7.4.2 private range mirrors HTTP): 4401 not authenticated or the
 credential ended (token expired, signed out everywhere, key revoked), 4403 deactivated or
 an API key without ``tasks:read``, 4404 ``project_id`` is not a project the caller can see
-(as the HTTP API answers 404), 4408 too slow, 4422 a malformed ``project_id`` or ``since``,
-4429 too many connections, 1001 going away (drain), 1011 the database is unreachable.
+(as the HTTP API answers 404), 4408 too slow, 4422 a malformed ``project_id`` or ``since``
+or a ``since`` past the newest event, 4429 too many connections, 1001 going away (drain),
+1011 the database is unreachable.
 """
 
 from __future__ import annotations
@@ -29,14 +30,21 @@ from fastapi import APIRouter, WebSocket
 from sqlalchemy import select
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from taskmanager.events.hub import READ_BATCH, Hub, Published, Subscriber, read_after
+from taskmanager.events.hub import (
+    READ_BATCH,
+    Hub,
+    Published,
+    Subscriber,
+    newest_seq,
+    read_after,
+)
 from taskmanager.kit.authn import access_claims, authenticate, read_credential
 from taskmanager.kit.config import Settings
 from taskmanager.kit.db import Database, utcnow
 from taskmanager.kit.errors import InvalidCredentials, NotAuthenticated, NotFound
 from taskmanager.kit.identity import Principal, Scope
 from taskmanager.kit.logging import redact_query
-from taskmanager.kit.outbox import parse_event_id
+from taskmanager.kit.outbox import format_event_id, parse_event_id
 from taskmanager.models.users import User
 from taskmanager.projects.access import project_access
 from taskmanager.projects.policy import Permission
@@ -130,6 +138,8 @@ class _Stream:
             self.user_id = principal.user_id
             project_id = _query_int(websocket, "project_id")
             since = _since(websocket)
+            if since is not None:
+                await self._check_since(since)
             if project_id is not None:
                 await self._check_project(principal, project_id)
             if not self.hub.admit(principal.user_id):
@@ -158,6 +168,17 @@ class _Stream:
                 if self.websocket.client_state is WebSocketState.CONNECTING:
                     await self.websocket.accept()
                 await self.websocket.close(code, reason[:120])
+
+    async def _check_since(self, since: int) -> None:
+        """4422 for an id past the newest event. Every id a client was sent is at or below
+        it (``seq`` only grows), so one above is not from this stream — another
+        deployment, or one restored from a backup — and serving it would mute the socket:
+        live events at or below it count as already seen. Refused rather than clamped, so
+        the client learns its position is unknown here and resynchronises."""
+        newest = await newest_seq(self.database)
+        if since > newest:
+            newest_id = format_event_id(newest)
+            raise _Closing(INVALID, f"since is ahead of the event stream (newest: {newest_id})")
 
     async def _check_project(self, principal: Principal, project_id: int) -> None:
         async with self.database.snapshot() as session:
