@@ -64,7 +64,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if app.state.redis is not None:
         await _purge_legacy_idempotency_records(app.state.redis)
     # WebSocket subscribers of this process; the background loops number and publish events.
-    hub = Hub(database, settings, draining=lambda: bool(getattr(app.state, "draining", False)))
+    hub = Hub(
+        database,
+        settings,
+        draining=lambda: bool(getattr(app.state, "draining", False)),
+        redis=app.state.redis,
+    )
     app.state.hub = hub
     try:
         async with anyio.create_task_group() as tasks:

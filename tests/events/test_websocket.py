@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from httpx_ws import WebSocketDisconnect
+from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect
 from sqlalchemy import update
 
 from taskmanager.kit.security import create_access_token
@@ -24,6 +24,7 @@ from tests.events.ws_support import (
     WS,
     close_code,
     connect,
+    messages_until_closed,
     next_event,
     ws_client,
 )
@@ -31,6 +32,7 @@ from tests.factories import (
     API,
     TASKS,
     api_add_member,
+    api_create_key,
     api_create_project,
     api_create_task,
     create_api_key,
@@ -163,8 +165,8 @@ async def test_since_ahead_of_the_stream_is_refused_and_the_newest_id_goes_live(
         assert refused.value.code == 4422
         assert "ahead of the event stream" in (refused.value.reason or "")
         async with connect(_token(user), wsc) as ws:
-            await api_create_task(client, user, title="Newest")
-            newest = (await next_event(ws))["id"]
+            task = await api_create_task(client, user, title="Newest")
+            newest = (await _until_task(ws, task["id"]))["id"]
         async with connect(f"{_token(user)}&since={newest}", wsc) as ws:
             live = await api_create_task(client, user, title="Live")
             event = await next_event(ws)
@@ -270,6 +272,84 @@ async def test_signing_out_everywhere_closes_the_socket(
         assert response.status_code == 204
         code = await close_code(ws)
     assert code == 4401
+
+
+async def _shared_project(
+    client: httpx.AsyncClient, make_user: UserFactory
+) -> tuple[TestUser, TestUser, int]:
+    """(a member, its project's owner, the project id): the owner keeps publishing events
+    the member is in the audience of."""
+    owner, member = await make_user(), await make_user()
+    project = await api_create_project(client, owner)
+    await api_add_member(client, owner, project["id"], member, "editor")
+    return member, owner, project["id"]
+
+
+async def _until_task(ws: AsyncWebSocketSession, task_id: int) -> dict[str, Any]:
+    """Read up to the creation of this task; earlier events (e.g. ``member.added``, or a task
+    created before the connection but numbered after it) may come first."""
+    while True:
+        event = await next_event(ws)
+        if event["type"] == "task.created" and event["data"]["id"] == task_id:
+            return event
+
+
+@pytest.mark.parametrize("ending", ["deactivation", "logout-all", "account deletion"])
+async def test_ending_a_users_credentials_closes_their_sockets_at_once(
+    make_app: AppFactory, make_user: UserFactory, ending: str
+) -> None:
+    """Once the request that ends the credentials returns, the socket gets nothing more and
+    is closed — not at the next periodic recheck, here an hour away (issue 11: up to 30 s
+    of events after a deactivation, a sign-out everywhere or a deleted account)."""
+    app, client = await make_app(ws_recheck_seconds=3600)
+    member, owner, project_id = await _shared_project(client, make_user)
+    admin = await make_user(role="admin")
+    async with ws_client(app) as wsc, connect(_token(member), wsc) as ws:
+        seen = await api_create_task(client, owner, project_id=project_id, title="Seen")
+        await _until_task(ws, seen["id"])
+        if ending == "deactivation":
+            response = await client.patch(
+                f"{API}/users/{member.id}", json={"is_active": False}, headers=admin.headers
+            )
+            expected = 4403
+        elif ending == "logout-all":
+            response = await client.post(f"{API}/auth/logout-all", headers=member.headers)
+            expected = 4401
+        else:
+            response = await client.request(
+                "DELETE",
+                f"{API}/users/me",
+                json={"current_password": TEST_PASSWORD},
+                headers=member.headers,
+            )
+            expected = 4401
+        assert response.status_code in (200, 204), response.text
+        await api_create_task(client, owner, project_id=project_id, title="After")
+        messages, code = await messages_until_closed(ws)
+    assert (messages, code) == ([], expected)
+
+
+async def test_revoking_an_api_key_closes_its_sockets_at_once(
+    make_app: AppFactory, make_user: UserFactory
+) -> None:
+    app, client = await make_app(ws_recheck_seconds=3600)
+    member, owner, project_id = await _shared_project(client, make_user)
+    key = await api_create_key(client, member.headers, ["tasks:read"])
+    async with (
+        ws_client(app) as wsc,
+        connect(WS, wsc, headers={"X-API-Key": key["key"]}) as by_key,
+        connect(_token(member), wsc) as by_token,
+    ):
+        seen = await api_create_task(client, owner, project_id=project_id, title="Seen")
+        await _until_task(by_key, seen["id"])
+        await _until_task(by_token, seen["id"])
+        response = await client.delete(f"{API}/api-keys/{key['id']}", headers=member.headers)
+        assert response.status_code == 204, response.text
+        after = await api_create_task(client, owner, project_id=project_id, title="After")
+        messages, code = await messages_until_closed(by_key)
+        # The same user's token connection was checked too, and keeps going.
+        assert (await next_event(by_token))["data"]["id"] == after["id"]
+    assert (messages, code) == ([], 4401)
 
 
 async def test_connections_beyond_the_per_user_limit_are_refused(

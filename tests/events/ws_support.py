@@ -48,3 +48,13 @@ async def close_code(ws: AsyncWebSocketSession) -> int:
             await ws.receive_text(timeout=RECEIVE_TIMEOUT)
         except WebSocketDisconnect as closed:
             return closed.code
+
+
+async def messages_until_closed(ws: AsyncWebSocketSession) -> tuple[list[str], int]:
+    """Every message the server still sends, then its close code."""
+    messages: list[str] = []
+    while True:
+        try:
+            messages.append(await ws.receive_text(timeout=RECEIVE_TIMEOUT))
+        except WebSocketDisconnect as closed:
+            return messages, closed.code

@@ -14,6 +14,7 @@ from taskmanager.kit.db import utcnow
 from taskmanager.kit.errors import Forbidden, NotFound
 from taskmanager.kit.etags import stale
 from taskmanager.kit.identity import Principal, Scope
+from taskmanager.kit.outbox import credentials_changed
 from taskmanager.kit.pagination import KeysetList, ListPage, PageRequest
 from taskmanager.kit.security import API_KEY_PREFIX, digest
 from taskmanager.models.api_keys import ApiKey
@@ -88,3 +89,4 @@ async def revoke(
         # The failure path only: gone (404) or at another version (412)?
         await get(session, user_id, key_id)
         raise stale("API key")
+    credentials_changed(session, user_id)  # open WebSockets are checked again on commit

@@ -33,6 +33,7 @@ from taskmanager.kit.db import Database, utcnow
 from taskmanager.kit.errors import InvalidCredentials, ValidationFailed
 from taskmanager.kit.fields import normalize_login
 from taskmanager.kit.mail import Mailer, MailError
+from taskmanager.kit.outbox import credentials_changed
 from taskmanager.kit.passwords import identifier_problem
 from taskmanager.kit.security import create_access_token, digest, hash_password, verify_password
 
@@ -174,6 +175,7 @@ async def end_sessions(session: AsyncSession, user_id: int) -> None:
     # The user row first: the same lock order as a refresh (see _rotate).
     await repository.next_generation(session, user_id)
     await repository.revoke_all_of_user(session, user_id, utcnow())
+    credentials_changed(session, user_id)  # open WebSockets are checked again on commit
 
 
 async def verify_current_password(session: AsyncSession, user_id: int, password: str) -> None:

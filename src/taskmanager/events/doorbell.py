@@ -10,6 +10,12 @@ so a lost, late or repeated ring costs latency, never an event. Three bells:
   other process wake too. Without Redis (or during an outage) they find the events on their
   next poll (``TASKMANAGER_EVENT_POLL_SECONDS``).
 
+And one for credentials: a session that ended credentials (``kit.outbox.credentials_changed``)
+commits → ``on_credentials`` bells get the user ids, so this process's hubs check those
+users' connections again at once, and publish the ids on ``CREDENTIALS_CHANNEL`` for every
+other process's hubs. A lost ring costs time only: each connection is also checked every
+``TASKMANAGER_WS_RECHECK_SECONDS``.
+
 Bells are grouped by database URL: several apps in one process (tests) each hear the
 changes of the database they serve.
 """
@@ -23,14 +29,17 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from taskmanager.kit.outbox import RECORDED_KEY
+from taskmanager.kit.outbox import CREDENTIALS_KEY, RECORDED_KEY
 
 CHANNEL = "taskmanager:events"
+CREDENTIALS_CHANNEL = "taskmanager:credentials"
 
 Bell = Callable[[], None]
+UsersBell = Callable[[frozenset[int]], None]
 
 _COMMITTED: defaultdict[str, set[Bell]] = defaultdict(set)
 _SEQUENCED: defaultdict[str, set[Bell]] = defaultdict(set)
+_CREDENTIALS: defaultdict[str, set[UsersBell]] = defaultdict(set)
 
 
 def database_key(engine: Engine) -> str:
@@ -50,6 +59,13 @@ def on_sequenced(key: str, bell: Bell) -> Callable[[], None]:
     return lambda: _SEQUENCED[key].discard(bell)
 
 
+def on_credentials(key: str, bell: UsersBell) -> Callable[[], None]:
+    """Call ``bell(user_ids)`` whenever a session that ended credentials of those users
+    commits; returns an undo."""
+    _CREDENTIALS[key].add(bell)
+    return lambda: _CREDENTIALS[key].discard(bell)
+
+
 def ring_local(key: str) -> None:
     for bell in tuple(_SEQUENCED[key]):
         bell()
@@ -57,14 +73,22 @@ def ring_local(key: str) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
-    if not session.info.pop(RECORDED_KEY, False):
-        return
+    recorded = session.info.pop(RECORDED_KEY, False)
+    users: set[int] | None = session.info.pop(CREDENTIALS_KEY, None)
     bind = session.bind
-    if isinstance(bind, Engine):
-        for bell in tuple(_COMMITTED[database_key(bind)]):
+    if not isinstance(bind, Engine) or not (recorded or users):
+        return
+    key = database_key(bind)
+    if users:
+        ended = frozenset(users)
+        for users_bell in tuple(_CREDENTIALS[key]):
+            users_bell(ended)
+    if recorded:
+        for bell in tuple(_COMMITTED[key]):
             bell()
 
 
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
     session.info.pop(RECORDED_KEY, None)
+    session.info.pop(CREDENTIALS_KEY, None)

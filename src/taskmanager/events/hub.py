@@ -8,6 +8,11 @@ it (``Subscriber.wants``: in the event's audience or an admin, and the project a
 Offering never waits: a subscriber whose bounded queue is full is marked overflowed and its
 connection is closed (4408), so one slow client never slows the others.
 
+When a transaction that ended a user's credentials commits (``doorbell.on_credentials``, in
+this process or, through Redis, in another), that user's subscribers are held — nothing more
+is sent to them — and checked again at once (``Subscriber.hold``); the connection closes
+(4401/4403) or resumes.
+
 Because the reader only ever moves forward by ``seq`` and ``sequence`` guarantees that a
 reader seeing ``seq = n`` sees every row below ``n``, a subscriber gets every event after
 it registered, once, in order — however many dispatchers numbered them or rang.
@@ -17,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
@@ -26,12 +32,21 @@ import orjson
 import structlog
 from sqlalchemy import func, select
 
-from taskmanager.events.doorbell import CHANNEL, database_key, on_sequenced
+from taskmanager.events.doorbell import (
+    CHANNEL,
+    CREDENTIALS_CHANNEL,
+    database_key,
+    on_credentials,
+    on_sequenced,
+)
 from taskmanager.events.schemas import event_json
 from taskmanager.kit.availability import Backoff
 from taskmanager.kit.config import Settings
 from taskmanager.kit.db import Database
 from taskmanager.models.events import Event
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = structlog.get_logger("taskmanager.events")
 
@@ -70,6 +85,16 @@ class Subscriber:
         self.project_id = project_id
         self.queue: asyncio.Queue[Published] = asyncio.Queue(queue_size)
         self.overflowed = asyncio.Event()
+        # Set while the connection may be sent to; cleared by ``hold`` until the credential
+        # has been checked again (``recheck_now`` asks the connection for that check).
+        self.cleared = asyncio.Event()
+        self.cleared.set()
+        self.recheck_now = asyncio.Event()
+
+    def hold(self) -> None:
+        """Send nothing more until the connection's credential is checked again."""
+        self.cleared.clear()
+        self.recheck_now.set()
 
     def wants(self, item: Published) -> bool:
         """In the event's audience (a member when it happened) or an admin; the project asked."""
@@ -108,7 +133,8 @@ class Hub:
     """This process's subscribers. ``await run()`` in the server's lifespan.
 
     ``draining``: tells when the server started draining; every connection is then closed
-    with 1001 (going away) and new ones are refused the same way.
+    with 1001 (going away) and new ones are refused the same way. ``redis``: the client to
+    publish ended credentials on (``CREDENTIALS_CHANNEL``) for the other processes.
     """
 
     def __init__(
@@ -117,10 +143,14 @@ class Hub:
         settings: Settings,
         *,
         draining: Callable[[], bool] = lambda: False,
+        redis: Redis | None = None,
     ) -> None:
         self.database = database
         self.settings = settings
         self.draining = draining
+        self.redis = redis
+        self._ended: set[int] = set()  # user ids to publish on CREDENTIALS_CHANNEL
+        self._publish = asyncio.Event()
         self.key = database_key(database.write_engine.sync_engine)
         self.subscribers: set[Subscriber] = set()
         self.connections: Counter[int] = Counter()
@@ -159,6 +189,39 @@ class Hub:
     def wake(self) -> None:
         self._wake.set()
 
+    def recheck(self, user_ids: Iterable[int]) -> None:
+        """Hold and check again every connection of these users (their credentials ended)."""
+        users = frozenset(user_ids)
+        for subscriber in tuple(self.subscribers):
+            if subscriber.user_id in users:
+                subscriber.hold()
+
+    def _credentials_ended(self, user_ids: frozenset[int]) -> None:
+        """A transaction of this process ended these users' credentials: check here at
+        once, and tell the other processes."""
+        self.recheck(user_ids)
+        if self.redis is not None:
+            self._ended |= user_ids
+            self._publish.set()
+
+    async def _publish_ended(self) -> None:
+        """Publish ended credentials for the other processes. Never raises: a lost message
+        costs them time only (``TASKMANAGER_WS_RECHECK_SECONDS``)."""
+        assert self.redis is not None
+        while True:
+            await self._publish.wait()
+            self._publish.clear()
+            users, self._ended = self._ended, set()
+            try:
+                with anyio.fail_after(max(1.0, self.settings.redis_timeout_seconds * 4)):
+                    await self.redis.publish(
+                        CREDENTIALS_CHANNEL, ",".join(str(user) for user in sorted(users))
+                    )
+            except Exception as exc:
+                log.warning(
+                    "credentials_publish_failed", error=f"{type(exc).__name__}: {exc}"[:200]
+                )
+
     # ---- the loop -------------------------------------------------------------------------
 
     async def read_new(self) -> int:
@@ -189,14 +252,18 @@ class Hub:
     async def run(self) -> None:
         """Read on every ring and poll; listen on Redis when configured; watch for drain."""
         undo = on_sequenced(self.key, self.wake)
+        undo_credentials = on_credentials(self.key, self._credentials_ended)
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._watch_drain)
                 if self.settings.redis_url:
                     tasks.start_soon(self._listen)
+                if self.redis is not None:
+                    tasks.start_soon(self._publish_ended)
                 await self._read_loop()
         finally:
             undo()
+            undo_credentials()
             self.going_away.set()
 
     async def _read_loop(self) -> None:
@@ -219,7 +286,9 @@ class Hub:
         self.going_away.set()
 
     async def _listen(self) -> None:
-        """Wake on every Redis message; reconnect with back-off. Never raises."""
+        """Wake on every event message, recheck on every credentials message (another
+        process's, or this one's own again: harmless); reconnect with back-off. Never
+        raises."""
         from redis.asyncio import Redis  # only with Redis configured (start-up cost)
 
         backoff = Backoff(self.settings.outage_backoff_seconds)
@@ -233,7 +302,7 @@ class Hub:
             )
             try:
                 async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANNEL)
+                    await pubsub.subscribe(CHANNEL, CREDENTIALS_CHANNEL)
                     backoff.succeeded()
                     # Events published while we were not subscribed: read them now.
                     self.wake()
@@ -242,10 +311,23 @@ class Hub:
                             ignore_subscribe_messages=True,
                             timeout=self.settings.event_poll_seconds,
                         )
-                        if message is not None:
+                        if message is None:
+                            continue
+                        if _text(message.get("channel")) == CREDENTIALS_CHANNEL:
+                            self.recheck(_user_ids(_text(message.get("data"))))
+                        else:
                             self.wake()
             except Exception as exc:
                 await backoff.failed("event_listen_failed", exc)
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                     await client.aclose()
+
+
+def _text(value: object) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
+def _user_ids(data: str) -> list[int]:
+    """``"1,2,3"`` as published by ``Hub._publish_ended``; anything else is skipped."""
+    return [int(part) for part in data.split(",") if part.isascii() and part.isdigit()]

@@ -9,6 +9,10 @@ without a gap or a repeat: the subscriber is registered (and its queue collectin
 the replay reads, and anything in the queue at or below the last replayed ``seq`` is
 dropped.
 
+The credential is checked again every ``TASKMANAGER_WS_RECHECK_SECONDS``, and at once —
+with nothing sent meanwhile — when a transaction that ended the user's credentials commits
+(``Hub.recheck``).
+
 Close codes (RFC 6455 §7.4.2 private range mirrors HTTP): 4401 not authenticated or the
 credential ended (token expired, signed out everywhere, key revoked), 4403 deactivated or
 an API key without ``tasks:read``, 4404 ``project_id`` is not a project the caller can see
@@ -241,11 +245,18 @@ class _Stream:
                         end(NOT_AUTHENTICATED, "The access token expired")
 
                 async def recheck() -> None:
+                    # At once when the hub holds the connection (credentials of its user
+                    # ended), else every TASKMANAGER_WS_RECHECK_SECONDS as a backstop.
                     while True:
-                        await anyio.sleep(self.settings.ws_recheck_seconds)
+                        with anyio.move_on_after(self.settings.ws_recheck_seconds):
+                            await subscriber.recheck_now.wait()
+                        subscriber.recheck_now.clear()
                         closing = await self._still_allowed(principal, headers)
                         if closing is not None:
                             end(closing.code, closing.reason)
+                            return
+                        if not subscriber.recheck_now.is_set():  # no newer hold meanwhile
+                            subscriber.cleared.set()
 
                 for job in (send, receive, overflow, going_away, expiry, recheck):
                     tasks.start_soon(job)
@@ -268,6 +279,7 @@ class _Stream:
                     through = event.seq
                     item = Published.of(event)
                     if subscriber.wants(item):
+                        await subscriber.cleared.wait()
                         await websocket.send_text(item.text)
                         self.sent += 1
                 if len(events) < READ_BATCH:
@@ -277,6 +289,7 @@ class _Stream:
             if item.seq <= through:
                 continue  # already replayed
             through = item.seq
+            await subscriber.cleared.wait()  # held while the credential is checked again
             await websocket.send_text(item.text)
             self.sent += 1
 

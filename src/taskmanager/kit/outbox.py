@@ -32,8 +32,10 @@ from taskmanager.models.events import Event, EventType
 from taskmanager.models.projects import ProjectMember
 
 __all__ = [
+    "CREDENTIALS_KEY",
     "RECORDED_KEY",
     "EventType",
+    "credentials_changed",
     "format_event_id",
     "parse_event_id",
     "record",
@@ -42,6 +44,9 @@ __all__ = [
 
 # Set in ``session.info`` by ``record``: the dispatcher is woken when such a session commits.
 RECORDED_KEY = "taskmanager.outbox.recorded"
+# Set in ``session.info`` by ``credentials_changed``: the ids of users whose credentials the
+# transaction ended; live connections of theirs are checked again when it commits.
+CREDENTIALS_KEY = "taskmanager.outbox.credentials"
 
 _EVENT_ID = re.compile(r"evt_([0-9]{16})")
 # pg_advisory_xact_lock key of the sequencer ("outbox" in ASCII, as a bigint).
@@ -118,6 +123,18 @@ async def record(
     )
     await session.execute(statement)
     session.info[RECORDED_KEY] = True
+
+
+def credentials_changed(session: AsyncSession, user_id: int) -> None:
+    """Note that this transaction ends credentials of ``user_id`` (sessions ended, an API
+    key revoked, the account deactivated or deleted).
+
+    When it commits, every process checks that user's open WebSocket connections again at
+    once (``events.doorbell``), closing those whose credential no longer works (API.md §3:
+    tokens and keys stop at once); nothing happens if it rolls back.
+    """
+    users: set[int] = session.info.setdefault(CREDENTIALS_KEY, set())
+    users.add(user_id)
 
 
 async def sequence(session: AsyncSession, *, batch: int = 500) -> list[Event]:

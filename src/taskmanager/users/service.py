@@ -16,6 +16,7 @@ from taskmanager.kit.errors import Conflict, Forbidden, NotFound, PreconditionFa
 from taskmanager.kit.etags import require_version, stale
 from taskmanager.kit.fields import normalize_login
 from taskmanager.kit.identity import Principal
+from taskmanager.kit.outbox import credentials_changed
 from taskmanager.kit.pagination import KeysetList, ListPage, PageRequest
 from taskmanager.kit.security import hash_password
 from taskmanager.models.users import User, UserRole
@@ -155,6 +156,7 @@ async def delete_me(
     await comments.forget_author(session, user_id)
     if not await repository.delete_user(session, user_id, expected_versions=expected_versions):
         raise await _lost(session, user_id)
+    credentials_changed(session, user_id)  # open WebSockets are checked again on commit
 
 
 async def find_id(session: AsyncSession, login: str) -> int | None:
