@@ -41,6 +41,8 @@ class Answer:
     stream_bytes: int = 0
     # Seconds to wait before answering (a target that hangs).
     delay: float = 0.0
+    # Answer only once the test sets it (a target that hangs until then; at most 60 s).
+    hold: threading.Event | None = None
 
 
 class Receiver:
@@ -68,6 +70,8 @@ class Receiver:
                 answer = receiver.answers.get(self.path, Answer())
                 if answer.delay:
                     time.sleep(answer.delay)
+                if answer.hold is not None:
+                    answer.hold.wait(60)
                 self.send_response(answer.status)
                 for name, value in answer.headers.items():
                     self.send_header(name, value)

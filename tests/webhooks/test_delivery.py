@@ -8,7 +8,8 @@ import asyncio
 import itertools
 import json
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -512,3 +513,52 @@ async def test_an_audience_larger_than_the_bind_parameter_limit_is_read_in_one_q
             session, event_types={"task.created"}, project_ids={project}, member_ids=members
         )
     assert [(webhook.id, is_admin) for webhook, is_admin in found] == [(hook["id"], False)]
+
+
+async def _until(check: Callable[[], Awaitable[bool]]) -> None:
+    """Wait for ``check`` to hold; the bound only turns a broken loop into a failure."""
+    async with asyncio.timeout(30):
+        while not await check():
+            await asyncio.sleep(0.02)
+
+
+async def test_a_hanging_receiver_does_not_hold_up_other_webhooks(
+    subscribe: Subscribe, receiver: Receiver, make_deliverer: DelivererFactory
+) -> None:
+    """Deliveries flow through a pool: while one receiver hangs, another webhook's attempts
+    are sent, recorded, and new ones claimed (issue 11: each round waited for its slowest
+    attempt, so one tarpit delayed every tenant's webhooks)."""
+    slow = await subscribe(url=receiver.url("/slow"))
+    fast = await subscribe(url=receiver.url("/fast"))
+    release = threading.Event()
+    receiver.answers["/slow"] = Answer(hold=release)
+    deliverer = make_deliverer(attempt_timeout=60, poll_seconds=0.05)
+    await slow.publish()
+    await fast.publish()
+
+    async def statuses(subscription: Subscription) -> list[str]:
+        return [row["status"] for row in await subscription.log()]
+
+    async def fast_succeeded(count: int) -> bool:
+        return await statuses(fast) == ["succeeded"] * count
+
+    deliverer.start()
+    try:
+        await _until(lambda: fast_succeeded(1))
+        # Sent and recorded while the hung attempt is still in flight...
+        assert len(receiver.at("/slow")) == 1
+        assert await statuses(slow) == ["pending"]
+        # ...and a later delivery is claimed and completed meanwhile too.
+        await fast.publish()
+        deliverer.wake()
+        await _until(lambda: fast_succeeded(2))
+        assert await statuses(slow) == ["pending"]
+        assert not release.is_set()
+    finally:
+        release.set()
+
+    async def slow_succeeded() -> bool:
+        return await statuses(slow) == ["succeeded"]
+
+    await _until(slow_succeeded)
+    assert len(receiver.at("/slow")) == 1  # the hung attempt completed, once

@@ -1,25 +1,31 @@
 """The delivery loop: send due attempts, signed per Standard Webhooks v1, and log each one.
 
 One ``Deliverer`` runs per process that delivers (``serve``'s lifespan and ``taskmanager
-worker``, through ``background.py``). Each round it
+worker``, through ``background.py``). It keeps up to ``batch`` attempts in flight, each on
+its own: whenever slots are free it
 
-1. **claims** up to ``batch`` due ``pending`` attempts of active webhooks in a short
-   transaction, leasing them for ``lease_seconds`` under a random token
+1. **claims** as many due ``pending`` attempts of active webhooks as slots are free, in a
+   short transaction, leasing them for ``lease_seconds`` under a random token
    (``repository.claim_due``: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the single writer on
    SQLite). Several deliverers never send one attempt at the same time; a deliverer killed
    mid-send leaves a lease that runs out, and the attempt is made again: **at-least-once**.
-2. **sends** them concurrently: the target is resolved and checked against the SSRF rules
-   again (``webhooks.targets``) and the connection goes to the checked address; the body is
-   the stored event JSON, with ``webhook-id`` (the event id, the same on every attempt),
-   ``webhook-timestamp`` and ``webhook-signature`` (``v1,<base64 HMAC-SHA256>``, one per
-   valid secret, space-separated, made by the ``standardwebhooks`` library). Each attempt
-   has ``ATTEMPT_TIMEOUT_SECONDS`` in all, reads at most ``MAX_RESPONSE_BYTES`` of the
-   answer, and never follows a redirect. Only a 2xx answer is a success.
-3. **records** the batch's outcomes in one transaction, each only if its lease is still
-   this deliverer's: the
-   attempt's row becomes ``succeeded`` or ``failed``; a failure queues the next attempt
-   (a new row) after the back-off below, ``410 Gone`` disables the webhook, and so does a
+2. **sends** each at once, concurrently with the others: the target is resolved and
+   checked against the SSRF rules again (``webhooks.targets``) and the connection goes to
+   the checked address; the body is the stored event JSON, with ``webhook-id`` (the event
+   id, the same on every attempt), ``webhook-timestamp`` and ``webhook-signature``
+   (``v1,<base64 HMAC-SHA256>``, one per valid secret, space-separated, made by the
+   ``standardwebhooks`` library). Each attempt has ``ATTEMPT_TIMEOUT_SECONDS`` in all,
+   reads at most ``MAX_RESPONSE_BYTES`` of the answer, and never follows a redirect. Only a
+   2xx answer is a success.
+3. **records** each outcome as soon as it is known, only if its lease is still this
+   deliverer's, and its slot is free for the next claim: the attempt's row becomes
+   ``succeeded`` or ``failed``; a failure queues the next attempt (a new row) after the
+   back-off below, ``410 Gone`` disables the webhook, and so does a
    failure when every attempt for ``DISABLE_AFTER`` has failed.
+
+So a receiver that hangs holds only the slots of its own attempts (each for at most
+``ATTEMPT_TIMEOUT_SECONDS``) while every other webhook's deliveries keep flowing through the
+rest; it never makes the next claim wait for the slowest attempt of a round.
 
 Retry schedule (``retry_delay``): after attempt *n* fails, attempt *n + 1* is due
 ``5 s * 4^(n-1)``, capped at 10 h, times a random factor in [1, 1.2) (jitter, so the
@@ -43,6 +49,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import httpx
 import standardwebhooks
 import structlog
@@ -178,26 +185,58 @@ class Deliverer:
         self._wake.set()
 
     async def run(self) -> None:
-        """Deliver until cancelled. A failing database is logged and retried, never fatal."""
+        """Deliver until cancelled, up to ``batch`` attempts in flight; a slot that frees is
+        filled by the next claim, never held for a round's slowest attempt. A failing
+        database is logged and retried, never fatal; cancelling abandons the attempts in
+        flight (their leases run out and they are made again: at-least-once)."""
         failures = 0
-        while True:
+        in_flight = 0
+        slot_freed = asyncio.Event()
+
+        async def attempt(job: Job, token: str) -> None:
+            nonlocal in_flight
             try:
-                done = await self.run_once()
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                log.warning("webhook_round_failed", error=_bounded(f"{type(exc).__name__}: {exc}"))
-                done = 0
-                await asyncio.sleep(min(30.0, self.poll_seconds * 2**failures))
-            if done == 0:
-                try:
-                    async with asyncio.timeout(self.poll_seconds):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
-                self._wake.clear()
+                await self.deliver(job, token)
+            except Exception as exc:  # never expected (send and record catch their own)
+                log.warning(
+                    "webhook_attempt_failed", error=_bounded(f"{type(exc).__name__}: {exc}")
+                )
+            finally:
+                in_flight -= 1
+                slot_freed.set()
+
+        async with anyio.create_task_group() as tasks:
+            while True:
+                free = self.batch - in_flight
+                claimed = 0
+                if free > 0:
+                    try:
+                        claim = await self.claim(limit=free)
+                        failures = 0
+                    except Exception as exc:
+                        failures += 1
+                        log.warning(
+                            "webhook_claim_failed", error=_bounded(f"{type(exc).__name__}: {exc}")
+                        )
+                        await asyncio.sleep(min(30.0, self.poll_seconds * 2**failures))
+                        continue
+                    for job in claim.jobs:
+                        in_flight += 1
+                        tasks.start_soon(attempt, job, claim.token)
+                    claimed = len(claim.jobs)
+                if free > 0 and claimed < free:
+                    # Nothing more is due: wait for a fan-out's wake or the next poll.
+                    try:
+                        async with asyncio.timeout(self.poll_seconds):
+                            await self._wake.wait()
+                    except TimeoutError:
+                        pass
+                    self._wake.clear()
+                else:
+                    # Every slot is taken (more may be due): claim again as one frees.
+                    slot_freed.clear()
+                    if in_flight >= self.batch:
+                        await slot_freed.wait()
 
     def start(self) -> None:
         """Run the loop as a task of the running event loop."""
@@ -214,7 +253,8 @@ class Deliverer:
         await self._client.aclose()
 
     async def run_once(self) -> int:
-        """One round: claim due attempts, send them concurrently, record them; how many."""
+        """One round, for tests and tools: claim up to ``batch`` due attempts, send them
+        concurrently, record them together; how many. ``run`` does not wait for rounds."""
         claim = await self.claim()
         if claim.jobs:
             outcomes = await asyncio.gather(*(self.send(job) for job in claim.jobs))
@@ -223,13 +263,18 @@ class Deliverer:
 
     # ---- claim -----------------------------------------------------------------------------
 
-    async def claim(self) -> Claim:
-        """Lease up to ``batch`` due attempts to this deliverer (a transaction of its own)."""
+    async def claim(self, *, limit: int | None = None) -> Claim:
+        """Lease up to ``limit`` (default ``batch``) due attempts to this deliverer (a
+        transaction of its own)."""
         token = secrets.token_hex(16)
         now = self.clock()
         async with self.database.side_transaction() as session:
             claimed = await repository.claim_due(
-                session, now=now, lease_until=now + self.lease, token=token, limit=self.batch
+                session,
+                now=now,
+                lease_until=now + self.lease,
+                token=token,
+                limit=self.batch if limit is None else limit,
             )
             if not claimed:
                 return Claim([], token)
