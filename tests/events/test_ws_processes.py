@@ -101,6 +101,45 @@ async def test_a_change_through_one_process_reaches_a_socket_on_another(
         stop_server(second)
 
 
+@pytest.mark.postgres_only
+async def test_signing_out_through_one_process_closes_a_socket_on_another(
+    app: FastAPI, database: TestDatabase, tmp_path: Path
+) -> None:
+    """Ended credentials reach every process through Redis: the socket closes at once, not
+    at the periodic recheck (an hour away here)."""
+    settings = {
+        "TASKMANAGER_DATABASE_URL": database.url,
+        "TASKMANAGER_REDIS_URL": redis_url_or_skip(),
+        "TASKMANAGER_DATA_DIR": str(tmp_path / "data"),
+        "TASKMANAGER_SECRET_KEY": SECRET,
+        "TASKMANAGER_RATE_LIMIT_ENABLED": "false",
+        "TASKMANAGER_WS_RECHECK_SECONDS": "3600",
+        "TASKMANAGER_LOG_LEVEL": "WARNING",
+    }
+    first, first_port = start_server(tmp_path, settings)
+    second, second_port = start_server(tmp_path, settings)
+    try:
+        writer_base = f"http://127.0.0.1:{second_port}"
+        token = await _account(writer_base, "signout")
+        stream = f"ws://127.0.0.1:{first_port}/api/v1/ws?token={token}"
+        async with (
+            httpx.AsyncClient(base_url=writer_base, timeout=30) as writer,
+            ws_connect(stream) as ws,
+        ):
+            task = await _create(writer, token, title="Seen")
+            assert (await _receive(ws))["data"]["id"] == task["id"]
+            response = await writer.post(
+                "/api/v1/auth/logout-all", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert response.status_code == 204, response.text
+            _, closed = await _drain(ws)
+        assert closed.rcvd is not None
+        assert closed.rcvd.code == 4401
+    finally:
+        stop_server(first)
+        stop_server(second)
+
+
 async def _drain(ws: ClientConnection) -> tuple[int, websockets.ConnectionClosed]:
     """Read until the server closes: (messages read, how it closed)."""
     count = 0
