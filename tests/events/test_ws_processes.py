@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,26 +61,41 @@ async def _create(client: httpx.AsyncClient, token: str, **fields: Any) -> dict[
     return body
 
 
-@pytest.mark.postgres_only
-async def test_a_change_through_one_process_reaches_a_socket_on_another(
-    app: FastAPI, database: TestDatabase, tmp_path: Path
-) -> None:
-    settings = {
+@contextmanager
+def _two_servers(
+    database: TestDatabase, tmp_path: Path, **settings: str
+) -> Iterator[tuple[str, str]]:
+    """Two ``serve`` processes sharing the database and Redis, with these extra settings;
+    (the second's HTTP base URL, the first's WebSocket URL)."""
+    shared = {
         "TASKMANAGER_DATABASE_URL": database.url,
         "TASKMANAGER_REDIS_URL": redis_url_or_skip(),
         "TASKMANAGER_DATA_DIR": str(tmp_path / "data"),
         "TASKMANAGER_SECRET_KEY": SECRET,
         "TASKMANAGER_RATE_LIMIT_ENABLED": "false",
-        # Far longer than the receive bound: the events must come through Redis.
-        "TASKMANAGER_EVENT_POLL_SECONDS": "60",
         "TASKMANAGER_LOG_LEVEL": "WARNING",
+        **settings,
     }
-    first, first_port = start_server(tmp_path, settings)
-    second, second_port = start_server(tmp_path, settings)
+    first, first_port = start_server(tmp_path, shared)
     try:
-        writer_base = f"http://127.0.0.1:{second_port}"
+        second, second_port = start_server(tmp_path, shared)
+        try:
+            yield f"http://127.0.0.1:{second_port}", f"ws://127.0.0.1:{first_port}/api/v1/ws"
+        finally:
+            stop_server(second)
+    finally:
+        stop_server(first)
+
+
+@pytest.mark.postgres_only
+async def test_a_change_through_one_process_reaches_a_socket_on_another(
+    app: FastAPI, database: TestDatabase, tmp_path: Path
+) -> None:
+    # Far longer than the receive bound: the events must come through Redis.
+    servers = _two_servers(database, tmp_path, TASKMANAGER_EVENT_POLL_SECONDS="60")
+    with servers as (writer_base, stream_base):
         token = await _account(writer_base, "crossproc")
-        stream = f"ws://127.0.0.1:{first_port}/api/v1/ws?token={token}"
+        stream = f"{stream_base}?token={token}"
         async with httpx.AsyncClient(base_url=writer_base, timeout=30) as writer:
             async with ws_connect(stream) as ws:
                 task = await _create(writer, token, title="Through the other process")
@@ -96,9 +113,6 @@ async def test_a_change_through_one_process_reaches_a_socket_on_another(
         assert ids == sorted(set(ids))
         assert following["data"]["id"] == live["id"]
         assert following["id"] > ids[-1]
-    finally:
-        stop_server(first)
-        stop_server(second)
 
 
 @pytest.mark.postgres_only
@@ -107,21 +121,10 @@ async def test_signing_out_through_one_process_closes_a_socket_on_another(
 ) -> None:
     """Ended credentials reach every process through Redis: the socket closes at once, not
     at the periodic recheck (an hour away here)."""
-    settings = {
-        "TASKMANAGER_DATABASE_URL": database.url,
-        "TASKMANAGER_REDIS_URL": redis_url_or_skip(),
-        "TASKMANAGER_DATA_DIR": str(tmp_path / "data"),
-        "TASKMANAGER_SECRET_KEY": SECRET,
-        "TASKMANAGER_RATE_LIMIT_ENABLED": "false",
-        "TASKMANAGER_WS_RECHECK_SECONDS": "3600",
-        "TASKMANAGER_LOG_LEVEL": "WARNING",
-    }
-    first, first_port = start_server(tmp_path, settings)
-    second, second_port = start_server(tmp_path, settings)
-    try:
-        writer_base = f"http://127.0.0.1:{second_port}"
+    servers = _two_servers(database, tmp_path, TASKMANAGER_WS_RECHECK_SECONDS="3600")
+    with servers as (writer_base, stream_base):
         token = await _account(writer_base, "signout")
-        stream = f"ws://127.0.0.1:{first_port}/api/v1/ws?token={token}"
+        stream = f"{stream_base}?token={token}"
         async with (
             httpx.AsyncClient(base_url=writer_base, timeout=30) as writer,
             ws_connect(stream) as ws,
@@ -135,9 +138,6 @@ async def test_signing_out_through_one_process_closes_a_socket_on_another(
             _, closed = await _drain(ws)
         assert closed.rcvd is not None
         assert closed.rcvd.code == 4401
-    finally:
-        stop_server(first)
-        stop_server(second)
 
 
 async def _drain(ws: ClientConnection) -> tuple[int, websockets.ConnectionClosed]:
