@@ -57,6 +57,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager import __version__
+from taskmanager.kit.availability import Backoff
 from taskmanager.kit.config import Settings
 from taskmanager.kit.db import Database, utcnow
 from taskmanager.models.webhooks import DeliveryStatus, Webhook, WebhookDelivery
@@ -189,7 +190,7 @@ class Deliverer:
         filled by the next claim, never held for a round's slowest attempt. A failing
         database is logged and retried, never fatal; cancelling abandons the attempts in
         flight (their leases run out and they are made again: at-least-once)."""
-        failures = 0
+        backoff = Backoff(self.poll_seconds * 2)
         in_flight = 0
         slot_freed = asyncio.Event()
 
@@ -212,13 +213,9 @@ class Deliverer:
                 if free > 0:
                     try:
                         claim = await self.claim(limit=free)
-                        failures = 0
+                        backoff.succeeded()
                     except Exception as exc:
-                        failures += 1
-                        log.warning(
-                            "webhook_claim_failed", error=_bounded(f"{type(exc).__name__}: {exc}")
-                        )
-                        await asyncio.sleep(min(30.0, self.poll_seconds * 2**failures))
+                        await backoff.failed("webhook_claim_failed", exc)
                         continue
                     for job in claim.jobs:
                         in_flight += 1
