@@ -14,7 +14,7 @@ from taskmanager.events.retention import prune
 from taskmanager.kit.db import utcnow
 from taskmanager.kit.outbox import EventType, record, sequence
 from taskmanager.models.events import Event
-from tests.conftest import TEST_PASSWORD, UserFactory
+from tests.conftest import TEST_PASSWORD, TestUser, UserFactory
 from tests.factories import API, TASKS, api_add_member, api_create_project, api_create_task
 
 
@@ -160,19 +160,20 @@ async def test_changed_names_the_fields_whose_values_the_update_changed(
         assert last.data == response.json()
 
 
+async def _delete_account(client: httpx.AsyncClient, user: TestUser) -> None:
+    deleted = await client.request(
+        "DELETE", f"{API}/users/me", json={"current_password": TEST_PASSWORD}, headers=user.headers
+    )
+    assert deleted.status_code == 204, deleted.text
+
+
 async def test_deleting_an_account_removes_it_from_shared_projects_and_deletes_its_own(
     app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
 ) -> None:
     owner, leaver = await make_user(), await make_user()
     shared = (await api_create_project(client, owner, "Shared"))["id"]
     await api_add_member(client, owner, shared, leaver, "editor")
-    deleted = await client.request(
-        "DELETE",
-        f"{API}/users/me",
-        json={"current_password": TEST_PASSWORD},
-        headers=leaver.headers,
-    )
-    assert deleted.status_code == 204
+    await _delete_account(client, leaver)
     tail = [_summary(e) for e in (await _events(app))[-2:]]
     assert tail == [
         ("project.deleted", leaver.inbox_id, None, [leaver.id]),
@@ -204,13 +205,7 @@ async def test_what_a_deleted_account_leaves_behind_changes_visibly(
             f"{comments}/{comment['id']}",
         )
     }
-    deleted = await client.request(
-        "DELETE",
-        f"{API}/users/me",
-        json={"current_password": TEST_PASSWORD},
-        headers=leaver.headers,
-    )
-    assert deleted.status_code == 204
+    await _delete_account(client, leaver)
 
     changed_urls = list(reads)[:2] + list(reads)[3:]
     for url, before in reads.items():
