@@ -329,6 +329,36 @@ async def test_ending_a_users_credentials_closes_their_sockets_at_once(
     assert (messages, code) == ([], expected)
 
 
+async def test_a_demoted_administrator_stops_seeing_other_projects_at_once(
+    make_app: AppFactory, make_user: UserFactory
+) -> None:
+    """An administrator sees every project's events; once another administrator makes them
+    a user, the open socket carries only their own projects' events (no reconnect, and
+    not at the next periodic recheck, here an hour away)."""
+    app, client = await make_app(ws_recheck_seconds=3600)
+    owner, admin, other_admin = (
+        await make_user(),
+        await make_user(role="admin"),
+        await make_user(role="admin"),
+    )
+    project = await api_create_project(client, owner, "Not the admin's")
+    async with ws_client(app) as wsc, connect(_token(admin), wsc) as ws:
+        seen = await api_create_task(client, owner, project_id=project["id"], title="Seen")
+        await _until_task(ws, seen["id"])  # as an administrator: every project
+        demoted = await client.patch(
+            f"{API}/users/{admin.id}", json={"role": "user"}, headers=other_admin.headers
+        )
+        assert demoted.status_code == 200, demoted.text
+        hidden = await api_create_task(client, owner, project_id=project["id"], title="Hidden")
+        mine = await api_create_task(client, admin, title="Mine")  # their Inbox
+        created: list[int] = []
+        while not created or created[-1] != mine["id"]:
+            event = await next_event(ws)
+            if event["type"] == "task.created":
+                created.append(event["data"]["id"])
+    assert hidden["id"] not in created
+
+
 async def test_revoking_an_api_key_closes_its_sockets_at_once(
     make_app: AppFactory, make_user: UserFactory
 ) -> None:

@@ -252,9 +252,11 @@ class _Stream:
                             await subscriber.recheck_now.wait()
                         subscriber.recheck_now.clear()
                         closing = await self._still_allowed(principal, headers)
-                        if closing is not None:
+                        if isinstance(closing, _Closing):
                             end(closing.code, closing.reason)
                             return
+                        if closing is not None:  # the caller as they are now
+                            subscriber.is_admin = closing.is_admin
                         if not subscriber.recheck_now.is_set():  # no newer hold meanwhile
                             subscriber.cleared.set()
 
@@ -305,11 +307,12 @@ class _Stream:
 
     async def _still_allowed(
         self, principal: Principal, headers: list[tuple[bytes, bytes]]
-    ) -> _Closing | None:
-        """4403 once the user is deactivated, 4401 once the credential stopped working."""
+    ) -> _Closing | Principal | None:
+        """4403 once the user is deactivated, 4401 once the credential stopped working; else
+        the caller as the credential stands now (a role change shows here), or None when the
+        database cannot say (keep serving; check again later)."""
         try:
-            await _principal(self.websocket, headers)
-            return None
+            return await _principal(self.websocket, headers)
         except _Closing as closing:
             refused = closing
         except Exception as exc:

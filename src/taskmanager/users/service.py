@@ -196,6 +196,10 @@ async def admin_update(
         # reactivation come back to life with it. Reactivation ends them again, for tokens
         # that might have been minted in between.
         await auth.end_sessions(session, user.id)
+    elif user.role != role.value:
+        # What the user may see changed (an administrator sees every project's events):
+        # their open WebSockets are checked again on commit and take the new role.
+        credentials_changed(session, user.id)
     user.role = role.value
     user.is_active = is_active
     await session.flush()
