@@ -16,7 +16,10 @@ SQLite's ``COMMIT`` is sent by the driver's ``commit()``, not through a cursor, 
 not appear at all on SQLite; on PostgreSQL a write costs ``BEGIN`` and ``COMMIT`` as two
 more round trips on top of its statements, and reads run in autocommit with neither.
 
-The budgets are per route (``BUDGET``): a change that adds a statement to one route shows
+On PostgreSQL a task create is one statement with no transaction control at all, and the
+task writes run on the driver (``tasks.fast_write``), which the query logger sees.
+
+The budgets are per route (``BUDGET``, ``POSTGRES_BUDGET``): a change that adds a statement to one route shows
 as exactly that route's number going up.
 """
 
@@ -54,6 +57,10 @@ BUDGET = {
     "GET /tasks (filtered)": 2,
     "GET /tasks?cursor=": 2,  # the total rides in the cursor: nothing is counted again
 }
+# On PostgreSQL a create is one statement, the task and its event together
+# (``tasks.fast_write``), which is its own transaction: no BEGIN or COMMIT either.
+ONE_STATEMENT_POSTGRES = ("POST /tasks", "POST /tasks (Inbox)")
+POSTGRES_BUDGET = {**BUDGET, **dict.fromkeys(ONE_STATEMENT_POSTGRES, 1)}
 # What issue 13 asks of each route: GET 1, create, update and a list page 2.
 CEILING = {route: 1 if route.startswith("GET /tasks/") else 2 for route in BUDGET}
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK")
@@ -136,10 +143,12 @@ async def _check(
         # asyncpg hands its log records over with loop.call_soon: let them arrive.
         await asyncio.sleep(0)
     assert response.status_code == status, response.text
-    assert len(log.statements) == BUDGET[route], (route, log.statements)
+    budget = POSTGRES_BUDGET if database.backend == "postgres" else BUDGET
+    assert len(log.statements) == budget[route], (route, log.statements)
     if database.backend == "postgres":
         writes = route.split()[0] in {"POST", "PATCH", "PUT", "DELETE"}
-        expected = ["BEGIN", "COMMIT"] if writes else []
+        in_transaction = writes and route not in ONE_STATEMENT_POSTGRES
+        expected = ["BEGIN", "COMMIT"] if in_transaction else []
         assert [s.split()[0].upper().rstrip(";") for s in log.transaction_control] == expected
     else:
         writes = route.split()[0] in {"POST", "PATCH", "PUT", "DELETE"}
@@ -148,7 +157,8 @@ async def _check(
 
 
 def test_every_budget_is_within_the_ceiling_issue_13_asks() -> None:
-    assert {route: n for route, n in BUDGET.items() if n > CEILING[route]} == {}
+    for budget in (BUDGET, POSTGRES_BUDGET):
+        assert {route: n for route, n in budget.items() if n > CEILING[route]} == {}
 
 
 async def test_each_hot_route_stays_within_its_round_trip_budget(

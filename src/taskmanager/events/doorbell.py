@@ -29,7 +29,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from taskmanager.kit.outbox import CREDENTIALS_KEY, RECORDED_KEY
+from taskmanager.kit.outbox import CREDENTIALS_KEY, RECORDED_KEY, on_driver_commit
 
 CHANNEL = "taskmanager:events"
 CREDENTIALS_CHANNEL = "taskmanager:credentials"
@@ -84,8 +84,16 @@ def _after_commit(session: Session) -> None:
         for users_bell in tuple(_CREDENTIALS[key]):
             users_bell(ended)
     if recorded:
-        for bell in tuple(_COMMITTED[key]):
-            bell()
+        _ring_committed(bind)
+
+
+def _ring_committed(engine: Engine) -> None:
+    for bell in tuple(_COMMITTED[database_key(engine)]):
+        bell()
+
+
+# Events written on the driver (``kit.driver``: the fast task writes) have no Session.
+on_driver_commit(_ring_committed)
 
 
 @event.listens_for(Session, "after_rollback")

@@ -30,3 +30,11 @@ def requested(scope: Scope, point: bytes) -> bool:
 def die_if_requested(scope: Scope, point: bytes) -> None:
     if requested(scope, point):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def armed(scope: Scope) -> bool:
+    """Whether this request asks to die at some point (the writes on the driver, which
+    have no such points, then leave it to the ``Session`` path that has them)."""
+    if not scope["app"].state.settings.fault_injection:
+        return False
+    return any(name == FAULT_HEADER for name, _ in scope["headers"])

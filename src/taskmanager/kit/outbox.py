@@ -18,15 +18,19 @@ as strings the way they were published.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, func, insert, literal, select, text, union
+from sqlalchemy import BigInteger, String, bindparam, func, insert, literal, select, text, union
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import FromClause, ScalarSelect
 
+from taskmanager.kit.driver import DriverConnection, DriverStatement
 from taskmanager.models.base import JSONList, UTCDateTime, utcnow
 from taskmanager.models.events import Event, EventType
 from taskmanager.models.projects import ProjectMember
@@ -35,10 +39,15 @@ __all__ = [
     "CREDENTIALS_KEY",
     "RECORDED_KEY",
     "EventType",
+    "audience",
+    "committed_on_driver",
     "credentials_changed",
+    "event_insert",
     "format_event_id",
+    "on_driver_commit",
     "parse_event_id",
     "record",
+    "record_on_driver",
     "sequence",
 ]
 
@@ -95,34 +104,127 @@ async def record(
         if not changed:
             return
     dialect = session.get_bind().dialect.name
+    statement = event_insert(
+        dialect,
+        type=literal(str(type)),
+        project_id=literal(project_id, BigInteger),
+        actor_id=literal(actor_id, BigInteger),
+        occurred_at=literal(occurred_at or utcnow(), UTCDateTime),
+        data=literal(dict(data), JSONList),
+        changed=literal(list(changed) if changed is not None else None, JSONList),
+        audience_of=[project_id, *also_members_of],
+        also_notify=also_notify,
+    )
+    await session.execute(statement)
+    session.info[RECORDED_KEY] = True
+
+
+def event_insert(
+    dialect: str,
+    *,
+    type: Any,
+    project_id: Any,
+    actor_id: Any,
+    occurred_at: Any,
+    data: Any,
+    changed: Any,
+    audience_of: Sequence[Any],
+    also_notify: Sequence[int] = (),
+    source: FromClause | None = None,
+) -> Insert:
+    """SQL: ``INSERT INTO events ... SELECT`` of one event — ``record``'s statement, and
+    the event half of a statement that also makes the change (``kit.driver`` writes).
+
+    Each value is an SQL expression (a literal, a bound parameter, or a column of
+    ``source``, the change's ``RETURNING`` as a CTE); ``audience_of``: the projects whose
+    members hear of it (values or columns).
+    """
+    values = select(
+        type,
+        project_id,
+        actor_id,
+        occurred_at,
+        data,
+        changed,
+        audience(dialect, audience_of, also_notify),
+    )
+    if source is not None:
+        values = values.select_from(source)
+    return insert(Event).from_select(
+        ["type", "project_id", "actor_id", "occurred_at", "data", "changed", "audience"],
+        values,
+    )
+
+
+async def record_on_driver(
+    connection: DriverConnection,
+    *,
+    type: EventType,
+    project_id: int,
+    actor_id: int | None,
+    data: Mapping[str, Any],
+    changed: Sequence[str] | None = None,
+    also_members_of: int | None = None,
+) -> bool:
+    """``record`` for a write made on the driver (``kit.driver``, PostgreSQL): the same
+    event, in the connection's transaction, by one statement built once. The caller calls
+    ``committed_on_driver`` once it commits. ``also_members_of``: one more project whose
+    members hear of it. False (nothing written) for an update that changed no field.
+    """
+    if type.endswith(".updated"):
+        if changed is None:
+            raise ValueError(f"a {type} event must name the fields that changed")
+        if not changed:
+            return False
+    params = {
+        "type": str(type),
+        "project_id": project_id,
+        "actor_id": actor_id,
+        "occurred_at": utcnow(),
+        "data": data,
+        "changed": None if changed is None else list(changed),
+        "also_project_id": project_id if also_members_of is None else also_members_of,
+    }
+    await connection.fetchrow(_ON_DRIVER, params)
+    return True
+
+
+def audience(
+    dialect: str, project_ids: Sequence[Any], also_notify: Sequence[int] = ()
+) -> ScalarSelect[Any]:
+    """SQL: an event's audience, a JSON list of user ids — the members of ``project_ids``
+    (values, or columns of the enclosing statement) and the users in ``also_notify``."""
     # DISTINCT: a user in several of the projects is one member of the audience (a union
     # of one select removes no duplicates).
     members = (
         select(ProjectMember.user_id.label("user_id"))
-        .where(ProjectMember.project_id.in_([project_id, *also_members_of]))
+        .where(ProjectMember.project_id.in_(project_ids))
         .distinct()
     )
     people = union(members, *(select(literal(user_id, BigInteger)) for user_id in also_notify))
     audience_rows = people.subquery()
-    audience: ColumnElement[Any]
+    listed: ColumnElement[Any]
     if dialect == "postgresql":
-        audience = func.coalesce(func.jsonb_agg(audience_rows.c.user_id), literal([], JSONB))
+        listed = func.coalesce(func.jsonb_agg(audience_rows.c.user_id), literal([], JSONB))
     else:
-        audience = func.json_group_array(audience_rows.c.user_id)
-    statement = insert(Event).from_select(
-        ["type", "project_id", "actor_id", "occurred_at", "data", "changed", "audience"],
-        select(
-            literal(str(type)),
-            literal(project_id, BigInteger),
-            literal(actor_id, BigInteger),
-            literal(occurred_at or utcnow(), UTCDateTime),
-            literal(dict(data), JSONList),
-            literal(list(changed) if changed is not None else None, JSONList),
-            select(audience).scalar_subquery(),
-        ),
-    )
-    await session.execute(statement)
-    session.info[RECORDED_KEY] = True
+        listed = func.json_group_array(audience_rows.c.user_id)
+    return select(listed).scalar_subquery()
+
+
+def on_driver_commit(bell: Callable[[Engine], None]) -> None:
+    """Call ``bell(engine)`` whenever events recorded on the driver (``kit.driver``, no
+    ``Session``) commit; ``events.doorbell`` rings its commit bells from it."""
+    _DRIVER_COMMIT_BELLS.append(bell)
+
+
+def committed_on_driver(engine: Engine) -> None:
+    """Events were recorded and committed through ``engine`` outside a ``Session``: what
+    a ``Session``'s ``after_commit`` does for ``record`` (the dispatchers wake)."""
+    for bell in tuple(_DRIVER_COMMIT_BELLS):
+        bell(engine)
+
+
+_DRIVER_COMMIT_BELLS: list[Callable[[Engine], None]] = []
 
 
 def credentials_changed(session: AsyncSession, user_id: int) -> None:
@@ -160,3 +262,21 @@ async def sequence(session: AsyncSession, *, batch: int = 500) -> list[Event]:
     )
     rows = await session.scalars(select(Event).where(Event.seq > top).order_by(Event.seq))
     return list(rows.all())
+
+
+# ``record_on_driver``'s statement (here, below the functions that build it).
+_ON_DRIVER = DriverStatement(
+    event_insert(
+        "postgresql",
+        type=bindparam("type", type_=String),
+        project_id=bindparam("project_id", type_=BigInteger),
+        actor_id=bindparam("actor_id", type_=BigInteger),
+        occurred_at=bindparam("occurred_at", type_=UTCDateTime()),
+        data=bindparam("data", type_=JSONB),
+        changed=bindparam("changed", type_=JSONB),
+        audience_of=[
+            bindparam("project_id", type_=BigInteger),
+            bindparam("also_project_id", type_=BigInteger),
+        ],
+    )
+)

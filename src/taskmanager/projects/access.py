@@ -19,14 +19,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Exists,
+    Integer,
     Row,
     ScalarSelect,
     Select,
     Table,
     and_,
+    bindparam,
     exists,
+    literal_column,
     or_,
     select,
 )
@@ -84,6 +88,46 @@ def may(identity: Identity, permission: Permission, project_id: Any) -> Exists:
     credential, must carry the ``admin`` scope (``Principal.is_admin``). One ``EXISTS`` on
     the user's primary key, with the membership's primary key inside it.
     """
+    return _may(
+        identity.user_id,
+        identity.generation,
+        permission,
+        project_id,
+        admin=identity.has_scope(Scope.ADMIN),
+    )
+
+
+CALLER_ID = "caller_id"
+CALLER_GENERATION = "caller_generation"
+
+
+def may_bound(permission: Permission, project_id: Any, *, admin: bool) -> Exists:
+    """``may`` for a statement built once: the caller is the bound parameters ``caller_id``
+    and ``caller_generation`` (``caller_params``); ``admin``: the credential carries the
+    ``admin`` scope (statements differ by it, so it is not a parameter)."""
+    user_id = bindparam(CALLER_ID, type_=BigInteger)
+    generation = bindparam(CALLER_GENERATION, type_=Integer)
+    return _may(user_id, generation, permission, project_id, admin=admin)
+
+
+def _role_constants(permission: Permission) -> list[ColumnElement[str]]:
+    """The roles as SQL string constants, not parameters: a statement compiled once (and
+    prepared by the driver) keeps them, and the planner sees the values. Role names are
+    ``ProjectRole`` values, lower-case letters only (checked), so quoting is exact."""
+    roles = roles_allowing(permission)
+    if not all(role.isascii() and role.isalpha() and role.islower() for role in roles):
+        raise ValueError(f"role names must be lower-case letters: {roles}")
+    return [literal_column(f"'{role}'") for role in roles]
+
+
+def caller_params(identity: Identity) -> dict[str, int]:
+    """The values of ``may_bound``'s parameters for this caller."""
+    return {CALLER_ID: identity.user_id, CALLER_GENERATION: identity.generation}
+
+
+def _may(
+    user_id: Any, generation: Any, permission: Permission, project_id: Any, *, admin: bool
+) -> Exists:
     user, member = _USERS.c, _MEMBERS.c
     # Correlated explicitly: ``project_id`` may be a column of the enclosing statement
     # (tasks, projects), which must never be re-listed in the subquery's FROM.
@@ -91,20 +135,20 @@ def may(identity: Identity, permission: Permission, project_id: Any) -> Exists:
         exists()
         .where(
             member.project_id == project_id,
-            member.user_id == identity.user_id,
-            member.role.in_(roles_allowing(permission)),
+            member.user_id == user_id,
+            member.role.in_(_role_constants(permission)),
         )
         .correlate_except(_MEMBERS)
     )
-    if identity.has_scope(Scope.ADMIN):
+    if admin:
         allowed = or_(user.role == UserRole.ADMIN.value, allowed)
     return (
         exists()
         .where(
             and_(
-                user.id == identity.user_id,
+                user.id == user_id,
                 user.is_active.is_(True),
-                user.session_generation == identity.generation,
+                user.session_generation == generation,
                 allowed,
             )
         )

@@ -19,20 +19,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import (
     CTE,
+    BigInteger,
     ColumnElement,
+    Insert,
+    Integer,
     Select,
     Table,
+    Update,
     and_,
+    bindparam,
     case,
     delete,
     exists,
+    false,
     func,
     insert,
     literal,
+    literal_column,
+    null,
     or_,
     select,
     tuple_,
@@ -44,13 +53,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import UnaryExpression
 
 from taskmanager.kit.db import at_version
-from taskmanager.kit.identity import Identity
+from taskmanager.kit.identity import Identity, Scope
+from taskmanager.kit.outbox import EventType, event_insert
 from taskmanager.kit.pagination import Seek
 from taskmanager.models.attachments import Attachment
 from taskmanager.models.base import JSONList, UTCDateTime
 from taskmanager.models.projects import Project, ProjectMember
 from taskmanager.models.tasks import Task, TaskStatus, search_fold
-from taskmanager.projects.access import is_member_sql, may, visible_project_ids
+from taskmanager.projects.access import (
+    CALLER_ID,
+    caller_params,
+    is_member_sql,
+    may,
+    may_bound,
+    visible_project_ids,
+)
 from taskmanager.projects.policy import Permission
 from taskmanager.tasks.filters import SortBy, SortOrder, TaskListQuery
 from taskmanager.tasks.schemas import TaskFields
@@ -90,6 +107,117 @@ async def insert_task(session: AsyncSession, values: dict[str, Any]) -> TaskRow:
     return task_row(result.one())
 
 
+# Every column a create writes but ``id`` and ``project_id``: the task's fields and the
+# folded search copies. A create statement binds each by its column's name.
+CREATED_COLUMNS = (
+    *(name for name in TASK_FIELDS if name not in ("id", "project_id")),
+    "title_folded",
+    "description_folded",
+)
+# The bound parameters a create statement takes besides the columns (``create_params``).
+PROJECT_PARAM = "project_id"
+
+
+@dataclass(frozen=True, slots=True)
+class CreateShape:
+    """What a create statement's SQL depends on (its values are bound parameters)."""
+
+    inbox: bool  # the project is the caller's Inbox (else the bound ``project_id``)
+    assignee: bool  # an assignee is given (its membership is checked)
+    admin: bool  # the credential carries the ``admin`` scope
+
+
+@cache
+def create_statement(shape: CreateShape) -> Insert:
+    """``INSERT ... SELECT ... FROM projects WHERE <project> AND <caller may edit tasks
+    there> AND <the assignee, if any, is a member> RETURNING`` the task, built once per shape.
+
+    Bound parameters: every ``CREATED_COLUMNS`` name, ``project_id`` unless
+    ``shape.inbox``, and ``may_bound``'s caller (``create_params`` gives them all). No row
+    when the project is missing or not the caller's to edit, the caller is no longer live,
+    or the assignee is not a member.
+    """
+    project = _PROJECTS.c
+    caller = bindparam(CALLER_ID, type_=BigInteger)
+    if shape.inbox:
+        where = [
+            project.is_inbox.is_(True),
+            project.created_by == caller,
+            is_member_sql(project.id, caller),
+        ]
+    else:
+        where = [project.id == bindparam(PROJECT_PARAM, type_=BigInteger)]
+    where.append(may_bound(Permission.EDIT_TASKS, project.id, admin=shape.admin))
+    if shape.assignee:
+        where.append(is_member_sql(project.id, bindparam("assignee_id", type_=BigInteger)))
+    selected = [bindparam(name, type_=_t[name].type) for name in CREATED_COLUMNS]
+    source = select(*selected, project.id).where(*where)
+    if shape.inbox:
+        source = source.order_by(project.id).limit(1)
+    return (
+        insert(TASKS).from_select([*CREATED_COLUMNS, "project_id"], source).returning(*TASK_COLUMNS)
+    )
+
+
+def create_shape(identity: Identity, values: dict[str, Any], project_id: int | None) -> CreateShape:
+    """The shape of the create statement for this caller and these values."""
+    return CreateShape(
+        inbox=project_id is None,
+        assignee=values.get("assignee_id") is not None,
+        admin=identity.has_scope(Scope.ADMIN),
+    )
+
+
+def create_params(
+    identity: Identity, values: dict[str, Any], project_id: int | None
+) -> dict[str, Any]:
+    """The bound values of ``create_statement``: ``values`` (every task column but ``id``
+    and ``project_id``) with their folded search copies, the project, the caller."""
+    params = _with_search_columns(dict(values))
+    params[PROJECT_PARAM] = project_id
+    params.update(caller_params(identity))
+    return params
+
+
+@cache
+def create_recorded_statement(shape: CreateShape) -> Select[Any]:
+    """PostgreSQL: ``create_statement`` and its task.created event in one statement.
+
+    ``WITH created AS (INSERT ... RETURNING ...), recorded AS (INSERT INTO events SELECT
+    ... FROM created) SELECT * FROM created``: one round trip, atomic without BEGIN and
+    COMMIT (a statement is its own transaction); data-modifying ``WITH`` is PostgreSQL's
+    (postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING). The event is
+    the one ``kit.outbox.record`` writes: the bound ``event_data`` (the task as the API
+    shows it, made before the insert) gets the ``id`` and ``project_id`` the insert chose;
+    its time is the task's ``created_at``; its audience the project's members (its
+    subquery lists ``created``, which holds one row or none, in its own FROM).
+    """
+    created = create_statement(shape).cte("created")
+    data = bindparam(EVENT_DATA_PARAM, type_=JSONB).op("||", return_type=JSONB)(
+        func.jsonb_build_object(
+            literal_column("'id'"),
+            created.c.id,
+            literal_column("'project_id'"),
+            created.c.project_id,
+        )
+    )
+    recorded = event_insert(
+        "postgresql",
+        type=literal_column(f"'{EventType.TASK_CREATED.value}'"),
+        project_id=created.c.project_id,
+        actor_id=bindparam(CALLER_ID, type_=BigInteger),
+        occurred_at=bindparam("created_at", type_=_t.created_at.type),
+        data=data,
+        changed=null(),
+        audience_of=[created.c.project_id],
+        source=created,
+    ).cte("recorded")
+    return select(*created.c).add_cte(recorded)
+
+
+EVENT_DATA_PARAM = "event_data"
+
+
 async def create_authorized(
     session: AsyncSession,
     identity: Identity,
@@ -99,33 +227,16 @@ async def create_authorized(
 ) -> TaskRow | None:
     """Insert the task if the caller may add tasks to the project; the row, else None.
 
-    One ``INSERT ... SELECT ... FROM projects WHERE <project> AND <caller may edit tasks
-    there> AND <the assignee, if any, is a member> RETURNING``. ``project_id`` None: the
-    caller's Inbox. ``values``: every task column but ``id``, ``project_id`` and the
-    folded search copies (computed here). None when the project is missing or not the
-    caller's to edit, the caller is no longer live, or the assignee is not a member.
+    ``create_statement`` for this shape. ``project_id`` None: the caller's Inbox.
+    ``values``: every task column but ``id``, ``project_id`` and the folded search copies.
     """
-    project = _PROJECTS.c
-    columns = dict(_with_search_columns(dict(values)))
-    names = [name for name in columns if name != "project_id"]
-    selected = [literal(columns[name], _t[name].type) for name in names]
-    if project_id is None:
-        where = [
-            project.is_inbox.is_(True),
-            project.created_by == identity.user_id,
-            is_member_sql(project.id, identity.user_id),
-        ]
-    else:
-        where = [project.id == project_id]
-    where.append(may(identity, Permission.EDIT_TASKS, project.id))
-    if columns.get("assignee_id") is not None:
-        where.append(is_member_sql(project.id, columns["assignee_id"]))
-    source = select(*selected, project.id).where(*where)
-    if project_id is None:
-        source = source.order_by(project.id).limit(1)
-    stmt = insert(TASKS).from_select([*names, "project_id"], source).returning(*TASK_COLUMNS)
-    row = (await session.execute(stmt)).first()
+    statement = create_statement(create_shape(identity, values, project_id))
+    params = create_params(identity, values, project_id)
+    row = (await session.execute(statement, params)).first()
     return None if row is None else task_row(row)
+
+
+_FOLDED = ("title", "description")  # the columns with a folded search copy
 
 
 def _with_search_columns(values: dict[str, Any]) -> dict[str, Any]:
@@ -138,8 +249,9 @@ def _with_search_columns(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _completed_at(new_status: str, now: datetime) -> Any:
-    if new_status != TaskStatus.COMPLETED:
+def _completed_at(completing: bool, now: Any) -> Any:
+    """``completed_at`` for an update that sets the status (to completed, or not)."""
+    if not completing:
         return None
     # Staying completed keeps the original completion time; becoming completed stamps now.
     # Decided by the row's status at write time, not by an earlier read.
@@ -148,7 +260,7 @@ def _completed_at(new_status: str, now: datetime) -> Any:
             and_(_t.status == TaskStatus.COMPLETED.value, _t.completed_at.is_not(None)),
             _t.completed_at,
         ),
-        else_=literal(now, UTCDateTime()),
+        else_=now,
     )
 
 
@@ -236,35 +348,141 @@ def _version_matches(expected_versions: Sequence[int] | None) -> list[ColumnElem
     return at_version(_t.version, expected_versions)
 
 
-async def _update(
-    session: AsyncSession,
+# An update's bound parameters: the task, its new values (``new_<column>``: a bound name may
+# not be a column's in ``SET``), the time, the destination of a move, the If-Match versions.
+TASK_PARAM = "task_id"
+NOW_PARAM = "now"
+MOVE_PARAM = "move_to"
+
+
+def _new(name: str) -> str:
+    return f"new_{name}"
+
+
+def _expected(index: int) -> str:
+    return f"expected_version_{index}"
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateShape:
+    """What an update statement's SQL depends on (its values are bound parameters)."""
+
+    fields: tuple[str, ...]  # the task columns it sets, as stored names
+    completing: bool  # it sets the status to completed
+    move: bool  # it moves the task to the bound ``move_to`` project
+    assignee: bool  # it sets a non-null assignee (whose membership is checked)
+    versions: int | None  # how many If-Match versions; None: no If-Match
+    admin: bool  # the credential carries the ``admin`` scope
+
+
+def update_shape(
+    identity: Identity,
+    values: dict[str, Any],
+    move_to: int | None,
+    expected_versions: Sequence[int] | None,
+) -> UpdateShape:
+    return UpdateShape(
+        fields=tuple(values),
+        completing=values.get("status") == TaskStatus.COMPLETED.value,
+        move=move_to is not None,
+        assignee=values.get("assignee_id") is not None,
+        versions=None if expected_versions is None else len(expected_versions),
+        admin=identity.has_scope(Scope.ADMIN),
+    )
+
+
+def update_params(
+    identity: Identity | None,
     task_id: int,
     values: dict[str, Any],
+    move_to: int | None,
+    expected_versions: Sequence[int] | None,
     now: datetime,
+) -> dict[str, Any]:
+    """The bound values of an update statement (``update_statement``; ``update_task``,
+    which checks no caller, with ``identity`` None)."""
+    params = {_new(name): value for name, value in _with_search_columns(dict(values)).items()}
+    params[TASK_PARAM] = task_id
+    params[NOW_PARAM] = now
+    params[MOVE_PARAM] = params[_new("project_id")] = move_to
+    params.update((_expected(i), v) for i, v in enumerate(expected_versions or ()))
+    if identity is not None:
+        params.update(caller_params(identity))
+    return params
+
+
+def _update_statement(
+    fields: Sequence[str],
+    *,
+    completing: bool,
     where: Sequence[ColumnElement[bool]],
-) -> TaskChange | None:
-    """``UPDATE tasks SET <values> WHERE <the task> AND <where> RETURNING`` new and old row.
+) -> Update:
+    """``UPDATE tasks SET <fields> WHERE <the task> AND <where> RETURNING`` new and old row.
 
     One atomic statement (``_prior`` gives the old row): the version goes up by exactly
     one and every condition is in the ``WHERE``, so concurrent writers can never both
-    succeed against one version. None when nothing matched.
+    succeed against one version. Values are bound (``update_params``).
     """
-    changes: dict[str, Any] = _with_search_columns(dict(values))
+    searched = [*fields, *(f"{name}_folded" for name in _FOLDED if name in fields)]
+    changes: dict[str, Any] = {
+        name: bindparam(_new(name), type_=_t[name].type) for name in searched
+    }
+    now = bindparam(NOW_PARAM, type_=UTCDateTime())
     if "status" in changes:
-        changes["completed_at"] = _completed_at(changes["status"], now)
+        changes["completed_at"] = _completed_at(completing, now)
     changes["version"] = _t.version + 1
     changes["updated_at"] = now
+    task_id = bindparam(TASK_PARAM, type_=BigInteger)
     prior = _prior(task_id, TASK_COLUMNS)
     old = (select(prior.c[name]).scalar_subquery().label(f"prior_{name}") for name in TASK_FIELDS)
-    stmt = (
+    return (
         update(TASKS)
         .where(*_row_of(prior, task_id), *where)
         .values(**changes)
         .returning(*TASK_COLUMNS, *old)
     )
-    row = (await session.execute(stmt)).first()
-    if row is None:
-        return None
+
+
+def _bound_versions(count: int | None) -> list[ColumnElement[bool]]:
+    if count is None:
+        return []
+    if count == 0:  # no ETag of the header can match: no row (``at_version``)
+        return [false()]
+    return [_t.version.in_([bindparam(_expected(i), type_=Integer) for i in range(count)])]
+
+
+@cache
+def update_statement(shape: UpdateShape) -> Update:
+    """The authorized update for ``shape``, built once: ``WHERE`` the caller is live and
+    may edit tasks in the task's project (and, on a move, in the destination, which
+    exists) ``AND`` the ``If-Match`` version ``AND`` the assignee is a member of the task's
+    project after the write (the new assignee, or on a move the current one)."""
+    where: list[ColumnElement[bool]] = [
+        may_bound(Permission.EDIT_TASKS, _t.project_id, admin=shape.admin),
+        *_bound_versions(shape.versions),
+    ]
+    destination: Any = _t.project_id
+    fields = shape.fields
+    if shape.move:
+        destination = bindparam(MOVE_PARAM, type_=BigInteger)
+        fields = (*fields, "project_id")
+        where.append(may_bound(Permission.EDIT_TASKS, destination, admin=shape.admin))
+        where.append(exists().where(_PROJECTS.c.id == destination))
+    if shape.assignee:
+        where.append(is_member_sql(destination, bindparam(_new("assignee_id"), BigInteger)))
+    elif shape.move and "assignee_id" not in shape.fields:
+        where.append(
+            or_(
+                _t.assignee_id.is_(None),
+                _t.project_id == destination,
+                is_member_sql(destination, _t.assignee_id),
+            )
+        )
+    return _update_statement(fields, completing=shape.completing, where=where)
+
+
+def task_change(row: Any) -> TaskChange:
+    """The task before and after, from an update statement's row."""
     size = len(TASK_FIELDS)
     return TaskChange(before=TaskRow(*row[size:]), after=TaskRow(*row[:size]))
 
@@ -279,33 +497,14 @@ async def update_authorized(
     expected_versions: Sequence[int] | None,
     now: datetime,
 ) -> TaskChange | None:
-    """Apply ``values`` (and the move to ``move_to``) if every rule allows it, in one statement.
-
-    ``WHERE`` the caller is live and may edit tasks in the task's project (and, on a move,
-    in the destination, which exists) ``AND`` the ``If-Match`` version ``AND`` the
-    assignee is a member of the task's project after the write (the new assignee, or on
-    a move the current one). ``values``: task columns as stored (``status`` as its
-    string). The task before and after, or None when anything refused it.
+    """Apply ``values`` (and the move to ``move_to``) if every rule allows it, in one
+    statement (``update_statement``). ``values``: task columns as stored (``status`` as
+    its string). The task before and after, or None when anything refused it.
     """
-    where: list[ColumnElement[bool]] = [may(identity, Permission.EDIT_TASKS, _t.project_id)]
-    where += _version_matches(expected_versions)
-    values = dict(values)
-    destination: Any = _t.project_id
-    if move_to is not None:
-        values["project_id"] = destination = move_to
-        where.append(may(identity, Permission.EDIT_TASKS, move_to))
-        where.append(exists().where(_PROJECTS.c.id == move_to))
-    if values.get("assignee_id") is not None:
-        where.append(is_member_sql(destination, values["assignee_id"]))
-    elif move_to is not None and "assignee_id" not in values:
-        where.append(
-            or_(
-                _t.assignee_id.is_(None),
-                _t.project_id == move_to,
-                is_member_sql(move_to, _t.assignee_id),
-            )
-        )
-    return await _update(session, task_id, values, now, where)
+    shape = update_shape(identity, values, move_to, expected_versions)
+    params = update_params(identity, task_id, values, move_to, expected_versions, now)
+    row = (await session.execute(update_statement(shape), params)).first()
+    return None if row is None else task_change(row)
 
 
 async def update_task(
@@ -321,9 +520,17 @@ async def update_task(
 
     The step-by-step path's write, once the service has checked the rules itself: the
     task before and after, or None when the task moved, changed or went meanwhile.
+    ``values`` may carry ``project_id`` (a move).
     """
     where = [_t.project_id == project_id, *_version_matches(expected_versions)]
-    return await _update(session, task_id, values, now, where)
+    fields = tuple(values)
+    completing = values.get("status") == TaskStatus.COMPLETED.value
+    statement = _update_statement(fields, completing=completing, where=where)
+    values = dict(values)
+    moved_to = values.pop("project_id", None)
+    params = update_params(None, task_id, values, moved_to, expected_versions, now)
+    row = (await session.execute(statement, params)).first()
+    return None if row is None else task_change(row)
 
 
 def _attachment_keys(dialect: str) -> ColumnElement[Any]:

@@ -1,4 +1,4 @@
-"""Task routes: thin HTTP wiring around ``tasks.service`` (and ``tasks.fast_read``).
+"""Task routes: thin HTTP wiring around ``tasks.service`` (and ``fast_read``/``fast_write``).
 
 The writes take the caller's ``CurrentIdentity`` (no query for a bearer token): the service
 checks the user inside its one write statement, so a write costs one round trip.
@@ -47,7 +47,7 @@ from taskmanager.kit.http import (
 from taskmanager.kit.identity import Scope
 from taskmanager.kit.pagination import PageRequest
 from taskmanager.kit.problems import problem_responses
-from taskmanager.tasks import fast_read, service
+from taskmanager.tasks import fast_read, fast_write, service
 from taskmanager.tasks.export import csv_stream
 from taskmanager.tasks.filters import TaskFilters, TaskListQuery
 from taskmanager.tasks.repository import TaskRow
@@ -156,9 +156,13 @@ async def options() -> Response:
         ),
     },
 )
-async def create(session: SessionDep, identity: CurrentIdentity, body: TaskCreate) -> Response:
+async def create(
+    request: Request, session: SessionDep, identity: CurrentIdentity, body: TaskCreate
+) -> Response:
     """Create a task in a project you may edit (your Inbox when ``project_id`` is left out)."""
-    row = await service.create_task(session, identity, body)
+    row = await fast_write.create_task(request, identity, body)
+    if row is None:
+        row = await service.create_task(session, identity, body)
     return _task_response(row, status_code=201)
 
 
@@ -228,6 +232,7 @@ _WRITE_RESPONSES = versioned_responses(
     responses=_WRITE_RESPONSES,
 )
 async def replace(
+    request: Request,
     task_id: TaskId,
     body: TaskReplace,
     session: SessionDep,
@@ -236,7 +241,9 @@ async def replace(
 ) -> Response:
     """Full replacement: fields left out go back to their defaults (``If-Match`` honoured)."""
     versions = expected_versions(if_match, task_id)
-    row = await service.replace_task(session, identity, task_id, body, versions)
+    row = await fast_write.replace_task(request, identity, task_id, body, versions)
+    if row is None:
+        row = await service.replace_task(session, identity, task_id, body, versions)
     return _task_response(row)
 
 
@@ -248,6 +255,7 @@ async def replace(
     responses=_WRITE_RESPONSES,
 )
 async def update(
+    request: Request,
     task_id: TaskId,
     body: TaskPatch,
     session: SessionDep,
@@ -256,7 +264,9 @@ async def update(
 ) -> Response:
     """Change only the fields sent; ``null`` clears description, due_date or assignee_id."""
     versions = expected_versions(if_match, task_id)
-    row = await service.patch_task(session, identity, task_id, body, versions)
+    row = await fast_write.patch_task(request, identity, task_id, body, versions)
+    if row is None:
+        row = await service.patch_task(session, identity, task_id, body, versions)
     return _task_response(row)
 
 

@@ -70,7 +70,7 @@ _CURSOR_CONTEXT = b"taskmanager/tasks/cursor/v2"
 _UNLISTED_CHANGES = frozenset({"updated_at", "version"})
 
 
-def _event_data(row: TaskRow) -> dict[str, Any]:
+def event_data(row: TaskRow) -> dict[str, Any]:
     """The task as the API shows it (the ``data`` of its events)."""
     return TaskOut.model_validate(row, from_attributes=True).model_dump(mode="json")
 
@@ -81,21 +81,26 @@ async def _record_update(session: AsyncSession, actor_id: int, change: TaskChang
     ``changed`` names the fields whose value the update changed (API.md §7).
     """
     before, after = change.before, change.after
-    changed = [
-        name
-        for name in TaskOut.model_fields
-        if name not in _UNLISTED_CHANGES and getattr(before, name) != getattr(after, name)
-    ]
     moved_from = before.project_id != after.project_id
     await record(
         session,
         type=EventType.TASK_UPDATED,
         project_id=after.project_id,
         actor_id=actor_id,
-        data=_event_data(after),
-        changed=changed,
+        data=event_data(after),
+        changed=changed_fields(change),
         also_members_of=[before.project_id] if moved_from else (),
     )
+
+
+def changed_fields(change: TaskChange) -> list[str]:
+    """The fields whose value an update changed, for task.updated's ``changed`` (API.md §7)."""
+    before, after = change.before, change.after
+    return [
+        name
+        for name in TaskOut.model_fields
+        if name not in _UNLISTED_CHANGES and getattr(before, name) != getattr(after, name)
+    ]
 
 
 async def forget_user(session: AsyncSession, user_id: int) -> None:
@@ -115,16 +120,16 @@ async def _require_assignable(session: AsyncSession, project_id: int, assignee_i
         )
 
 
-def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
+def column_values(fields: dict[str, Any]) -> dict[str, Any]:
     values = dict(fields)
     if values.get("status") is not None:
         values["status"] = str(values["status"])
     return values
 
 
-def _new_task_values(identity: Identity, body: TaskCreate) -> dict[str, Any]:
+def new_task_values(identity: Identity, body: TaskCreate) -> dict[str, Any]:
     now = utcnow()
-    values = _column_values(body.model_dump(exclude={"project_id"}))
+    values = column_values(body.model_dump(exclude={"project_id"}))
     values.update(
         created_by=identity.user_id,
         created_at=now,
@@ -141,7 +146,7 @@ async def create_task(session: AsyncSession, identity: Identity, body: TaskCreat
     Raises InvalidCredentials (the caller is gone), ValidationFailed (no Inbox, or the
     assignee is not a member), NotFound (no such project, or not the caller's) or Forbidden.
     """
-    values = _new_task_values(identity, body)
+    values = new_task_values(identity, body)
     row = await repo.create_authorized(session, identity, values, project_id=body.project_id)
     if row is not None:
         await record(
@@ -149,7 +154,7 @@ async def create_task(session: AsyncSession, identity: Identity, body: TaskCreat
             type=EventType.TASK_CREATED,
             project_id=row.project_id,
             actor_id=identity.user_id,
-            data=_event_data(row),
+            data=event_data(row),
         )
         return row
     principal = await principal_of(session, identity)
@@ -169,7 +174,7 @@ async def _create_step_by_step(
     await project_access(session, principal, project_id, Permission.EDIT_TASKS)
     if body.assignee_id is not None:
         await _require_assignable(session, project_id, body.assignee_id)
-    values = _new_task_values(principal.identity, body)
+    values = new_task_values(principal.identity, body)
     values["project_id"] = project_id
     row = await repo.insert_task(session, values)
     await record(
@@ -177,7 +182,7 @@ async def _create_step_by_step(
         type=EventType.TASK_CREATED,
         project_id=project_id,
         actor_id=principal.user_id,
-        data=_event_data(row),
+        data=event_data(row),
     )
     return row
 
@@ -238,7 +243,7 @@ async def _update(
         session,
         identity,
         task_id,
-        values=_column_values(fields),
+        values=column_values(fields),
         move_to=move_to,
         expected_versions=expected_versions,
         now=utcnow(),
@@ -269,7 +274,7 @@ async def _update_step_by_step(
         assignee = fields.get("assignee_id", current.assignee_id)
         if assignee is not None and ("assignee_id" in fields or moving):
             await _require_assignable(session, destination, assignee)
-        values = _column_values(fields)
+        values = column_values(fields)
         if moving:
             values["project_id"] = destination
         change = await repo.update_task(
@@ -296,8 +301,19 @@ async def replace_task(
     expected_versions: Sequence[int] | None,
 ) -> TaskRow:
     """PUT: every field is set; the ones left out go back to their defaults."""
-    fields = body.model_dump(exclude={"project_id"})
-    return await _update(session, identity, task_id, fields, body.project_id, expected_versions)
+    fields, move_to = replacement(body)
+    return await _update(session, identity, task_id, fields, move_to, expected_versions)
+
+
+def replacement(body: TaskReplace) -> tuple[dict[str, Any], int | None]:
+    """What a PUT sets: every field, and the project to move to (None: stay)."""
+    return body.model_dump(exclude={"project_id"}), body.project_id
+
+
+def patch(body: TaskPatch) -> tuple[dict[str, Any], int | None]:
+    """What a PATCH sets: the fields sent, and the project to move to (None: stay)."""
+    fields = body.changes()
+    return fields, fields.pop("project_id", None)
 
 
 async def patch_task(
@@ -308,8 +324,7 @@ async def patch_task(
     expected_versions: Sequence[int] | None,
 ) -> TaskRow:
     """PATCH: only the fields sent change; null clears a nullable one."""
-    fields = body.changes()
-    move_to = fields.pop("project_id", None)
+    fields, move_to = patch(body)
     return await _update(session, identity, task_id, fields, move_to, expected_versions)
 
 
@@ -322,7 +337,7 @@ async def _record_deletion(session: AsyncSession, actor_id: int, gone: DeletedTa
         type=EventType.TASK_DELETED,
         project_id=gone.row.project_id,
         actor_id=actor_id,
-        data=_event_data(gone.row),
+        data=event_data(gone.row),
     )
 
 

@@ -1,0 +1,146 @@
+"""``POST /tasks``, ``PUT`` and ``PATCH /tasks/{id}`` on PostgreSQL: the writes on the driver.
+
+The second deliberate exception to "one way to build a resource", beside ``fast_read``, and
+for the same reason: these are the routes a busy team calls most, and half of a write's CPU
+went to building, caching and executing statements through a ``Session`` (README §
+Performance). The rules are not copied: the statements are the repository's own
+(``repository.create_statement``, ``repository.update_statement``), built once per shape
+with bound parameters, and the events are ``kit.outbox``'s; only the execution differs
+(``kit.driver``: compiled once, run on a pooled asyncpg connection, no unit of work).
+
+- **Create** is one round trip: the authorized ``INSERT ... RETURNING`` and its task.created
+  event in one statement (``repository.create_recorded_statement``), which needs no
+  ``BEGIN``/``COMMIT``.
+- **Update** is ``BEGIN``, the authorized ``UPDATE`` returning the task before and after,
+  the task.updated event (what changed is known only once the row is read), ``COMMIT``.
+
+Each returns None — and the route takes the ``Session`` path (``tasks.service``), which
+does the same write and explains any refusal — when the statement matched nothing (401,
+403, 404, 412 or 422 to explain), the database refused it for another reason (a
+constraint, a deadlock), the backend is SQLite, or the request needs the request
+transaction: an ``Idempotency-Key`` (its record commits with the change,
+``kit.transaction``) or test fault injection (``kit.faults``). Nothing was written then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+from starlette.requests import Request
+
+from taskmanager.kit import faults, transaction
+from taskmanager.kit.db import Database, utcnow
+from taskmanager.kit.driver import DriverFailed, DriverStatement, driver_connection
+from taskmanager.kit.identity import Identity
+from taskmanager.kit.outbox import EventType, committed_on_driver, record_on_driver
+from taskmanager.tasks import repository as repo
+from taskmanager.tasks import service
+from taskmanager.tasks.repository import TaskRow
+from taskmanager.tasks.schemas import TaskCreate, TaskPatch, TaskReplace
+
+
+def _database(request: Request) -> Database | None:
+    """The database, when the driver path applies to this request; else None."""
+    database: Database = request.app.state.database
+    if database.dialect != "postgresql":
+        return None
+    if transaction.hook_of(request.scope) is not None or faults.armed(request.scope):
+        return None
+    return database
+
+
+@cache
+def _create(shape: repo.CreateShape) -> DriverStatement:
+    return DriverStatement(repo.create_recorded_statement(shape))
+
+
+@cache
+def _update(shape: repo.UpdateShape) -> DriverStatement:
+    return DriverStatement(repo.update_statement(shape))
+
+
+async def create_task(request: Request, identity: Identity, body: TaskCreate) -> TaskRow | None:
+    """Create the task and its event in one statement; the new task, or None (see above).
+
+    Raises ServiceUnavailable when the database is down or cannot be reached.
+    """
+    database = _database(request)
+    if database is None:
+        return None
+    values = service.new_task_values(identity, body)
+    params = repo.create_params(identity, values, body.project_id)
+    # The event's data is the task as the API shows it; the insert adds its id and project.
+    params[repo.EVENT_DATA_PARAM] = service.event_data(TaskRow(id=0, project_id=0, **values))
+    statement = _create(repo.create_shape(identity, values, body.project_id))
+    try:
+        async with driver_connection(database) as connection:
+            row = await connection.fetchrow(statement, params)
+    except DriverFailed:
+        return None
+    if row is None:
+        return None
+    committed_on_driver(database.write_engine.sync_engine)
+    return TaskRow(*row)
+
+
+async def replace_task(
+    request: Request,
+    identity: Identity,
+    task_id: int,
+    body: TaskReplace,
+    expected_versions: Sequence[int] | None,
+) -> TaskRow | None:
+    """PUT on the driver (``service.replace_task``'s rules); the task, or None."""
+    fields, move_to = service.replacement(body)
+    return await _update_task(request, identity, task_id, fields, move_to, expected_versions)
+
+
+async def patch_task(
+    request: Request,
+    identity: Identity,
+    task_id: int,
+    body: TaskPatch,
+    expected_versions: Sequence[int] | None,
+) -> TaskRow | None:
+    """PATCH on the driver (``service.patch_task``'s rules); the task, or None."""
+    fields, move_to = service.patch(body)
+    return await _update_task(request, identity, task_id, fields, move_to, expected_versions)
+
+
+async def _update_task(
+    request: Request,
+    identity: Identity,
+    task_id: int,
+    fields: dict[str, Any],
+    move_to: int | None,
+    expected_versions: Sequence[int] | None,
+) -> TaskRow | None:
+    database = _database(request)
+    if database is None:
+        return None
+    values = service.column_values(fields)
+    shape = repo.update_shape(identity, values, move_to, expected_versions)
+    params = repo.update_params(identity, task_id, values, move_to, expected_versions, utcnow())
+    try:
+        async with driver_connection(database, transaction=True) as connection:
+            row = await connection.fetchrow(_update(shape), params)
+            if row is None:
+                return None
+            change = repo.task_change(row)
+            before, after = change.before, change.after
+            recorded = await record_on_driver(
+                connection,
+                type=EventType.TASK_UPDATED,
+                project_id=after.project_id,
+                actor_id=identity.user_id,
+                data=service.event_data(after),
+                changed=service.changed_fields(change),
+                also_members_of=before.project_id,
+            )
+    except DriverFailed:
+        return None
+    if recorded:
+        committed_on_driver(database.write_engine.sync_engine)
+    return change.after
