@@ -19,8 +19,8 @@ more round trips on top of its statements, and reads run in autocommit with neit
 On PostgreSQL a task create is one statement with no transaction control at all, and the
 task writes run on the driver (``tasks.fast_write``), which the query logger sees.
 
-The budgets are per route (``BUDGET``, ``POSTGRES_BUDGET``): a change that adds a statement to one route shows
-as exactly that route's number going up.
+The budgets are per route (``BUDGET``, ``POSTGRES_BUDGET``): a change that adds a statement
+to one route shows as exactly that route's number going up.
 """
 
 from __future__ import annotations

@@ -20,10 +20,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 
 from taskmanager.kit.availability import is_unavailable
 from taskmanager.kit.db import Database
@@ -49,14 +50,14 @@ class DriverStatement:
     ``IN`` list cannot be compiled once, and is refused (``ValueError``).
     """
 
-    def __init__(self, statement: Executable) -> None:
+    def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
         self._compiled: dict[str, _Compiled] = {}
 
     def compiled(self, dialect: Dialect) -> _Compiled:
         found = self._compiled.get(dialect.name)
         if found is None:
-            compiled = self.statement.compile(dialect=dialect)
+            compiled = cast(SQLCompiler, self.statement.compile(dialect=dialect))
             if "POSTCOMPILE" in compiled.string:
                 raise ValueError("an expanding IN list cannot be compiled once")
             names = tuple(compiled.positiontup or ())

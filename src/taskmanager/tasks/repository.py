@@ -280,7 +280,7 @@ class DeletedTask:
     attachment_keys: list[str]
 
 
-def _prior(task_id: int, columns: Sequence[Any]) -> CTE:
+def _prior(task_id: int | ColumnElement[int], columns: Sequence[Any]) -> CTE:
     """The task as it is before the write: ``WITH prior AS MATERIALIZED (SELECT ...)``.
 
     How one statement shows the old row beside the new one on both backends. SQLite's
@@ -303,7 +303,7 @@ def _prior(task_id: int, columns: Sequence[Any]) -> CTE:
     )
 
 
-def _row_of(prior: CTE, task_id: int) -> list[ColumnElement[bool]]:
+def _row_of(prior: CTE, task_id: int | ColumnElement[int]) -> list[ColumnElement[bool]]:
     """The row a write changes, named by its key and through ``prior``.
 
     By key for the planner's index lookup; through ``prior`` so that ``prior`` is filled
