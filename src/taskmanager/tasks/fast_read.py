@@ -1,8 +1,9 @@
 """``GET /api/v1/tasks/{id}``: the hottest route, built for speed on purpose. The only one.
 
 Every other route goes through FastAPI dependencies, a request session and the access gate.
-This one answers the same questions with less machinery, and is the single deliberate
-exception to "one way to build a resource" — nothing else should copy its idiom:
+This one answers the same questions with less machinery, and is, with the task writes
+(``tasks.fast_write``), the deliberate exception to "one way to build a resource" — nothing
+else should copy its idiom:
 
 - **No dependency graph.** The route declares only its path parameter and ``If-None-Match``;
   the caller is identified inline by ``kit.authn.identify`` (a bearer token needs no query;
@@ -17,10 +18,10 @@ exception to "one way to build a resource" — nothing else should copy its idio
   the verdict is the gate's policy (``projects.policy.decide``), so the admin rule and the
   404-for-outsiders rule exist once.
 - **No session.** On PostgreSQL the statement is compiled once and run on a pooled asyncpg
-  connection through the driver (SQLAlchemy's pool and its checkout events still apply), so
-  no Session, transaction or Result objects are built per request; any driver failure drops
-  that connection and answers 503 (as does a database known to be down, at once). On SQLite
-  it runs on a short snapshot session.
+  connection through the driver (``kit.driver``: SQLAlchemy's pool and its checkout events
+  still apply), so no Session, transaction or Result objects are built per request; a
+  database that cannot be reached answers 503 (as does one known to be down, at once). On
+  SQLite it runs on a short snapshot session.
 - **Pre-rendered JSON.** The row becomes a ``TaskRow`` dataclass that orjson serialises
   directly; the ETag is derived from id and version, and ``If-None-Match`` answers 304
   before any body is built.
@@ -32,7 +33,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Table, bindparam, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -40,6 +40,7 @@ from taskmanager.kit import authn
 from taskmanager.kit.availability import is_unavailable
 from taskmanager.kit.db import Database
 from taskmanager.kit.deps import require_scope
+from taskmanager.kit.driver import DriverStatement, driver_connection
 from taskmanager.kit.errors import InvalidCredentials, ServiceUnavailable
 from taskmanager.kit.etags import strong_etag
 from taskmanager.kit.http import not_modified
@@ -68,30 +69,8 @@ _STATEMENT = (
     )
 )
 
-_COMPILED: dict[str, tuple[str, tuple[str, ...]]] = {}
+_ON_DRIVER = DriverStatement(_STATEMENT)
 _TASK_OFFSET = 2  # the task's columns follow user_role and member_role
-
-
-def _compiled_for(engine: AsyncEngine) -> tuple[str, tuple[str, ...]]:
-    name = engine.dialect.name
-    if name not in _COMPILED:
-        compiled = _STATEMENT.compile(dialect=engine.dialect)
-        _COMPILED[name] = (compiled.string, tuple(compiled.positiontup or ()))
-    return _COMPILED[name]
-
-
-async def _fetch_asyncpg(engine: AsyncEngine, params: dict[str, int]) -> Any:
-    sql, order = _compiled_for(engine)
-    raw = await engine.raw_connection()
-    driver: Any = raw.driver_connection
-    try:
-        record = await driver.fetchrow(sql, *(params[key] for key in order))
-    except BaseException as exc:
-        # Cancelled mid-query or failed: the connection's state is unknown, so drop it.
-        raw.invalidate(exc)
-        raise
-    raw.close()
-    return record
 
 
 async def _fetch(database: Database, identity: Identity, task_id: int) -> Any:
@@ -104,13 +83,12 @@ async def _fetch(database: Database, identity: Identity, task_id: int) -> Any:
         "user_id": identity.user_id,
         "generation": identity.generation,
     }
+    if database.dialect == "postgresql":
+        async with driver_connection(database) as connection:
+            return await connection.fetchrow(_ON_DRIVER, params)
     try:
-        if database.dialect == "postgresql":
-            database.breaker.check()
-            row = await _fetch_asyncpg(database.read_engine, params)
-        else:
-            async with database.snapshot() as session:
-                row = (await session.execute(_STATEMENT, params)).first()
+        async with database.snapshot() as session:
+            row = (await session.execute(_STATEMENT, params)).first()
     except ServiceUnavailable:
         raise
     except Exception as exc:
