@@ -19,9 +19,11 @@ from taskmanager import cli, migrate
 from taskmanager.kit.config import Settings
 
 # Each costs start-up time (measured on the bench machine: redis-py with cryptography
-# ~0.1 s, Alembic ~0.17 s, asyncpg ~30 ms) and none is needed by the default configuration.
+# ~0.1 s, Alembic ~0.17 s, asyncpg ~30 ms, httpx ~0.1 s until a webhook is delivered) and
+# none is needed by the default configuration.
 OPTIONAL = (
     "redis",
+    "httpx",
     "asyncpg",
     "argon2",
     "pwdlib",

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import base64
 import secrets
+from functools import cached_property
+from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 SECRET_BYTES = 32  # API.md §7 asks for at least 24
@@ -37,10 +38,20 @@ class SecretBox:
     """Encrypts and decrypts webhook secrets with a key derived from the app's signing key."""
 
     def __init__(self, signing_key: str) -> None:
+        self._signing_key = signing_key
+
+    @cached_property
+    def _fernet(self) -> Fernet:
+        # Imported on first use: ``cryptography`` costs ~7 MiB and ~30 ms, which a server
+        # without webhooks never needs (README § Performance, cold start and memory).
+        from cryptography.fernet import Fernet
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_KDF_INFO).derive(
-            signing_key.encode()
+            self._signing_key.encode()
         )
-        self._fernet = Fernet(base64.urlsafe_b64encode(key))
+        return Fernet(base64.urlsafe_b64encode(key))
 
     def seal(self, secret: str) -> str:
         """The stored form of ``secret`` (a Fernet token, ASCII)."""
@@ -48,6 +59,8 @@ class SecretBox:
 
     def open(self, sealed: str) -> str:
         """The secret in ``sealed``; raises SecretUnreadable if the key has changed."""
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(sealed.encode("ascii")).decode()
         except (InvalidToken, ValueError) as exc:
