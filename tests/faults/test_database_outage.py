@@ -219,8 +219,11 @@ async def test_sqlite_writer_lock_held_elsewhere_is_503_and_reads_go_on(
     task_id = await create_task(app, user.inbox_id, user, title="locked")
     path = database.url.split(":///", 1)[1]
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # In a thread: the app's own background writers (the outbox dispatcher) run on this event
+    # loop, and one caught mid-transaction must be able to finish while this waits for the
+    # lock (a blocking call here would hold the loop and wait for them in vain).
     try:
-        other.execute("BEGIN IMMEDIATE")  # another process's long write transaction
+        await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")  # another process's writer
         create = await within_contract(
             lambda c: c.post(f"{API}/tasks", json={"title": "x"}, headers=user.headers), client
         )
@@ -230,7 +233,8 @@ async def test_sqlite_writer_lock_held_elsewhere_is_503_and_reads_go_on(
         )
         assert read.status_code == 200  # WAL: readers never wait for the writer
     finally:
-        other.execute("ROLLBACK")
+        if other.in_transaction:
+            other.execute("ROLLBACK")
         other.close()
     done = await client.post(f"{API}/tasks", json={"title": "x"}, headers=user.headers)
     assert done.status_code == 201
