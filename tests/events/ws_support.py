@@ -19,8 +19,10 @@ RECEIVE_TIMEOUT = 30.0
 
 @asynccontextmanager
 async def ws_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    # httpx-ws waits only 1 s for the handshake's answer by default: on a loaded machine the
+    # server's (authentication, a query) can take longer, which is no failure of the server.
     async with (
-        ASGIWebSocketTransport(app=app) as transport,
+        ASGIWebSocketTransport(app=app, initial_receive_timeout=RECEIVE_TIMEOUT) as transport,
         httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
     ):
         yield client
