@@ -127,6 +127,7 @@ async def claimed_since(app: FastAPI, started_at: datetime) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(CLAIM_TIMEOUT * KILLS + DRAIN_TIMEOUT + 120)
 async def test_every_event_arrives_at_least_once_across_kill_9_of_the_worker(
     client: httpx.AsyncClient,
     app: FastAPI,
