@@ -7,10 +7,15 @@ skipped with a visible reason when not, except under CI (CI=true), where they ar
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import socket
+import sys
+import threading
+import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +89,47 @@ class TestDatabase:
 
     backend: str
     url: str
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """On a pytest-timeout failure, add where everything was waiting.
+
+    The timeout's own traceback shows the main thread, which in an async test is only the
+    event loop's ``select``: what a hang needs is every pending task's stack and every
+    thread's, so a hang in CI can be read from its output.
+    """
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.failed and call.excinfo is not None and "Timeout (>" in str(call.excinfo.value):
+        report.sections.append(("where it waited", _waits()))
+
+
+def _waits() -> str:
+    """Every pending task's await chain and every other thread's stack, as text."""
+    lines = []
+    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]
+    for loop in loops:
+        if loop.is_closed():
+            continue
+        for task in asyncio.all_tasks(loop):
+            lines.append(f"--- task {task.get_name()}")
+            awaited: Any = task.get_coro()
+            while awaited is not None:  # the coroutine, what it awaits, and so on down
+                frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+                if frame is not None:
+                    lines += traceback.format_stack(frame, limit=1)
+                awaited = getattr(awaited, "cr_await", None) or getattr(
+                    awaited, "gi_yieldfrom", None
+                )
+    current = threading.get_ident()
+    for ident, frame in sys._current_frames().items():
+        if ident != current:  # the main thread's stack is the timeout's own traceback
+            lines.append(f"--- thread {ident}")
+            lines += traceback.format_stack(frame)
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 
 async def _create_pg_database(name: str) -> None:
