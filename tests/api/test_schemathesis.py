@@ -242,7 +242,7 @@ def _run(app: Any, identity: Identity, seen: Counter[str]) -> list[str]:
     return failures
 
 
-# Three full runs of every phase: the suite's longest test (about 5 minutes on a 2-core
+# Three full runs of every phase: the suite's longest test (about 12 minutes on a 2-core
 # machine); the bound is only there so a hang fails instead of stalling the run.
 @pytest.mark.timeout(1500)
 def test_api_conforms_to_its_openapi(
