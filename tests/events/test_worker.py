@@ -3,6 +3,7 @@ uvicorn's WebSocket handshake lines never show the query's token."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -41,7 +42,7 @@ async def test_the_worker_numbers_events_and_exits_0_on_sigterm(tmp_path: Path) 
         while not (data_dir / "taskmanager.db").exists():  # migrated by the worker
             assert worker.poll() is None, worker.stdout.read() if worker.stdout else b""
             assert time.monotonic() < deadline, "the worker did not create the database"
-            time.sleep(0.1)
+            await asyncio.sleep(0.1)
         settings = load_settings(data_dir=data_dir, secret_key=SECRET, env="test")
         database = Database(settings)
         seq: int | None = None
@@ -60,10 +61,11 @@ async def test_the_worker_numbers_events_and_exits_0_on_sigterm(tmp_path: Path) 
                     seq = await session.scalar(select(Event.seq))
             except Exception:  # the worker may still be migrating
                 assert time.monotonic() < deadline, "the worker did not number the event"
-            time.sleep(0.1)
+            await asyncio.sleep(0.1)
         assert seq == 1
         worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=60) == 0
+        # Waited for from a thread, so this event loop goes on while the worker drains.
+        assert await asyncio.to_thread(worker.wait, 60) == 0
     finally:
         if database is not None:
             await database.dispose()
