@@ -228,10 +228,28 @@ async def test_sqlite_writer_lock_held_elsewhere_is_503_and_reads_go_on(
             lambda c: c.post(f"{API}/tasks", json={"title": "x"}, headers=user.headers), client
         )
         assert_unavailable(create, "create")
+        # Every write waits for the writer the same way, on the driver or a Session.
+        patch = await within_contract(
+            lambda c: c.patch(
+                f"{API}/tasks/{task_id}", json={"title": "changed"}, headers=user.headers
+            ),
+            client,
+        )
+        assert_unavailable(patch, "patch")
+        keyed = await within_contract(
+            lambda c: c.post(
+                f"{API}/tasks",
+                json={"title": "x"},
+                headers={**user.headers, "Idempotency-Key": "locked-writer"},
+            ),
+            client,
+        )
+        assert_unavailable(keyed, "keyed create")
         read = await within_contract(
             lambda c: c.get(f"{API}/tasks/{task_id}", headers=user.headers), client
         )
         assert read.status_code == 200  # WAL: readers never wait for the writer
+        assert read.json()["title"] == "locked"
     finally:
         if other.in_transaction:
             other.execute("ROLLBACK")

@@ -1,22 +1,29 @@
-"""The task writes on the driver (PostgreSQL, ``tasks.fast_write``) and through the request
-``Session`` (SQLite; any request with an ``Idempotency-Key``) are the same write: the same
-task, the same ETag, the same event (type, project, actor, data, ``changed``, audience).
+"""The task writes on the driver (``tasks.fast_write``: asyncpg, or aiosqlite on an SQLite
+file) and through the request ``Session`` are the same write: the same task, the same ETag,
+the same event (type, project, actor, data, ``changed``, audience).
 
-Each scenario runs twice on one backend, once plainly and once with an ``Idempotency-Key``
-(which always takes the Session path), and the two runs must agree field for field.
+Each scenario runs twice on each backend, once plainly (the driver) and once on the
+Session path, and the two runs must agree field for field. The Session run sends each
+create an ``Idempotency-Key`` (its record must commit in the request's transaction) and
+every request an inert ``X-Taskmanager-Fault`` (a request armed for fault injection, on an
+app that allows it, leaves the driver: it has no kill points).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 
 from taskmanager.models.events import Event
-from tests.conftest import TestUser, UserFactory
+from tests.attachments.support import stored_files
+from tests.conftest import AppFactory, TestUser, UserFactory
 from tests.factories import API, TASKS, api_add_member, api_create_project
 
 _VOLATILE = {"id", "created_at", "updated_at", "completed_at"}
@@ -37,17 +44,41 @@ def _stable(task: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in task.items() if k not in _VOLATILE}
 
 
+@contextmanager
+def session_task_writes(app: FastAPI) -> Iterator[list[str]]:
+    """The task writes sent through SQLAlchemy's cursor (a ``Session``) inside the block;
+    the driver path sends its statements straight to asyncpg or aiosqlite."""
+    written: list[str] = []
+
+    def on_cursor(*args: Any) -> None:
+        sql = " ".join(str(args[2]).split())
+        if sql.startswith(("INSERT INTO tasks", "UPDATE tasks", "WITH prior")):
+            written.append(sql)
+
+    engine = app.state.database.write_engine.sync_engine
+    sqlalchemy_event.listen(engine, "before_cursor_execute", on_cursor)
+    try:
+        yield written
+    finally:
+        sqlalchemy_event.remove(engine, "before_cursor_execute", on_cursor)
+
+
 async def _scenario(
     app: FastAPI, client: httpx.AsyncClient, owner: TestUser, projects: tuple[int, int], keyed: bool
 ) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
-    """Create (in the Inbox and in a project), PATCH with a move, PUT, and a PATCH that
-    changes nothing; the responses and the events they wrote."""
+    """Create (in the Inbox and in a project), PATCH with a move, PUT, a PATCH that changes
+    nothing, and DELETE (the task has an attachment, whose file must go with it); the
+    responses and the task events they wrote."""
     first, second = projects
 
     def headers() -> dict[str, str]:
         if not keyed:
             return owner.headers
-        return {**owner.headers, "Idempotency-Key": str(uuid.uuid4())}
+        return {
+            **owner.headers,
+            "Idempotency-Key": str(uuid.uuid4()),
+            "X-Taskmanager-Fault": "none",
+        }
 
     before = await _last_event_id(app)
     responses: list[httpx.Response] = []
@@ -73,10 +104,21 @@ async def _scenario(
     for response in responses:
         task = response.json()
         assert response.headers["etag"] == f'"{task["id"]}-{task["version"]}"'
-    events = await _events_after(app, before)
+    attached = await client.post(
+        f"{url}/attachments", files={"file": ("a.txt", b"hello", "text/plain")}, headers=headers()
+    )
+    assert attached.status_code == 201, attached.text
+    files = stored_files(app)
+    deleted = await client.delete(url, headers={**headers(), "If-Match": unchanged.headers["etag"]})
+    assert deleted.status_code == 204, deleted.text
+    assert len(stored_files(app)) == len(files) - 1  # the attachment's file went with it
+    assert (await client.get(url, headers=owner.headers)).status_code == 404
+    events = [e for e in await _events_after(app, before) if e.type.startswith("task.")]
     tasks = [r.json() for r in responses]
     summary = []
-    for event, task in zip(events, [tasks[0], tasks[1], tasks[2], tasks[3]], strict=True):
+    # The delete's event holds the task as it was last shown.
+    shown = [tasks[0], tasks[1], tasks[2], tasks[3], tasks[4]]
+    for event, task in zip(events, shown, strict=True):
         # Each event's data is the task exactly as that response showed it.
         assert event.data == task, (event.type, event.data, task)
         assert event.actor_id == owner.id
@@ -93,16 +135,21 @@ async def _scenario(
 
 
 async def test_driver_and_session_paths_write_the_same_task_and_event(
-    app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
+    make_app: AppFactory, make_user: UserFactory
 ) -> None:
+    app, client = await make_app(fault_injection=True)
     owner, first_member, second_member = await make_user(), await make_user(), await make_user()
     first = (await api_create_project(client, owner, "First"))["id"]
     second = (await api_create_project(client, owner, "Second"))["id"]
     await api_add_member(client, owner, first, first_member, "viewer")
     await api_add_member(client, owner, second, second_member, "viewer")
 
-    plain = await _scenario(app, client, owner, (first, second), keyed=False)
-    keyed = await _scenario(app, client, owner, (first, second), keyed=True)
+    with session_task_writes(app) as on_session:
+        plain = await _scenario(app, client, owner, (first, second), keyed=False)
+    assert on_session == []  # every write of the plain run went on the driver
+    with session_task_writes(app) as on_session:
+        keyed = await _scenario(app, client, owner, (first, second), keyed=True)
+    assert len(on_session) == 6  # two creates, three updates, a delete: all on the Session
 
     assert plain == keyed
     tasks, events = plain
@@ -124,6 +171,7 @@ async def test_driver_and_session_paths_write_the_same_task_and_event(
             ["title", "description", "status", "priority", "tags", "completed_at"],
             sorted([owner.id, second_member.id]),
         ),
+        ("task.deleted", True, None, sorted([owner.id, second_member.id])),
     ]
 
 
@@ -168,6 +216,10 @@ async def test_refusals_on_the_driver_path_explain_themselves(
             422,
         ),
         (client.patch(f"{TASKS}/{10**9}", json={"title": "x"}, headers=owner.headers), 404),
+        (client.delete(url, headers=viewer.headers), 403),
+        (client.delete(url, headers=stranger.headers), 404),
+        (client.delete(url, headers={**owner.headers, "If-Match": '"1-9"'}), 412),
+        (client.delete(f"{TASKS}/{10**9}", headers=owner.headers), 404),
     ]
     for request, status in cases:
         response = await request

@@ -1,30 +1,41 @@
-"""Statements run on the PostgreSQL driver itself: built once, compiled once, no Session.
+"""Statements run on the database driver itself: built once, compiled once, no Session.
 
 For the hottest routes only (``tasks.fast_read``, ``tasks.fast_write``). A request through a
 ``Session`` builds its statement, derives its cache key, finds the compiled form and wraps
 the driver in SQLAlchemy's cursor, result and unit-of-work objects: about half the CPU of a
 task create (profiled with py-spy, README § Performance). Here a statement is a SQLAlchemy
 Core construct with named ``bindparam()``s, built at import, compiled once per dialect with
-its bind processors (``DriverStatement``), and run with ``fetchrow`` on a pooled asyncpg
-connection (``driver_connection``): asyncpg prepares it once per connection and caches it.
+its bind and result processors (``DriverStatement``), and run on a pooled driver connection
+(``driver_connection``):
+
+- PostgreSQL: asyncpg's ``fetchrow``; asyncpg prepares each statement once per connection
+  and caches it.
+- SQLite (a database file): aiosqlite's ``execute_fetchall``, one hop to the connection's
+  thread per statement (SQLAlchemy's cursor makes three or more); a write takes the one
+  writer connection and its transaction is ``BEGIN IMMEDIATE`` … ``COMMIT``, as a
+  ``Session``'s is (``kit.db``). An in-memory database (one shared connection) never takes
+  this path: a block here could interleave with a ``Session`` on that same connection.
 
 What still applies: the pool (its size, timeout, checkout ping and recycling), the
-connection's server settings (statement, lock and idle-in-transaction timeouts) and the
-breaker (a database known to be down answers 503 at once; one that cannot be reached opens
-it). A connection whose state is unknown (an error or a cancellation mid-statement) is
-invalidated, never handed out again.
+connection's settings (statement, lock and idle-in-transaction timeouts; SQLite's pragmas
+and busy timeout) and the breaker (a database known to be down answers 503 at once; one that
+cannot be reached opens it). A connection whose state is unknown (an error or a
+cancellation mid-statement) is invalidated, never handed out again.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.selectable import ReturnsRows
+from sqlalchemy.util import greenlet_spawn
 
 from taskmanager.kit.availability import is_unavailable
 from taskmanager.kit.db import Database
@@ -32,34 +43,48 @@ from taskmanager.kit.errors import ServiceUnavailable
 
 _REQUIRED = object()  # a bindparam() without a value: the caller must give one
 
+Processor = Callable[[Any], Any]
+
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     sql: str
     names: tuple[str, ...]
-    processors: tuple[Callable[[Any], Any] | None, ...]
+    processors: tuple[Processor | None, ...]
     defaults: tuple[Any, ...]  # the value of a literal() bound by the statement itself
+    results: tuple[Processor | None, ...] | None  # None: every value is used as it comes
 
 
 class DriverStatement:
     """A Core statement with named ``bindparam()``s, compiled once per dialect.
 
+    ``statement``: the construct, or a function of the dialect's name that builds it (for a
+    statement whose SQL differs by database, such as a JSON aggregate).
     ``args(dialect, params)``: the positional arguments for the driver, each value passed
     through its column type's bind processor (JSON serialised, times made UTC…) exactly as
-    SQLAlchemy would. A ``literal()`` in the statement keeps its own value; an expanding
-    ``IN`` list cannot be compiled once, and is refused (``ValueError``).
+    SQLAlchemy would; ``row(dialect, values)``: a returned row through its columns' result
+    processors (on SQLite, text back to times and JSON; asyncpg decodes its own). A
+    ``literal()`` in the statement keeps its own value. Refused (``ValueError``) at the first
+    compile: an expanding ``IN`` list (it cannot be compiled once) and a write that leaves a
+    column with a Python-side default (``default=``/``onupdate=`` a value or function) to
+    SQLAlchemy, which computes it only when it executes the statement itself.
     """
 
-    def __init__(self, statement: ClauseElement) -> None:
-        self.statement = statement
+    def __init__(self, statement: ClauseElement | Callable[[str], ClauseElement]) -> None:
+        self._build = statement if callable(statement) else (lambda _dialect: statement)
         self._compiled: dict[str, _Compiled] = {}
 
     def compiled(self, dialect: Dialect) -> _Compiled:
         found = self._compiled.get(dialect.name)
         if found is None:
-            compiled = cast(SQLCompiler, self.statement.compile(dialect=dialect))
+            statement = self._build(dialect.name)
+            compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
             if "POSTCOMPILE" in compiled.string:
                 raise ValueError("an expanding IN list cannot be compiled once")
+            if compiled.insert_prefetch or compiled.update_prefetch:
+                # A Python-side column default is computed per execution by SQLAlchemy's
+                # execution context, which the driver path does not have: it would be NULL.
+                raise ValueError("a driver statement must give every Python-defaulted column")
             names = tuple(compiled.positiontup or ())
             binds = [compiled.binds[name] for name in names]
             found = self._compiled[dialect.name] = _Compiled(
@@ -67,6 +92,7 @@ class DriverStatement:
                 names,
                 tuple(bind.type.dialect_impl(dialect).bind_processor(dialect) for bind in binds),
                 tuple(_REQUIRED if bind.required else bind.effective_value for bind in binds),
+                _result_processors(statement, dialect),
             )
         return found
 
@@ -81,18 +107,61 @@ class DriverStatement:
             values.append(value if process is None or value is None else process(value))
         return compiled.sql, values
 
+    def row(self, dialect: Dialect, values: Sequence[Any]) -> tuple[Any, ...]:
+        """A row as the driver returned it, with each column's result processor applied."""
+        results = self.compiled(dialect).results
+        if results is None:
+            return tuple(values)
+        return tuple(
+            value if process is None or value is None else process(value)
+            for process, value in zip(results, values, strict=True)
+        )
+
+
+def _result_processors(
+    statement: ClauseElement, dialect: Dialect
+) -> tuple[Processor | None, ...] | None:
+    if not isinstance(statement, ReturnsRows):
+        return None
+    processors = tuple(
+        column.type.dialect_impl(dialect).result_processor(dialect, None)
+        for column in statement.exported_columns
+    )
+    return processors if any(processors) else None
+
 
 class DriverConnection:
-    """One pooled asyncpg connection, lent for a ``driver_connection`` block."""
+    """One pooled driver connection, lent for a ``driver_connection`` block."""
 
     def __init__(self, connection: Any, dialect: Dialect) -> None:
         self.connection = connection
         self.dialect = dialect
 
-    async def fetchrow(self, statement: DriverStatement, params: Mapping[str, Any]) -> Any:
-        """The statement's first row (an asyncpg ``Record``), or None."""
+    async def fetchrow(
+        self, statement: DriverStatement, params: Mapping[str, Any]
+    ) -> Sequence[Any] | None:
+        """The statement's first row (values by position, through the columns' result
+        processors), or None."""
         sql, args = statement.args(self.dialect, params)
-        return await self.connection.fetchrow(sql, *args)
+        row = await self.connection.fetchrow(sql, *args)
+        return None if row is None else statement.row(self.dialect, row)
+
+    async def execute(self, sql: str) -> None:
+        """Run one SQL string with no parameters (transaction control)."""
+        await self.connection.execute(sql)
+
+
+class _SQLiteConnection(DriverConnection):
+    async def fetchrow(
+        self, statement: DriverStatement, params: Mapping[str, Any]
+    ) -> Sequence[Any] | None:
+        sql, args = statement.args(self.dialect, params)
+        # One hop to aiosqlite's thread: execute, fetch every row, close the cursor.
+        rows = await self.connection.execute_fetchall(sql, args)
+        return statement.row(self.dialect, rows[0]) if rows else None
+
+    async def execute(self, sql: str) -> None:
+        await self.connection.execute_fetchall(sql)
 
 
 class DriverFailed(Exception):
@@ -101,20 +170,29 @@ class DriverFailed(Exception):
     ``Session`` path, which explains the error as every other route does."""
 
 
+def on_driver(database: Database) -> bool:
+    """Whether ``driver_connection`` serves ``database`` (PostgreSQL, or an SQLite file)."""
+    return database.dialect == "postgresql" or (
+        database.read_engine.sync_engine.pool is not database.write_engine.sync_engine.pool
+    )
+
+
 @asynccontextmanager
 async def driver_connection(
-    database: Database, *, transaction: bool = False
+    database: Database, *, write: bool, transaction: bool = False
 ) -> AsyncIterator[DriverConnection]:
-    """A pooled connection of ``database`` (PostgreSQL), optionally in a transaction.
+    """A pooled connection of ``database``, optionally in a transaction (``on_driver``).
 
-    Autocommit without ``transaction`` (one statement is its own transaction). With it,
-    ``BEGIN`` … ``COMMIT`` around the block, rolled back if the block raises. Raises
-    ServiceUnavailable when the database is known down or cannot be reached (the breaker
-    records it), DriverFailed when it refused a statement; anything the block raises
-    otherwise passes through (after a rollback).
+    ``write``: the block writes (on SQLite it takes the one writer connection; readers
+    otherwise). Autocommit without ``transaction`` (one statement is its own transaction).
+    With it, ``BEGIN`` (SQLite: ``BEGIN IMMEDIATE``) … ``COMMIT`` around the block, rolled
+    back if the block raises. Raises ServiceUnavailable when the database is known down or
+    cannot be reached (the breaker records it), DriverFailed when it refused a statement;
+    anything the block raises otherwise passes through (after a rollback).
     """
     database.breaker.check()
-    engine = database.write_engine
+    engine = database.write_engine if write or transaction else database.read_engine
+    sqlite = database.dialect == "sqlite"
     try:
         raw = await engine.raw_connection()
     except Exception as exc:
@@ -122,7 +200,10 @@ async def driver_connection(
         raise
     driver: Any = raw.driver_connection
     try:
-        if transaction:
+        if sqlite:
+            async with _sqlite_block(driver, engine, transaction=transaction) as connection:
+                yield connection
+        elif transaction:
             async with driver.transaction():
                 yield DriverConnection(driver, engine.dialect)
         else:
@@ -131,14 +212,49 @@ async def driver_connection(
         # Failed or cancelled mid-statement: the connection's state is unknown, so it is
         # dropped rather than pooled (a domain error raised between statements would
         # allow reuse, but is rare enough not to be worth telling apart).
-        raw.invalidate(exc)
+        await _release(raw, sqlite, invalidate=exc)
         if isinstance(exc, Exception) and not isinstance(exc, ServiceUnavailable):
             _raise_unavailable(database, exc)
             if _is_driver_error(exc):
                 raise DriverFailed(str(exc)) from exc
         raise
-    raw.close()
+    await _release(raw, sqlite)
     database.breaker.succeeded()
+
+
+@asynccontextmanager
+async def _sqlite_block(
+    driver: Any, engine: AsyncEngine, *, transaction: bool
+) -> AsyncIterator[DriverConnection]:
+    connection = _SQLiteConnection(driver, engine.dialect)
+    if not transaction:
+        yield connection
+        return
+    await connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield connection
+    except BaseException:
+        # Cancelled mid-statement, this waits for the statement (aiosqlite runs its calls
+        # in order). If it fails too, closing the connection (it is invalidated after in
+        # any case) rolls back.
+        with suppress(Exception):
+            await connection.execute("ROLLBACK")
+        raise
+    await connection.execute("COMMIT")
+
+
+async def _release(raw: Any, sqlite: bool, invalidate: BaseException | None = None) -> None:
+    """Back to the pool (or invalidated). SQLAlchemy's aiosqlite adapter rolls back and
+    closes through its greenlet bridge, so on SQLite both run inside one."""
+    if not sqlite:
+        if invalidate is not None:
+            raw.invalidate(invalidate)
+        else:
+            raw.close()
+    elif invalidate is not None:
+        await greenlet_spawn(raw.invalidate, invalidate)
+    else:
+        await greenlet_spawn(raw.close)
 
 
 def _raise_unavailable(database: Database, exc: Exception) -> None:
@@ -149,4 +265,4 @@ def _raise_unavailable(database: Database, exc: Exception) -> None:
 
 def _is_driver_error(exc: Exception) -> bool:
     module = type(exc).__module__
-    return module.startswith("asyncpg")
+    return module.startswith(("asyncpg", "sqlite3"))

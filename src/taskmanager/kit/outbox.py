@@ -166,7 +166,7 @@ async def record_on_driver(
     changed: Sequence[str] | None = None,
     also_members_of: int | None = None,
 ) -> bool:
-    """``record`` for a write made on the driver (``kit.driver``, PostgreSQL): the same
+    """``record`` for a write made on the driver (``kit.driver``): the same
     event, in the connection's transaction, by one statement built once. The caller calls
     ``committed_on_driver`` once it commits. ``also_members_of``: one more project whose
     members hear of it. False (nothing written) for an update that changed no field.
@@ -264,16 +264,17 @@ async def sequence(session: AsyncSession, *, batch: int = 500) -> list[Event]:
     return list(rows.all())
 
 
-# ``record_on_driver``'s statement (here, below the functions that build it).
+# ``record_on_driver``'s statement (here, below the functions that build it): its audience
+# is a JSON aggregate, which differs by database.
 _ON_DRIVER = DriverStatement(
-    event_insert(
-        "postgresql",
+    lambda dialect: event_insert(
+        dialect,
         type=bindparam("type", type_=String),
         project_id=bindparam("project_id", type_=BigInteger),
         actor_id=bindparam("actor_id", type_=BigInteger),
         occurred_at=bindparam("occurred_at", type_=UTCDateTime()),
-        data=bindparam("data", type_=JSONB),
-        changed=bindparam("changed", type_=JSONB),
+        data=bindparam("data", type_=JSONList),
+        changed=bindparam("changed", type_=JSONList),
         audience_of=[
             bindparam("project_id", type_=BigInteger),
             bindparam("also_project_id", type_=BigInteger),

@@ -523,10 +523,19 @@ async def discard_committed(session: AsyncSession, storage: Storage) -> None:
     Failures are logged, not raised: the change is committed and the sweep removes what
     is left.
     """
-    keys: list[str] = session.info.pop(_DISCARD, [])
+    await discard_now(storage, session.info.pop(_DISCARD, []))
+
+
+async def discard_now(storage: Storage, keys: Sequence[str]) -> None:
+    """Remove objects whose rows a committed transaction deleted (``discard_committed``,
+    and the writes made on the driver, ``kit.driver``, which have no session).
+
+    Failures are logged, not raised: the change is committed and the sweep removes what
+    is left.
+    """
     if not keys:
         return
     try:
-        await storage.delete(keys)
+        await storage.delete(list(keys))
     except Exception as exc:
         log.warning("storage_discard_failed", count=len(keys), error=f"{exc}"[:200])

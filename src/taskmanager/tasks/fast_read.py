@@ -17,11 +17,11 @@ else should copy its idiom:
   the role from the access gate's own membership subquery (``projects.access.member_role``);
   the verdict is the gate's policy (``projects.policy.decide``), so the admin rule and the
   404-for-outsiders rule exist once.
-- **No session.** On PostgreSQL the statement is compiled once and run on a pooled asyncpg
-  connection through the driver (``kit.driver``: SQLAlchemy's pool and its checkout events
-  still apply), so no Session, transaction or Result objects are built per request; a
-  database that cannot be reached answers 503 (as does one known to be down, at once). On
-  SQLite it runs on a short snapshot session.
+- **No session.** The statement is compiled once and run on a pooled driver connection
+  (``kit.driver``: asyncpg, or an aiosqlite reader; SQLAlchemy's pool and its checkout
+  events still apply), so no Session, transaction or Result objects are built per request;
+  a database that cannot be reached answers 503 (as does one known to be down, at once).
+  Only an in-memory SQLite database (one shared connection) runs it on a snapshot session.
 - **Pre-rendered JSON.** The row becomes a ``TaskRow`` dataclass that orjson serialises
   directly; the ETag is derived from id and version, and ``If-None-Match`` answers 304
   before any body is built.
@@ -40,7 +40,7 @@ from taskmanager.kit import authn
 from taskmanager.kit.availability import is_unavailable
 from taskmanager.kit.db import Database
 from taskmanager.kit.deps import require_scope
-from taskmanager.kit.driver import DriverStatement, driver_connection
+from taskmanager.kit.driver import DriverStatement, driver_connection, on_driver
 from taskmanager.kit.errors import InvalidCredentials, ServiceUnavailable
 from taskmanager.kit.etags import strong_etag
 from taskmanager.kit.http import not_modified
@@ -83,8 +83,8 @@ async def _fetch(database: Database, identity: Identity, task_id: int) -> Any:
         "user_id": identity.user_id,
         "generation": identity.generation,
     }
-    if database.dialect == "postgresql":
-        async with driver_connection(database) as connection:
+    if on_driver(database):
+        async with driver_connection(database, write=False) as connection:
             return await connection.fetchrow(_ON_DRIVER, params)
     try:
         async with database.snapshot() as session:

@@ -50,6 +50,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningDelete
 from sqlalchemy.sql.elements import UnaryExpression
 
 from taskmanager.kit.db import at_version
@@ -64,7 +65,6 @@ from taskmanager.projects.access import (
     CALLER_ID,
     caller_params,
     is_member_sql,
-    may,
     may_bound,
     visible_project_ids,
 )
@@ -270,6 +270,10 @@ class TaskChange:
 
     before: TaskRow
     after: TaskRow
+
+
+# A DELETE ... RETURNING the task's columns and its attachments' keys.
+TaskDelete = ReturningDelete[*tuple[Any, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,25 +550,58 @@ def _attachment_keys(dialect: str) -> ColumnElement[Any]:
     )
 
 
-async def _delete(
-    session: AsyncSession, task_id: int, where: Sequence[ColumnElement[bool]]
-) -> DeletedTask | None:
+def _delete_statement(dialect: str, where: Sequence[ColumnElement[bool]]) -> TaskDelete:
     """``DELETE FROM tasks WHERE <the task> AND <where> RETURNING`` it and its attachments' keys.
 
     The attachment rows go with the foreign-key cascade; their keys are read by ``_prior``
     before it (on SQLite a subquery in ``RETURNING`` would see the rows already gone),
-    so the files can be removed after the commit. None when nothing matched.
+    so the files can be removed after the commit. The task is the bound ``task_id``.
     """
-    prior = _prior(task_id, (_t.id, _attachment_keys(_dialect(session)).label("attachment_keys")))
-    stmt = (
-        delete(TASKS)
-        .where(*_row_of(prior, task_id), *where)
-        .returning(*TASK_COLUMNS, select(prior.c.attachment_keys).scalar_subquery())
+    task_id = bindparam(TASK_PARAM, type_=BigInteger)
+    prior = _prior(task_id, (_t.id, _attachment_keys(dialect).label("attachment_keys")))
+    returned = (*TASK_COLUMNS, select(prior.c.attachment_keys).scalar_subquery())
+    return delete(TASKS).where(*_row_of(prior, task_id), *where).returning(*returned)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteShape:
+    """What an authorized delete's SQL depends on (its values are bound parameters)."""
+
+    versions: int | None  # how many If-Match versions; None: no If-Match
+    admin: bool  # the credential carries the ``admin`` scope
+
+
+def delete_shape(identity: Identity, expected_versions: Sequence[int] | None) -> DeleteShape:
+    return DeleteShape(
+        versions=None if expected_versions is None else len(expected_versions),
+        admin=identity.has_scope(Scope.ADMIN),
     )
-    row = (await session.execute(stmt)).first()
-    if row is None:
-        return None
-    return DeletedTask(row=task_row(row), attachment_keys=list(row[-1]))
+
+
+def delete_params(
+    identity: Identity, task_id: int, expected_versions: Sequence[int] | None
+) -> dict[str, Any]:
+    """The bound values of ``delete_statement``."""
+    params: dict[str, Any] = {TASK_PARAM: task_id, **caller_params(identity)}
+    params.update((_expected(i), v) for i, v in enumerate(expected_versions or ()))
+    return params
+
+
+@cache
+def delete_statement(shape: DeleteShape, dialect: str) -> TaskDelete:
+    """The authorized delete for ``shape``, built once per database (the attachments' keys
+    are a JSON aggregate): ``WHERE`` the caller is live and may edit tasks in the task's
+    project ``AND`` the ``If-Match`` version. Bound: ``delete_params``."""
+    where = [
+        may_bound(Permission.EDIT_TASKS, _t.project_id, admin=shape.admin),
+        *_bound_versions(shape.versions),
+    ]
+    return _delete_statement(dialect, where)
+
+
+def deleted_task(row: Any) -> DeletedTask:
+    """The task and its attachments' keys, from a delete statement's row."""
+    return DeletedTask(row=TaskRow(*row[: len(TASK_FIELDS)]), attachment_keys=list(row[-1]))
 
 
 async def delete_authorized(
@@ -576,11 +613,13 @@ async def delete_authorized(
 ) -> DeletedTask | None:
     """Delete the task if the caller may edit its project's tasks (and the version matches).
 
-    One statement, ``WHERE <allowed> AND <version>``: the deleted task (its event's data)
-    with its attachments' keys, or None when nothing matched.
+    One statement (``delete_statement``): the deleted task (its event's data) with its
+    attachments' keys, or None when nothing matched.
     """
-    where: list[ColumnElement[bool]] = [may(identity, Permission.EDIT_TASKS, _t.project_id)]
-    return await _delete(session, task_id, where + _version_matches(expected_versions))
+    statement = delete_statement(delete_shape(identity, expected_versions), _dialect(session))
+    params = delete_params(identity, task_id, expected_versions)
+    row = (await session.execute(statement, params)).first()
+    return None if row is None else deleted_task(row)
 
 
 async def delete_task(
@@ -592,7 +631,9 @@ async def delete_task(
 ) -> DeletedTask | None:
     """Delete the task if it is still in ``project_id`` (and at an expected version)."""
     where = [_t.project_id == project_id, *_version_matches(expected_versions)]
-    return await _delete(session, task_id, where)
+    statement = _delete_statement(_dialect(session), where)
+    row = (await session.execute(statement, {TASK_PARAM: task_id})).first()
+    return None if row is None else deleted_task(row)
 
 
 async def current_state(session: AsyncSession, task_id: int) -> Any:

@@ -15,7 +15,6 @@ from starlette.responses import Response
 
 from taskmanager.kit.deps import (
     OPENAPI_SECURITY,
-    CurrentIdentity,
     CurrentPrincipal,
     ScopedIdentity,
     SessionDep,
@@ -277,19 +276,22 @@ async def update(
     "/tasks/{task_id}",
     summary="Delete a task",
     status_code=204,
-    dependencies=WRITE,
+    openapi_extra=OPENAPI_SECURITY,
     responses=problem_responses(
         NotAuthenticated, Forbidden, NotFound, PreconditionFailed, ValidationFailed
     ),
 )
 async def delete(
+    request: Request,
     task_id: TaskId,
+    identity: Writer,
     session: SessionDep,
-    identity: CurrentIdentity,
     if_match: IfMatch = None,
 ) -> Response:
     """Delete a task and its comments (``If-Match`` honoured)."""
-    await service.delete_task(session, identity, task_id, expected_versions(if_match, task_id))
+    versions = expected_versions(if_match, task_id)
+    if not await fast_write.delete_task(request, identity, task_id, versions):
+        await service.delete_task(session, identity, task_id, versions)
     return Response(status_code=204)
 
 
