@@ -91,7 +91,7 @@ def _objects(s3: Any) -> dict[str, dict[str, Any]]:
 async def test_upload_download_delete_on_s3(
     s3: Any, make_app: AppFactory, make_user: UserFactory
 ) -> None:
-    app, client = await make_app(storage_url=f"s3://{BUCKET}/{PREFIX}")
+    app, client = await make_app(background_in_serve=False, storage_url=f"s3://{BUCKET}/{PREFIX}")
     assert isinstance(app.state.storage, S3Storage)
     users, _, task_id = await team(client, make_user, app)
     content = b"stored in a bucket\n" * 1000
@@ -128,7 +128,9 @@ async def test_upload_download_delete_on_s3(
 async def test_large_upload_is_a_streamed_multipart_upload(
     s3: Any, make_app: AppFactory, make_user: UserFactory
 ) -> None:
-    app, client = await make_app(storage_url=f"s3://{BUCKET}/{PREFIX}", max_upload_bytes=32 * MiB)
+    app, client = await make_app(
+        background_in_serve=False, storage_url=f"s3://{BUCKET}/{PREFIX}", max_upload_bytes=32 * MiB
+    )
     users, _, task_id = await team(client, make_user, app)
     size = 2 * S3_PART_BYTES + 3 * MiB  # three parts: 8 MiB, 8 MiB, 3 MiB
     block = bytes(range(256)) * 256
@@ -178,7 +180,9 @@ async def test_large_upload_is_a_streamed_multipart_upload(
 async def test_over_the_limit_aborts_the_multipart_upload(
     s3: Any, make_app: AppFactory, make_user: UserFactory
 ) -> None:
-    app, client = await make_app(storage_url=f"s3://{BUCKET}/{PREFIX}", max_upload_bytes=10 * MiB)
+    app, client = await make_app(
+        background_in_serve=False, storage_url=f"s3://{BUCKET}/{PREFIX}", max_upload_bytes=10 * MiB
+    )
     users, _, task_id = await team(client, make_user, app)
     boundary = "----s3-too-large"
 
@@ -205,7 +209,7 @@ async def test_over_the_limit_aborts_the_multipart_upload(
 
 
 async def test_sweep_on_s3(s3: Any, make_app: AppFactory, make_user: UserFactory) -> None:
-    app, client = await make_app(storage_url=f"s3://{BUCKET}/{PREFIX}")
+    app, client = await make_app(background_in_serve=False, storage_url=f"s3://{BUCKET}/{PREFIX}")
     users, _, task_id = await team(client, make_user, app)
     await upload(client, users["owner"], task_id, b"kept")
     (kept,) = await storage_keys(app)
@@ -229,7 +233,7 @@ async def test_unreachable_s3_is_503(
     s3: Any, make_app: AppFactory, make_user: UserFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
-    app, client = await make_app(storage_url=f"s3://{BUCKET}/{PREFIX}")
+    app, client = await make_app(background_in_serve=False, storage_url=f"s3://{BUCKET}/{PREFIX}")
     users, _, task_id = await team(client, make_user, app)
     response = await upload(client, users["owner"], task_id)
     problem(response, 503, "SERVICE_UNAVAILABLE")

@@ -137,7 +137,10 @@ async def _scenario(
 async def test_driver_and_session_paths_write_the_same_task_and_event(
     make_app: AppFactory, make_user: UserFactory
 ) -> None:
-    app, client = await make_app(fault_injection=True)
+    # No background loops: one cancelled mid-transaction when this app shuts down can leave
+    # its dropped SQLite connection holding the write lock until the garbage collector
+    # frees it, and the next test's table cleanup waiting for it (README § Testing).
+    app, client = await make_app(fault_injection=True, background_in_serve=False)
     owner, first_member, second_member = await make_user(), await make_user(), await make_user()
     first = (await api_create_project(client, owner, "First"))["id"]
     second = (await api_create_project(client, owner, "Second"))["id"]

@@ -23,7 +23,6 @@ once instead of each waiting for a timeout (``kit.availability``).
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
@@ -272,16 +271,6 @@ class Database:
                     await engine.dispose()
             except TimeoutError:
                 await engine.dispose(close=False)
-        if self.dialect == "sqlite":
-            # Shutting down cancelled the background loops, perhaps mid-transaction. A
-            # connection such a task dropped can stay open, with SQLite's write lock,
-            # until the garbage collector frees it (a reference cycle through the
-            # cancellation's traceback; since Python 3.11 sqlite3 also closes with
-            # sqlite3_close_v2, which waits for the statements of the connection to be
-            # finalized). In a process that exits that is moot; an app shut down in a
-            # process that goes on (the tests; an embedding) must not leave every other
-            # writer "database is locked" (seen: over 30 s). Collecting now frees it.
-            gc.collect()
 
 
 def at_version(
