@@ -1,5 +1,6 @@
-"""``kit.driver`` on both backends: rows read as a ``Session`` reads them, and a block that
-fails, is refused or is cancelled writes nothing and leaves the pool serving.
+"""``kit.driver`` on both backends: rows read as a ``Session`` reads them, and a block or a
+transaction script that fails, is refused or is cancelled writes nothing (or, a script
+cancelled while SQLite's thread runs it, all of it) and leaves the pool serving.
 
 On SQLite the writes take the one writer connection (a pool of one): a block that left it
 checked out, or in an open transaction, would make the next write wait out the pool
@@ -9,7 +10,9 @@ timeout and answer 503, so each test ends with a write that must succeed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,14 @@ import pytest
 from sqlalchemy import Table, bindparam, func, insert, literal, select, text
 
 from taskmanager.kit.db import Database
-from taskmanager.kit.driver import DriverFailed, DriverStatement, driver_connection, on_driver
+from taskmanager.kit.driver import (
+    DriverFailed,
+    DriverStatement,
+    Script,
+    driver_connection,
+    on_driver,
+    run_transaction,
+)
 from taskmanager.models.base import JSONList, UTCDateTime
 from taskmanager.models.users import User
 from tests.conftest import TestDatabase, make_settings
@@ -168,3 +178,81 @@ async def test_a_block_cancelled_mid_transaction_commits_nothing_and_frees_the_w
         await task
     assert await _count(db) == 0
     await _writes_again(db, 2)
+
+
+def _two_users(
+    first: int, second: int, *, between: Any = None, threads: list[int] | None = None
+) -> Script[tuple[Sequence[Any] | None, Sequence[Any] | None]]:
+    """Insert two users, calling ``between()`` after the first; note the running thread at
+    every step in ``threads``."""
+    seen = threads if threads is not None else []
+    seen.append(threading.get_ident())
+    one = yield _INSERT, _user(first)
+    seen.append(threading.get_ident())
+    if between is not None:
+        between()
+    two = yield _INSERT, _user(second)
+    seen.append(threading.get_ident())
+    return one, two
+
+
+async def test_a_script_commits_its_statements_together_and_gets_each_row(db: Database) -> None:
+    threads: list[int] = []
+    one, two = await run_transaction(db, _two_users(1, 2, threads=threads))
+    assert one is not None
+    assert two is not None
+    assert two[0] > one[0]
+    # Each row reached the script through its columns' result processors.
+    assert one[1].utcoffset() == timedelta(0)
+    assert one[2] is True
+    assert await _count(db) == 2
+    if db.dialect == "sqlite":
+        # The whole transaction ran in the connection's thread, in one call: the writer
+        # never waited on the event loop between statements.
+        assert len(set(threads)) == 1
+        assert threads[0] != threading.get_ident()
+    else:
+        assert set(threads) == {threading.get_ident()}
+    await _writes_again(db, 3)
+
+
+async def test_a_script_that_raises_commits_nothing_and_the_writer_serves_on(
+    db: Database,
+) -> None:
+    def fail() -> None:
+        raise RuntimeError("between the statements")
+
+    with pytest.raises(RuntimeError, match="between the statements"):
+        await run_transaction(db, _two_users(1, 2, between=fail))
+    assert await _count(db) == 0
+    await _writes_again(db, 3)
+
+
+async def test_a_script_whose_statement_is_refused_is_driver_failed_and_commits_nothing(
+    db: Database,
+) -> None:
+    await _writes_again(db, 1)
+    with pytest.raises(DriverFailed):
+        await run_transaction(db, _two_users(2, 1))  # the second: u1 again, refused
+    assert await _count(db) == 1  # u2 went with the transaction
+    assert db.breaker.is_open is False
+    await _writes_again(db, 3)
+
+
+async def test_a_cancelled_script_is_all_or_nothing_and_frees_the_writer(db: Database) -> None:
+    first_done = threading.Event()
+
+    def slow() -> None:
+        first_done.set()
+        time.sleep(0.2)  # on SQLite, in the connection's thread: the cancel lands now
+
+    task = asyncio.create_task(run_transaction(db, _two_users(1, 2, between=slow)))
+    while not first_done.is_set():
+        await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # SQLite: the thread finishes the transaction whole (a cancel cannot split it);
+    # PostgreSQL: the cancel lands between statements and the transaction rolls back.
+    assert await _count(db) == (2 if db.dialect == "sqlite" else 0)
+    await _writes_again(db, 3)

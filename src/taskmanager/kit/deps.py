@@ -67,7 +67,11 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             if hook is not None:
                 await hook.before_commit(session)
             faults.die_if_requested(request.scope, faults.KILL_BEFORE_COMMIT)
-            await session.commit()
+            # A write served on the driver (``tasks.fast_write``) never used its session:
+            # nothing began, so there is nothing to commit (and a commit would still cost a
+            # greenlet round of the unit of work).
+            if session.in_transaction():
+                await session.commit()
             faults.die_if_requested(request.scope, faults.KILL_AFTER_COMMIT)
             # Objects whose rows this transaction deleted (attachments): gone only now.
             await storage.discard_committed(session, request.app.state.storage)

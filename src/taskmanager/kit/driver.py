@@ -16,6 +16,13 @@ its bind and result processors (``DriverStatement``), and run on a pooled driver
   ``Session``'s is (``kit.db``). An in-memory database (one shared connection) never takes
   this path: a block here could interleave with a ``Session`` on that same connection.
 
+A write transaction is best written as a ``Script`` (a generator of statements, each sent
+back its row) and run by ``run_transaction``: on SQLite the whole transaction — ``BEGIN
+IMMEDIATE``, every statement, the Python between them, ``COMMIT`` — is then one call in the
+connection's thread. Statement by statement, SQLite's one writer would be held across a
+round trip through the event loop per statement, behind every other request's work queued
+there, and every other write waits for it.
+
 What still applies: the pool (its size, timeout, checkout ping and recycling), the
 connection's settings (statement, lock and idle-in-transaction timeouts; SQLite's pragmas
 and busy timeout) and the breaker (a database known to be down answers 503 at once; one that
@@ -25,10 +32,11 @@ cancellation mid-statement) is invalidated, never handed out again.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager, suppress
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
+from contextlib import asynccontextmanager, closing, suppress
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -44,6 +52,16 @@ from taskmanager.kit.errors import ServiceUnavailable
 _REQUIRED = object()  # a bindparam() without a value: the caller must give one
 
 Processor = Callable[[Any], Any]
+T = TypeVar("T")
+
+Step = tuple["DriverStatement", Mapping[str, Any]]
+"""One statement of a ``Script`` and its parameters."""
+
+Script = Generator[Step, Sequence[Any] | None, T]
+"""A write transaction as a generator: it yields each statement with its parameters, is sent
+back the statement's first row (``DriverStatement.row``; None when it returned none) and
+returns its result. Pure Python between statements — no ``await``, no I/O — since on SQLite it
+runs in the connection's thread (``run_transaction``). Raising rolls the transaction back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +168,18 @@ class DriverConnection:
         """Run one SQL string with no parameters (transaction control)."""
         await self.connection.execute(sql)
 
+    async def run(self, script: Script[T]) -> T:
+        """Run ``script``'s statements in order, in the block's transaction; its result."""
+        row: Sequence[Any] | None = None
+        try:
+            while True:
+                statement, params = script.send(row)
+                row = await self.fetchrow(statement, params)
+        except StopIteration as done:
+            return cast(T, done.value)
+        finally:
+            script.close()
+
 
 class _SQLiteConnection(DriverConnection):
     async def fetchrow(
@@ -162,6 +192,21 @@ class _SQLiteConnection(DriverConnection):
 
     async def execute(self, sql: str) -> None:
         await self.connection.execute_fetchall(sql)
+
+    async def transaction(self, script: Script[T]) -> T:
+        """``script`` in a write transaction of its own, all of it one call in the
+        connection's thread. Only outside a ``transaction=True`` block.
+
+        aiosqlite runs each of its calls as a function queued to that thread; this queues one
+        function for the whole transaction (``Connection._execute``: aiosqlite's own door to
+        its thread, which has no public name). Cancelled while it runs, the transaction still
+        ends in the thread, committed or rolled back as a whole, before the connection is
+        used again (aiosqlite runs its calls in order).
+        """
+        runner: Any = self.connection
+        return cast(
+            T, await runner._execute(_sqlite_transaction, runner._conn, self.dialect, script)
+        )
 
 
 class DriverFailed(Exception):
@@ -241,6 +286,50 @@ async def _sqlite_block(
             await connection.execute("ROLLBACK")
         raise
     await connection.execute("COMMIT")
+
+
+def _sqlite_transaction(connection: sqlite3.Connection, dialect: Dialect, script: Script[T]) -> T:
+    """Run in the connection's thread: ``BEGIN IMMEDIATE``, the script, ``COMMIT``; on any
+    error ``ROLLBACK`` (suppressed if it fails too: the connection is invalidated after an
+    error in any case) and the error passes through."""
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        row: Sequence[Any] | None = None
+        while True:
+            try:
+                statement, params = script.send(row)
+            except StopIteration as done:
+                result = cast(T, done.value)
+                break
+            sql, args = statement.args(dialect, params)
+            # Closed at once: an unfinalized statement would keep the connection (and its
+            # lock) alive past a close until the garbage collector runs (README § Testing).
+            with closing(connection.execute(sql, args)) as cursor:
+                rows = cursor.fetchall()
+            row = statement.row(dialect, rows[0]) if rows else None
+        connection.execute("COMMIT")
+    except BaseException:
+        with suppress(Exception):
+            connection.execute("ROLLBACK")
+        raise
+    finally:
+        script.close()
+    return result
+
+
+async def run_transaction(database: Database, script: Script[T]) -> T:
+    """Run ``script`` (see ``Script``) in one write transaction on the driver; its result.
+
+    PostgreSQL: ``BEGIN``, each statement a round trip, ``COMMIT``. SQLite: all of it in one
+    call to the writer connection's thread (``_SQLiteConnection.transaction``). Raises what
+    ``driver_connection`` raises (ServiceUnavailable, DriverFailed) and what the script
+    raises; nothing is committed then.
+    """
+    if database.dialect == "sqlite":
+        async with driver_connection(database, write=True) as connection:
+            return await cast(_SQLiteConnection, connection).transaction(script)
+    async with driver_connection(database, write=True, transaction=True) as connection:
+        return await connection.run(script)
 
 
 async def _release(raw: Any, sqlite: bool, invalidate: BaseException | None = None) -> None:

@@ -30,7 +30,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import FromClause, ScalarSelect
 
-from taskmanager.kit.driver import DriverConnection, DriverStatement
+from taskmanager.kit.driver import DriverStatement, Step
 from taskmanager.models.base import JSONList, UTCDateTime, utcnow
 from taskmanager.models.events import Event, EventType
 from taskmanager.models.projects import ProjectMember
@@ -43,11 +43,11 @@ __all__ = [
     "committed_on_driver",
     "credentials_changed",
     "event_insert",
+    "event_step",
     "format_event_id",
     "on_driver_commit",
     "parse_event_id",
     "record",
-    "record_on_driver",
     "sequence",
 ]
 
@@ -156,8 +156,7 @@ def event_insert(
     )
 
 
-async def record_on_driver(
-    connection: DriverConnection,
+def event_step(
     *,
     type: EventType,
     project_id: int,
@@ -165,17 +164,18 @@ async def record_on_driver(
     data: Mapping[str, Any],
     changed: Sequence[str] | None = None,
     also_members_of: int | None = None,
-) -> bool:
-    """``record`` for a write made on the driver (``kit.driver``): the same
-    event, in the connection's transaction, by one statement built once. The caller calls
-    ``committed_on_driver`` once it commits. ``also_members_of``: one more project whose
-    members hear of it. False (nothing written) for an update that changed no field.
-    """
+) -> Step | None:
+    """``record`` for a write made on the driver (``kit.driver``): the same event, by one
+    statement built once, as the statement and parameters for a ``kit.driver.Script`` to
+    yield in its transaction; None (nothing to record) for an update that changed no field.
+    ``also_members_of``: one more project whose members hear of it. The caller calls
+    ``committed_on_driver`` once the transaction commits. Raises ValueError for an update
+    event that does not name what changed."""
     if type.endswith(".updated"):
         if changed is None:
             raise ValueError(f"a {type} event must name the fields that changed")
         if not changed:
-            return False
+            return None
     params = {
         "type": str(type),
         "project_id": project_id,
@@ -185,8 +185,7 @@ async def record_on_driver(
         "changed": None if changed is None else list(changed),
         "also_project_id": project_id if also_members_of is None else also_members_of,
     }
-    await connection.fetchrow(_ON_DRIVER, params)
-    return True
+    return _ON_DRIVER, params
 
 
 def audience(
@@ -264,7 +263,7 @@ async def sequence(session: AsyncSession, *, batch: int = 500) -> list[Event]:
     return list(rows.all())
 
 
-# ``record_on_driver``'s statement (here, below the functions that build it): its audience
+# ``event_step``'s statement (here, below the functions that build it): its audience
 # is a JSON aggregate, which differs by database.
 _ON_DRIVER = DriverStatement(
     lambda dialect: event_insert(

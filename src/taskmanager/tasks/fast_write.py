@@ -20,28 +20,36 @@ unit of work).
   attachments' object keys, the task.deleted event, ``COMMIT``; then the attachments' files
   go (``kit.storage.discard_now``), only once the delete has committed.
 
-Each returns None (a delete False) — and the route takes the ``Session`` path
-(``tasks.service``), which does the same write and explains any refusal — when the
-statement matched nothing (401, 403, 404, 412 or 422 to explain), the database refused it
-for another reason (a constraint, a deadlock), the database is an in-memory SQLite one
-(``kit.driver.on_driver``), or the request needs the request transaction: an
-``Idempotency-Key`` (its record commits with the change, ``kit.transaction``) or test fault
-injection (``kit.faults``). Nothing was written then.
+Each transaction is a ``kit.driver.Script`` run by ``kit.driver.run_transaction``: on
+SQLite all of it is one call in the writer connection's thread. Each returns None (a delete
+False) — and the route takes the ``Session`` path (``tasks.service``), which does the same
+write and explains any refusal — when the statement matched nothing (401, 403, 404, 412 or
+422 to explain), the database refused it for another reason (a constraint, a deadlock), the
+database is an in-memory SQLite one (``kit.driver.on_driver``), or the request needs the
+request transaction: an ``Idempotency-Key`` (its record commits with the change,
+``kit.transaction``) or test fault injection (``kit.faults``). Nothing was written then.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.requests import Request
 
 from taskmanager.kit import faults, transaction
 from taskmanager.kit.db import Database, utcnow
-from taskmanager.kit.driver import DriverFailed, DriverStatement, driver_connection, on_driver
+from taskmanager.kit.driver import (
+    DriverFailed,
+    DriverStatement,
+    Script,
+    driver_connection,
+    on_driver,
+    run_transaction,
+)
 from taskmanager.kit.identity import Identity
-from taskmanager.kit.outbox import EventType, committed_on_driver, record_on_driver
+from taskmanager.kit.outbox import EventType, committed_on_driver, event_step
 from taskmanager.kit.storage import discard_now
 from taskmanager.tasks import repository as repo
 from taskmanager.tasks import service
@@ -99,24 +107,34 @@ async def create_task(request: Request, identity: Identity, body: TaskCreate) ->
             )
             async with driver_connection(database, write=True) as connection:
                 row = await connection.fetchrow(_create_recorded(shape), params)
+            task = None if row is None else TaskRow(*row)
         else:
-            async with driver_connection(database, write=True, transaction=True) as connection:
-                row = await connection.fetchrow(_create(shape), params)
-                if row is not None:
-                    task = TaskRow(*row)
-                    await record_on_driver(
-                        connection,
-                        type=EventType.TASK_CREATED,
-                        project_id=task.project_id,
-                        actor_id=identity.user_id,
-                        data=service.event_data(task),
-                    )
+            task = await run_transaction(database, _created(shape, params, identity))
     except DriverFailed:
         return None
-    if row is None:
+    if task is None:
         return None
     committed_on_driver(database.write_engine.sync_engine)
-    return TaskRow(*row)
+    return task
+
+
+def _created(
+    shape: repo.CreateShape, params: dict[str, Any], identity: Identity
+) -> Script[TaskRow | None]:
+    """SQLite's create: the authorized insert, then its event."""
+    row = yield _create(shape), params
+    if row is None:
+        return None
+    task = TaskRow(*row)
+    step = event_step(
+        type=EventType.TASK_CREATED,
+        project_id=task.project_id,
+        actor_id=identity.user_id,
+        data=service.event_data(task),
+    )
+    if step is not None:
+        yield step
+    return task
 
 
 async def replace_task(
@@ -158,26 +176,42 @@ async def _update_task(
     shape = repo.update_shape(identity, values, move_to, expected_versions)
     params = repo.update_params(identity, task_id, values, move_to, expected_versions, utcnow())
     try:
-        async with driver_connection(database, write=True, transaction=True) as connection:
-            row = await connection.fetchrow(_update(shape), params)
-            if row is None:
-                return None
-            change = repo.task_change(row)
-            before, after = change.before, change.after
-            recorded = await record_on_driver(
-                connection,
-                type=EventType.TASK_UPDATED,
-                project_id=after.project_id,
-                actor_id=identity.user_id,
-                data=service.event_data(after),
-                changed=service.changed_fields(change),
-                also_members_of=before.project_id,
-            )
+        updated = await run_transaction(database, _updated(shape, params, identity))
     except DriverFailed:
         return None
-    if recorded:
+    if updated is None:
+        return None
+    if updated.recorded:
         committed_on_driver(database.write_engine.sync_engine)
-    return change.after
+    return updated.task
+
+
+class _Updated(NamedTuple):
+    task: TaskRow
+    recorded: bool  # an event was recorded (some field changed)
+
+
+def _updated(
+    shape: repo.UpdateShape, params: dict[str, Any], identity: Identity
+) -> Script[_Updated | None]:
+    """The authorized update returning the task before and after, then its event (what
+    changed is known only now)."""
+    row = yield _update(shape), params
+    if row is None:
+        return None
+    change = repo.task_change(row)
+    before, after = change.before, change.after
+    step = event_step(
+        type=EventType.TASK_UPDATED,
+        project_id=after.project_id,
+        actor_id=identity.user_id,
+        data=service.event_data(after),
+        changed=service.changed_fields(change),
+        also_members_of=before.project_id,
+    )
+    if step is not None:
+        yield step
+    return _Updated(after, step is not None)
 
 
 async def delete_task(
@@ -197,21 +231,31 @@ async def delete_task(
     statement = _delete(repo.delete_shape(identity, expected_versions))
     params = repo.delete_params(identity, task_id, expected_versions)
     try:
-        async with driver_connection(database, write=True, transaction=True) as connection:
-            row = await connection.fetchrow(statement, params)
-            if row is None:
-                return False
-            gone = repo.deleted_task(row)
-            # Its comments (and attachments) go with it: no event of their own (README).
-            await record_on_driver(
-                connection,
-                type=EventType.TASK_DELETED,
-                project_id=gone.row.project_id,
-                actor_id=identity.user_id,
-                data=service.event_data(gone.row),
-            )
+        gone = await run_transaction(database, _deleted(statement, params, identity))
     except DriverFailed:
+        return False
+    if gone is None:
         return False
     committed_on_driver(database.write_engine.sync_engine)
     await discard_now(request.app.state.storage, gone.attachment_keys)
     return True
+
+
+def _deleted(
+    statement: DriverStatement, params: dict[str, Any], identity: Identity
+) -> Script[repo.DeletedTask | None]:
+    """The authorized delete returning the task and its attachments' keys, then its event.
+    Its comments (and attachments) go with it: no event of their own (README)."""
+    row = yield statement, params
+    if row is None:
+        return None
+    gone = repo.deleted_task(row)
+    step = event_step(
+        type=EventType.TASK_DELETED,
+        project_id=gone.row.project_id,
+        actor_id=identity.user_id,
+        data=service.event_data(gone.row),
+    )
+    if step is not None:
+        yield step
+    return gone
