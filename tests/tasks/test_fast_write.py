@@ -101,6 +101,10 @@ async def _scenario(
     unchanged = await client.patch(url, json={"title": "Final"}, headers=headers())
     responses.append(unchanged)
     assert [r.status_code for r in responses] == [201, 201, 200, 200, 200]
+    # Nothing changed: the same task, updated_at and version included, so the same ETag
+    # (API.md §6: the version goes up on every change), and no event.
+    assert unchanged.json() == replaced.json()
+    assert unchanged.headers["etag"] == replaced.headers["etag"]
     for response in responses:
         task = response.json()
         assert response.headers["etag"] == f'"{task["id"]}-{task["version"]}"'
@@ -156,7 +160,7 @@ async def test_driver_and_session_paths_write_the_same_task_and_event(
 
     assert plain == keyed
     tasks, events = plain
-    assert [t["version"] for t in tasks] == [1, 1, 2, 3, 4]
+    assert [t["version"] for t in tasks] == [1, 1, 2, 3, 3]
     assert tasks[1]["title"] == "Draft"
     assert tasks[1]["tags"] == ["b", "a"]
     assert tasks[2]["project_id"] == second

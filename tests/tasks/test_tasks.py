@@ -590,6 +590,9 @@ async def test_completed_at_follows_status(
     assert renamed["completed_at"] == done["completed_at"]
     again = (await client.patch(url, json={"status": "completed"}, headers=alice.headers)).json()
     assert again["completed_at"] == done["completed_at"], "staying completed keeps the time"
+    # Nothing changed, so no new version (API.md §6: it goes up on every change).
+    assert again["version"] == renamed["version"]
+    assert again["updated_at"] == renamed["updated_at"]
     put_done = (
         await client.put(url, json={"title": "y", "status": "completed"}, headers=alice.headers)
     ).json()
@@ -605,10 +608,40 @@ async def test_completed_at_follows_status(
     assert cancelled["completed_at"] is None
     redone = (await client.patch(url, json={"status": "completed"}, headers=alice.headers)).json()
     assert parse_time(redone["completed_at"]) > parse_time(done["completed_at"])
-    assert redone["version"] == 8
+    assert redone["version"] == 7  # the no-op PATCH (``again``) did not count
 
     created_done = await api_create_task(client, alice, status="completed")
     assert created_done["completed_at"] == created_done["created_at"]
+
+
+async def test_a_write_that_changes_nothing_keeps_the_version_and_etag(
+    client: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    """API.md §6: the version goes up on every change — and only then. A PUT or PATCH of
+    the values the task already has answers 200 with the same task, updated_at and ETag,
+    so a client's cached copy and its If-Match stay valid."""
+    alice = await make_user("alice")
+    task = await api_create_task(client, alice, title="Same", tags=["a"], priority=2)
+    url = f"{TASKS}/{task['id']}"
+    full = {"title": "Same", "tags": ["a"], "priority": 2, "project_id": task["project_id"]}
+    first = await client.put(url, json=full, headers=alice.headers)
+    assert first.status_code == 200
+    for method, body in (
+        ("PUT", full),
+        ("PATCH", {"title": "Same", "due_date": None, "description": None}),
+        ("PATCH", {"project_id": task["project_id"]}),  # a "move" to where it is
+    ):
+        again = await client.request(
+            method, url, json=body, headers={**alice.headers, "If-Match": first.headers["etag"]}
+        )
+        assert again.status_code == 200, (method, body, again.text)
+        assert again.json() == first.json(), (method, body)
+        assert again.headers["etag"] == first.headers["etag"]
+    changed = await client.patch(
+        url, json={"priority": 3}, headers={**alice.headers, "If-Match": first.headers["etag"]}
+    )
+    assert changed.json()["version"] == first.json()["version"] + 1
+    assert parse_time(changed.json()["updated_at"]) > parse_time(first.json()["updated_at"])
 
 
 # ---- conditional writes ------------------------------------------------------------------

@@ -297,3 +297,23 @@ async def test_the_openapi_document_lists_every_event_type(client: httpx.AsyncCl
             payload["required"]
         )
     assert f"{API}/webhooks" in schema["paths"]
+
+
+async def test_an_update_that_changes_nothing_keeps_the_version_and_etag(
+    client: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    """API.md §6: the version goes up on every change, and only then."""
+    user = await make_user()
+    hook = await create_webhook(client, user, URL, description="same")
+    path = f"{HOOKS}/{hook['id']}"
+    first = await client.get(path, headers=user.headers)
+    same = {"url": URL, "events": hook["events"], "description": "same", "active": True}
+    again = await client.patch(
+        path, json=same, headers={**user.headers, "If-Match": first.headers["etag"]}
+    )
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json()
+    assert again.headers["etag"] == first.headers["etag"]
+    changed = await client.patch(path, json={"description": "other"}, headers=user.headers)
+    assert changed.headers["etag"] != first.headers["etag"]
+    assert changed.json()["updated_at"] > first.json()["updated_at"]

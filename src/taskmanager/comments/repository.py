@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.kit.db import at_version
 from taskmanager.kit.pagination import Window, entity_page
-from taskmanager.models.base import utcnow
+from taskmanager.models.base import stamp_if_changed, utcnow
 from taskmanager.models.comments import Comment
 from taskmanager.models.tasks import Task
 
@@ -43,12 +43,13 @@ async def insert(session: AsyncSession, *, task_id: int, author_id: int, body: s
 async def set_body(
     session: AsyncSession, comment_id: int, body: str, *, expected_versions: Collection[int] | None
 ) -> Comment | None:
-    """Compare-and-set rewording (the version goes up with it); None when the comment is no
-    longer at one of ``expected_versions`` (``If-Match``; None: any) or is gone."""
+    """Compare-and-set rewording (the version goes up if the body changes); None when the
+    comment is no longer at one of ``expected_versions`` (``If-Match``; None: any) or is
+    gone."""
     stmt = update(Comment).where(Comment.id == comment_id)
     stmt = stmt.where(*at_version(Comment.version, expected_versions))
     result = await session.execute(
-        stmt.values(body=body, updated_at=utcnow())
+        stmt.values(body=body, **stamp_if_changed(Comment.__table__.c, {"body": body}, utcnow()))
         .returning(Comment)
         .execution_options(populate_existing=True, synchronize_session=False)
     )

@@ -6,7 +6,7 @@ the domains, migrations) may use the tables.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,9 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    case,
     literal_column,
+    or_,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -76,6 +78,22 @@ def version_column(table: str) -> Mapped[int]:
     return mapped_column(
         Integer, default=1, server_default="1", onupdate=literal_column(f"{table}.version") + 1
     )
+
+
+def stamp_if_changed(columns: Any, values: Mapping[str, Any], now: Any) -> dict[str, Any]:
+    """``version`` and ``updated_at`` for an UPDATE that sets ``values`` (column name → a
+    value or SQL expression), each moved only when some value differs from the row's
+    (null-safe: ``IS DISTINCT FROM``, SQLite's ``IS NOT``). API.md §6: the version goes up
+    on every change — a write of the values a row already has is none, so its ETag (and a
+    client's ``If-Match``) holds. ``columns``: the table's ``c``; ``now``: the time to
+    stamp (a value or a bound parameter). Setting ``version`` here overrides
+    ``version_column``'s unconditional bump for this statement.
+    """
+    differs = or_(*(columns[name].is_distinct_from(value) for name, value in values.items()))
+    return {
+        "version": case((differs, columns.version + 1), else_=columns.version),
+        "updated_at": case((differs, now), else_=columns.updated_at),
+    }
 
 
 # ``__mapper_args__`` of a table with a ``version_column``.

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taskmanager.kit.db import at_version
 from taskmanager.kit.fields import normalize_username
 from taskmanager.kit.pagination import Window, count_rows, keyset_select
-from taskmanager.models.base import utcnow
+from taskmanager.models.base import stamp_if_changed, utcnow
 from taskmanager.models.projects import Project, ProjectMember
 from taskmanager.models.users import User
 
@@ -66,6 +66,7 @@ async def update_fields(
     expected_versions: Collection[int] | None,
 ) -> Project | None:
     """Compare-and-set update; None when ``expected_versions`` no longer holds (or it is gone).
+    The version and ``updated_at`` move only if a value changes (``stamp_if_changed``).
 
     The version check sits in the UPDATE itself, so two writers holding the same ETag
     cannot both succeed.
@@ -73,7 +74,7 @@ async def update_fields(
     stmt = update(Project).where(Project.id == project_id)
     stmt = stmt.where(*at_version(Project.version, expected_versions))
     result = await session.execute(
-        stmt.values(**values, version=Project.version + 1, updated_at=utcnow())
+        stmt.values(**values, **stamp_if_changed(Project.__table__.c, values, utcnow()))
         .returning(Project)
         .execution_options(populate_existing=True, synchronize_session=False)
     )

@@ -58,7 +58,7 @@ from taskmanager.kit.identity import Identity, Scope
 from taskmanager.kit.outbox import EventType, event_insert
 from taskmanager.kit.pagination import Seek
 from taskmanager.models.attachments import Attachment
-from taskmanager.models.base import JSONList, UTCDateTime
+from taskmanager.models.base import JSONList, UTCDateTime, stamp_if_changed
 from taskmanager.models.projects import Project, ProjectMember
 from taskmanager.models.tasks import Task, TaskStatus, search_fold
 from taskmanager.projects.access import (
@@ -426,6 +426,10 @@ def _update_statement(
     One atomic statement (``_prior`` gives the old row): the version goes up by exactly
     one and every condition is in the ``WHERE``, so concurrent writers can never both
     succeed against one version. Values are bound (``update_params``).
+
+    The version and ``updated_at`` move only when some field's value differs from the
+    row's (``models.base.stamp_if_changed``): a write of the values a task already has
+    keeps its ETag and records no event (``service.changed_fields`` finds nothing).
     """
     searched = [*fields, *(f"{name}_folded" for name in _FOLDED if name in fields)]
     changes: dict[str, Any] = {
@@ -434,8 +438,7 @@ def _update_statement(
     now = bindparam(NOW_PARAM, type_=UTCDateTime())
     if "status" in changes:
         changes["completed_at"] = _completed_at(completing, now)
-    changes["version"] = _t.version + 1
-    changes["updated_at"] = now
+    changes.update(stamp_if_changed(_t, {name: changes[name] for name in fields}, now))
     task_id = bindparam(TASK_PARAM, type_=BigInteger)
     prior = _prior(task_id, TASK_COLUMNS)
     old = (select(prior.c[name]).scalar_subquery().label(f"prior_{name}") for name in TASK_FIELDS)

@@ -167,7 +167,10 @@ async def update(
             webhook.disabled_reason = None
             webhook.failing_since = None
         webhook.active = changes["active"]
-    webhook.updated_at = utcnow()
+    if session.is_modified(webhook):
+        # Only a change moves updated_at (and, with the UPDATE, the version): writing the
+        # values it already has keeps the ETag (API.md §6).
+        webhook.updated_at = utcnow()
     await session.flush()
     return webhook
 
