@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     case,
+    false,
     literal_column,
     or_,
 )
@@ -87,9 +88,12 @@ def stamp_if_changed(columns: Any, values: Mapping[str, Any], now: Any) -> dict[
     on every change — a write of the values a row already has is none, so its ETag (and a
     client's ``If-Match``) holds. ``columns``: the table's ``c``; ``now``: the time to
     stamp (a value or a bound parameter). Setting ``version`` here overrides
-    ``version_column``'s unconditional bump for this statement.
+    ``version_column``'s unconditional bump for this statement. No ``values`` (an UPDATE
+    that only re-checks its conditions) is no change.
     """
-    differs = or_(*(columns[name].is_distinct_from(value) for name, value in values.items()))
+    differs = or_(
+        false(), *(columns[name].is_distinct_from(value) for name, value in values.items())
+    )
     return {
         "version": case((differs, columns.version + 1), else_=columns.version),
         "updated_at": case((differs, now), else_=columns.updated_at),

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taskmanager.kit.db import at_version
 from taskmanager.kit.errors import Conflict
 from taskmanager.kit.pagination import Window, entity_page
+from taskmanager.models.base import stamp_if_changed, utcnow
 from taskmanager.models.users import User, UserRole
 
 TAKEN = "A user with this email or username already exists"
@@ -90,7 +91,8 @@ async def update_fields(
     *,
     expected_versions: Collection[int] | None,
 ) -> User | None:
-    """Compare-and-set update (the version goes up with it); None when nothing matched.
+    """Compare-and-set update; None when nothing matched. The version and ``updated_at``
+    move only if a value changes (``models.base.stamp_if_changed``).
 
     A unique-index violation (a race the caller's pre-check lost) becomes a Conflict.
     """
@@ -98,7 +100,7 @@ async def update_fields(
         result = await session.execute(
             update(User)
             .where(*_at(user_id, expected_versions))
-            .values(**values)
+            .values(**values, **stamp_if_changed(User.__table__.c, values, utcnow()))
             .returning(User)
             .execution_options(populate_existing=True, synchronize_session=False)
         )
