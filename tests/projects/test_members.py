@@ -8,10 +8,19 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import func, select
 
+from taskmanager.models.events import Event
 from taskmanager.models.projects import ProjectMember
 from tests.conftest import TestUser, UserFactory, problem
-from tests.factories import API, api_add_member, api_create_project, count_rows
+from tests.factories import (
+    API,
+    TASKS,
+    api_add_member,
+    api_create_project,
+    api_create_task,
+    count_rows,
+)
 
 
 async def _members(client: httpx.AsyncClient, caller: TestUser, project_id: int) -> dict[int, str]:
@@ -286,3 +295,81 @@ async def test_owners_leaving_concurrently_keep_an_owner(
         ) == [204, 409], [r.text for r in results]
         roles = await _members(client, admin, project["id"])
         assert list(roles.values()).count("owner") == 1
+
+
+async def test_a_member_removed_or_leaving_is_unassigned_from_its_tasks_there(
+    app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    """An assignee is a member of the task's project (API.md §5): when a member is removed,
+    or leaves, its tasks in that project lose their assignee, each with a new version (a
+    cached copy is not "not modified") and a ``task.updated`` naming ``assignee_id``; its
+    tasks in other projects, and other members' tasks, are untouched."""
+    alice, bob, carol = await make_user("alice"), await make_user("bob"), await make_user("carol")
+    shared = (await api_create_project(client, alice, "Shared"))["id"]
+    other = (await api_create_project(client, alice, "Other"))["id"]
+    for project_id, user in ((shared, bob), (shared, carol), (other, bob)):
+        await api_add_member(client, alice, project_id, user, "editor")
+    given = await api_create_task(client, alice, project_id=shared, assignee_id=bob.id)
+    own = await api_create_task(client, bob, project_id=shared, assignee_id=bob.id)
+    carols = await api_create_task(client, alice, project_id=shared, assignee_id=carol.id)
+    elsewhere = await api_create_task(client, alice, project_id=other, assignee_id=bob.id)
+    tasks = {t["id"]: t for t in (given, own, carols, elsewhere)}
+    etags = {
+        task_id: (await client.get(f"{TASKS}/{task_id}", headers=alice.headers)).headers["etag"]
+        for task_id in tasks
+    }
+
+    async def state(task_id: int) -> tuple[int, int | None, int]:
+        """(status of a conditional GET with the first ETag, assignee_id, version)"""
+        fresh = await client.get(
+            f"{TASKS}/{task_id}", headers={**alice.headers, "If-None-Match": etags[task_id]}
+        )
+        body = (await client.get(f"{TASKS}/{task_id}", headers=alice.headers)).json()
+        return fresh.status_code, body["assignee_id"], body["version"]
+
+    async def events_after(event_id: int) -> list[tuple[str, int | None, list[str] | None]]:
+        async with app.state.database.snapshot() as session:
+            rows = await session.scalars(
+                select(Event).where(Event.id > event_id).order_by(Event.id)
+            )
+            return [(e.type, e.data.get("id"), e.changed) for e in rows]
+
+    async def last_event_id() -> int:
+        async with app.state.database.snapshot() as session:
+            return int(await session.scalar(select(func.max(Event.id))) or 0)
+
+    mark = await last_event_id()
+    removed = await client.delete(
+        f"{API}/projects/{shared}/members/{bob.id}", headers=alice.headers
+    )
+    assert removed.status_code == 204, removed.text
+    assert await state(given["id"]) == (200, None, given["version"] + 1)
+    assert await state(own["id"]) == (200, None, own["version"] + 1)
+    assert await state(carols["id"]) == (304, carol.id, carols["version"])
+    assert await state(elsewhere["id"]) == (304, bob.id, elsewhere["version"])
+    happened = await events_after(mark)
+    assert happened[0][0] == "member.removed"
+    assert sorted(happened[1:]) == sorted(
+        [
+            ("task.updated", given["id"], ["assignee_id"]),
+            ("task.updated", own["id"], ["assignee_id"]),
+        ]
+    )
+
+    mark = await last_event_id()
+    left = await client.delete(f"{API}/projects/{shared}/members/{carol.id}", headers=carol.headers)
+    assert left.status_code == 204, left.text
+    assert await state(carols["id"]) == (200, None, carols["version"] + 1)
+    assert [e[0] for e in await events_after(mark)] == ["member.removed", "task.updated"]
+    async with app.state.database.snapshot() as session:
+        actor = await session.scalar(select(Event.actor_id).order_by(Event.id.desc()).limit(1))
+    assert actor == carol.id  # who left is who changed the task
+
+    # And they cannot be given it back while they are not members.
+    problem(
+        await client.patch(
+            f"{TASKS}/{given['id']}", json={"assignee_id": bob.id}, headers=alice.headers
+        ),
+        422,
+        "VALIDATION_ERROR",
+    )

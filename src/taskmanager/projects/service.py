@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,23 @@ async def _record_member(
         changed=changed,
         also_notify=also_notify,
     )
+
+
+# What a member's departure changes in the domains built on projects (the tasks assigned to
+# them there: tasks.service.unassign_member). Those domains import projects, so projects
+# cannot import them: each registers here as it is imported (the app imports them all).
+# Called as (session, project_id, user_id, actor_id) in the removal's transaction.
+MemberDeparture = Callable[[AsyncSession, int, int, int], Awaitable[None]]
+_departures: list[MemberDeparture] = []
+
+
+def on_member_departure(handler: MemberDeparture) -> MemberDeparture:
+    """Run ``handler`` whenever a member is removed from a project or leaves it (after the
+    membership is gone and ``member.removed`` is recorded, in the same transaction).
+    Registering the same handler again changes nothing. Returns it (usable as a decorator)."""
+    if handler not in _departures:
+        _departures.append(handler)
+    return handler
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +329,8 @@ async def remove_member(
         member,
         also_notify=(user_id,),
     )
+    for departure in _departures:
+        await departure(session, project_id, user_id, principal.user_id)
 
 
 # --- a member's account ends ---------------------------------------------------------------

@@ -320,27 +320,44 @@ async def forget_user(session: AsyncSession, user_id: int, now: datetime) -> lis
     """Before an account is deleted: the tasks it created or is assigned to lose it.
 
     The foreign keys would set ``created_by`` / ``assignee_id`` to NULL on their own, but
-    without a new version (a stale ETag would still answer 304) or an event. Two statements
-    however many tasks: the rows as they were (locked), then one ``UPDATE ... RETURNING``.
+    without a new version (a stale ETag would still answer 304) or an event.
     """
-    mine = or_(_t.assignee_id == user_id, _t.created_by == user_id)
-    before = {
-        row.id: row
-        for row in map(
-            task_row,
-            await session.execute(select(*TASK_COLUMNS).where(mine).with_for_update()),
-        )
-    }
-    if not before:
-        return []
     forget = {
         name: case((_t[name] == user_id, None), else_=_t[name])
         for name in ("assignee_id", "created_by")
     }
+    mine = or_(_t.assignee_id == user_id, _t.created_by == user_id)
+    return await _change_where(session, mine, forget, now)
+
+
+async def unassign(
+    session: AsyncSession, project_id: int, user_id: int, now: datetime
+) -> list[TaskChange]:
+    """After ``user_id`` left project ``project_id``: its tasks there assigned to them have
+    no assignee (an assignee is a member of the task's project, API.md §5)."""
+    theirs = and_(_t.project_id == project_id, _t.assignee_id == user_id)
+    return await _change_where(session, theirs, {"assignee_id": None}, now)
+
+
+async def _change_where(
+    session: AsyncSession, where: ColumnElement[bool], values: dict[str, Any], now: datetime
+) -> list[TaskChange]:
+    """Set ``values`` on every task matching ``where``, each with a new version: the rows
+    as they were and as they are. Two statements however many tasks: the rows as they were
+    (locked), then one ``UPDATE ... RETURNING``."""
+    before = {
+        row.id: row
+        for row in map(
+            task_row,
+            await session.execute(select(*TASK_COLUMNS).where(where).with_for_update()),
+        )
+    }
+    if not before:
+        return []
     stmt = (
         update(TASKS)
         .where(_t.id.in_(before))
-        .values(**forget, version=_t.version + 1, updated_at=now)
+        .values(**values, version=_t.version + 1, updated_at=now)
         .returning(*TASK_COLUMNS)
     )
     after = map(task_row, await session.execute(stmt))

@@ -38,6 +38,7 @@ from taskmanager.kit.pagination import (
 )
 from taskmanager.kit.storage import discard_after_commit
 from taskmanager.models.tasks import TaskStatus
+from taskmanager.projects import service as projects
 from taskmanager.projects.access import (
     principal_of,
     project_access,
@@ -109,6 +110,19 @@ async def forget_user(session: AsyncSession, user_id: int) -> None:
     naming ``created_by`` and/or ``assignee_id`` (API.md §7: every change is an event)."""
     for change in await repo.forget_user(session, user_id, utcnow()):
         await _record_update(session, user_id, change)
+
+
+@projects.on_member_departure
+async def unassign_member(
+    session: AsyncSession, project_id: int, user_id: int, actor_id: int
+) -> None:
+    """After ``user_id`` was removed from project ``project_id`` (or left it): the tasks
+    there assigned to them have no assignee, each with a new version and a
+    ``task.updated`` naming ``assignee_id`` from ``actor_id`` (API.md §5: an assignee is a
+    member of the task's project; §7: every change is an event). Their tasks in other
+    projects keep them."""
+    for change in await repo.unassign(session, project_id, user_id, utcnow()):
+        await _record_update(session, actor_id, change)
 
 
 async def _require_assignable(session: AsyncSession, project_id: int, assignee_id: int) -> None:
