@@ -19,9 +19,12 @@ MAX_VERSION = 2**31 - 1
 _ENTITY_TAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
 
 
-def strong_etag(entity_id: int, version: int) -> str:
-    """A strong ETag: ids are never reused and every change bumps the version."""
-    return f'"{entity_id}-{version}"'
+def strong_etag(entity_id: int, version: int, variant: str = "") -> str:
+    """A strong ETag ``"<id>-<version>"``: ids are never reused and every change bumps the
+    version. ``variant`` names another representation of the same version (``"<id>-<version>-
+    <variant>"``), which a strong ETag must tell apart (RFC 9110 §8.8.3); ``If-Match`` takes
+    only the plain form (``expected_versions``)."""
+    return f'"{entity_id}-{version}-{variant}"' if variant else f'"{entity_id}-{version}"'
 
 
 def _entity_tags(header: str) -> list[tuple[bool, str]]:

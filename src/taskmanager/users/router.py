@@ -55,9 +55,12 @@ from taskmanager.users.schemas import (
 router = domain_router("users", prefix="/users")
 
 
-def _tag(user: User, response: Response) -> None:
-    """The account's ETag ``"<id>-<version>"``: the same on /users/me and /users/{id}."""
-    response.headers["ETag"] = strong_etag(user.id, user.version)
+def _tag(user: User, response: Response, *, public: bool = False) -> None:
+    """The account's ETag: ``"<id>-<version>"`` for the full record (the same on /users/me
+    and /users/{id}); ``"<id>-<version>-public"`` for ``{id, username}``. A strong ETag names
+    one representation (RFC 9110 §8.8.3): a caller whose view widens (made an admin) must not
+    be told by a 304 that its ``{id, username}`` copy is the current full record."""
+    response.headers["ETag"] = strong_etag(user.id, user.version, "public" if public else "")
 
 
 # Step-up routes: a 401 also means the current password was wrong.
@@ -252,10 +255,10 @@ async def get(
 ) -> Any:
     """``{id, username}`` to users who share a project with that user; the full record to
     administrators and to the user themselves; 404 for anyone else. The ETag is the
-    account's, as on /users/me."""
+    account's, as on /users/me, with ``-public`` for the ``{id, username}`` form."""
     access = await service.profile(session, principal, user_id)
     user = access.row.User
-    _tag(user, response)
+    _tag(user, response, public=not access.full)
     if access.full:
         return UserOut.model_validate(user)
     return UserPublic(id=user.id, username=user.username)
