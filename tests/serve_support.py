@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +15,21 @@ from pathlib import Path
 import httpx
 
 TASKMANAGER = str(Path(sys.executable).parent / "taskmanager")
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """For ``Popen(preexec_fn=...)``: the child gets SIGKILL when the test process dies.
+
+    A run that ends by its timeout (pytest-timeout exits the process) or is killed would
+    otherwise leave the servers, workers and fake services it started running, holding the
+    database, ports and CPU that the next run on the same machine needs. Linux only
+    (``prctl(PR_SET_PDEATHSIG)``, kept across exec); the signal comes when the thread that
+    started the child ends, so start children from the main thread (the tests' event loop
+    runs there). Elsewhere nothing changes.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -37,6 +54,7 @@ def spawn(cwd: Path, settings: dict[str, str], args: Sequence[str]) -> subproces
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,
     )
 
 

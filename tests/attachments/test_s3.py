@@ -24,7 +24,7 @@ from taskmanager.models.attachments import Attachment
 from tests.attachments.support import storage_keys, team, upload, url
 from tests.conftest import AppFactory, UserFactory, problem
 from tests.factories import API, count_rows
-from tests.serve_support import free_port
+from tests.serve_support import die_with_parent, free_port
 
 MOTO_SERVER = str(Path(sys.executable).parent / "moto_server")
 BUCKET = "taskmanager-test"
@@ -40,6 +40,7 @@ def s3_endpoint() -> Iterator[str]:
         [MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
     )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

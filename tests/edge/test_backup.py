@@ -27,7 +27,7 @@ from typer.testing import CliRunner, Result
 from taskmanager.backup import PARTIAL_SUFFIX, _libpq_environment
 from taskmanager.cli import app as cli
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, require_service
-from tests.serve_support import TASKMANAGER, start_server, stop_server
+from tests.serve_support import TASKMANAGER, die_with_parent, start_server, stop_server
 
 SECRET = "backup-test-secret-key-0123456789abcdef"
 PASSWORD = "Backup-pass1"
@@ -380,6 +380,7 @@ def test_sigterm_during_pg_dump_removes_the_partial_file(tmp_path: Path) -> None
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent,
     )
     try:
         deadline = time.monotonic() + 60

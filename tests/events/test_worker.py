@@ -19,7 +19,7 @@ from taskmanager.kit.db import Database
 from taskmanager.kit.logging import configure_logging
 from taskmanager.kit.outbox import EventType, record
 from taskmanager.models.events import Event
-from tests.serve_support import TASKMANAGER
+from tests.serve_support import TASKMANAGER, die_with_parent
 
 SECRET = "events-worker-secret-key-0123456789abcdef"
 
@@ -34,7 +34,11 @@ async def test_the_worker_numbers_events_and_exits_0_on_sigterm(tmp_path: Path) 
         TASKMANAGER_EVENT_POLL_SECONDS="0.2",
     )
     worker = subprocess.Popen(
-        [TASKMANAGER, "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [TASKMANAGER, "worker"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,
     )
     database: Database | None = None
     try:

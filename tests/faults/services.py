@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI
-from tests.serve_support import free_port
+from tests.serve_support import die_with_parent, free_port
 
 
 class PrivateRedis:
@@ -52,6 +52,7 @@ class PrivateRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
         import socket
 

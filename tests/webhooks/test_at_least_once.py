@@ -36,7 +36,7 @@ from taskmanager.models.webhooks import DeliveryStatus, WebhookDelivery
 from taskmanager.webhooks.delivery import LEASE_SECONDS
 from tests.conftest import TestDatabase, UserFactory
 from tests.factories import create_project
-from tests.serve_support import TASKMANAGER, command_env
+from tests.serve_support import TASKMANAGER, command_env, die_with_parent
 from tests.webhooks.support import Answer, Receiver, create_webhook, running_receiver
 
 EVENTS = 1000
@@ -77,6 +77,7 @@ class Workers:
             cwd=self.directory,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
         log.close()  # the child holds its own descriptor
 
