@@ -41,6 +41,11 @@ def wrapped(orig: BaseException) -> sa_exc.DBAPIError:
         sa_exc.TimeoutError("QueuePool limit reached"),
         wrapped(asyncpg.PostgresConnectionError("lost")),
         RedisConnectionError("Connection refused"),
+        # Busy rather than unreachable: a row lock held past lock_timeout, a deadlock, a
+        # serialization failure; as SQLAlchemy's asyncpg dialect wraps them (a plain Error).
+        wrapped(asyncpg.LockNotAvailableError("canceling statement due to lock timeout")),
+        wrapped(asyncpg.DeadlockDetectedError("deadlock detected")),
+        wrapped(asyncpg.SerializationError("could not serialize access")),
     ],
     ids=repr,
 )
@@ -69,6 +74,9 @@ def test_only_unreachable_servers_open_the_breaker() -> None:
     assert is_outage(asyncpg.InvalidCatalogNameError("gone"))
     assert not is_outage(ConnectionResetError())  # one connection lost, not the server
     assert not is_outage(sa_exc.TimeoutError("pool"))  # overload, not an outage
+    # One statement lost to another transaction: the database is answering.
+    assert not is_outage(wrapped(asyncpg.LockNotAvailableError("lock timeout")))
+    assert not is_outage(wrapped(asyncpg.DeadlockDetectedError("deadlock detected")))
 
 
 def test_breaker_fails_fast_with_retry_after_then_recovers() -> None:

@@ -64,6 +64,11 @@ _ASYNCPG_UNAVAILABLE = (
     "InsufficientResourcesError",  # class 53: too many connections, disk full
     "InvalidCatalogNameError",  # 3D000: the database does not exist
     "InvalidAuthorizationSpecificationError",  # class 28: authentication failed
+    # The database is up but this statement lost to another transaction: a row lock held
+    # past lock_timeout (55P03), a deadlock or serialization failure (class 40). Busy, not
+    # an outage (not in _ASYNCPG_OUTAGE): this request is refused, the next may succeed.
+    "LockNotAvailableError",
+    "TransactionRollbackError",
 )
 # Of those, the ones that say the server is unreachable (``is_outage``).
 _ASYNCPG_OUTAGE = (
@@ -114,7 +119,8 @@ def is_unavailable(exc: BaseException) -> bool:
 
     True for SQLAlchemy's operational, interface, disconnection and pool-timeout errors,
     a DBAPI error on an invalidated connection, the asyncpg connection, shutdown, timeout,
-    resource, missing-database and authentication errors, sqlite3's operational errors,
+    resource, missing-database and authentication errors, a statement that lost to another
+    transaction (lock timeout, deadlock, serialization failure), sqlite3's operational errors,
     any ``OSError`` (refused, reset, DNS, socket timeouts; ``TimeoutError`` is one) and any
     redis-py error. False for everything else, including integrity and data errors.
     """

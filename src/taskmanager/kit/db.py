@@ -139,7 +139,12 @@ def _postgres_connect_args(settings: Settings) -> dict[str, Any]:
         "command_timeout": settings.db_statement_timeout_seconds + 0.5,
         "server_settings": {
             "statement_timeout": str(statement_ms),
-            "lock_timeout": str(statement_ms),
+            # Shorter than the statement's bound, so a statement stuck behind another
+            # transaction's row lock ends as a lock wait (55P03: that row is busy, a 503 for
+            # this request) rather than a statement timeout, which says the database itself
+            # is not answering and opens the outage breaker for every request
+            # (kit.availability).
+            "lock_timeout": str(max(1, statement_ms * 4 // 5)),
             # A process frozen with an open transaction must not hold locks forever.
             "idle_in_transaction_session_timeout": str(
                 int(max(60.0, settings.request_timeout_seconds * 2) * 1000)

@@ -30,6 +30,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     exists,
+    literal,
     literal_column,
     or_,
     select,
@@ -69,14 +70,26 @@ def member_role(user_id: Any, project_id: ColumnElement[int]) -> ScalarSelect[st
     )
 
 
-def is_member_sql(project_id: Any, user_id: Any) -> Exists:
-    """SQL: the user (a value or a column) is a member of the project (value or column)."""
+def is_member_sql(project_id: Any, user_id: Any, *, hold: bool = False) -> Exists:
+    """SQL: the user (a value or a column) is a member of the project (value or column).
+
+    ``hold=True`` is for a write that makes the user a task's assignee: on PostgreSQL the
+    membership row is locked (``FOR KEY SHARE``) until the write's transaction ends. A
+    removal of that member then waits for the write to commit and unassigns what it wrote
+    (``tasks.service.unassign_member``); a write that comes after a removal's delete waits
+    for it and finds no row. Without the lock, READ COMMITTED judged membership by the
+    snapshot taken before the removal committed, and the write left a task assigned to a
+    non-member. SQLite runs one writer at a time, so it needs no lock (and has none).
+    """
     member = _MEMBERS.c
-    return (
-        exists()
+    query = (
+        select(literal(1))
         .where(member.project_id == project_id, member.user_id == user_id)
         .correlate_except(_MEMBERS)
     )
+    if hold:
+        query = query.with_for_update(read=True, key_share=True)
+    return query.exists()
 
 
 def may(identity: Identity, permission: Permission, project_id: Any) -> Exists:

@@ -59,7 +59,7 @@ from taskmanager.kit.outbox import EventType, event_insert
 from taskmanager.kit.pagination import Seek
 from taskmanager.models.attachments import Attachment
 from taskmanager.models.base import JSONList, UTCDateTime, stamp_if_changed
-from taskmanager.models.projects import Project, ProjectMember
+from taskmanager.models.projects import Project
 from taskmanager.models.tasks import Task, TaskStatus, search_fold
 from taskmanager.projects.access import (
     CALLER_ID,
@@ -92,13 +92,13 @@ def task_row(row: Any) -> TaskRow:
     return TaskRow(*(getattr(row, name) for name in TASK_FIELDS))
 
 
-async def is_member(session: AsyncSession, project_id: int, user_id: int) -> bool:
-    member = ProjectMember.__table__.c
-    return (
-        await session.execute(
-            select(exists().where(member.project_id == project_id, member.user_id == user_id))
-        )
-    ).scalar_one()
+async def holds_membership(session: AsyncSession, project_id: int, user_id: int) -> bool:
+    """Whether the user is a member of the project, the membership held until the
+    transaction ends (``projects.access.is_member_sql`` with ``hold``): for a write that
+    makes the user a task's assignee."""
+    return bool(
+        (await session.execute(select(is_member_sql(project_id, user_id, hold=True)))).scalar_one()
+    )
 
 
 async def insert_task(session: AsyncSession, values: dict[str, Any]) -> TaskRow:
@@ -149,7 +149,9 @@ def create_statement(shape: CreateShape) -> Insert:
         where = [project.id == bindparam(PROJECT_PARAM, type_=BigInteger)]
     where.append(may_bound(Permission.EDIT_TASKS, project.id, admin=shape.admin))
     if shape.assignee:
-        where.append(is_member_sql(project.id, bindparam("assignee_id", type_=BigInteger)))
+        where.append(
+            is_member_sql(project.id, bindparam("assignee_id", type_=BigInteger), hold=True)
+        )
     selected = [bindparam(name, type_=_t[name].type) for name in CREATED_COLUMNS]
     source = select(*selected, project.id).where(*where)
     if shape.inbox:
@@ -493,13 +495,15 @@ def update_statement(shape: UpdateShape) -> Update:
         where.append(may_bound(Permission.EDIT_TASKS, destination, admin=shape.admin))
         where.append(exists().where(_PROJECTS.c.id == destination))
     if shape.assignee:
-        where.append(is_member_sql(destination, bindparam(_new("assignee_id"), BigInteger)))
+        where.append(
+            is_member_sql(destination, bindparam(_new("assignee_id"), BigInteger), hold=True)
+        )
     elif shape.move and "assignee_id" not in shape.fields:
         where.append(
             or_(
                 _t.assignee_id.is_(None),
                 _t.project_id == destination,
-                is_member_sql(destination, _t.assignee_id),
+                is_member_sql(destination, _t.assignee_id, hold=True),
             )
         )
     return _update_statement(fields, completing=shape.completing, where=where)

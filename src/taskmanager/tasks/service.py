@@ -126,7 +126,7 @@ async def unassign_member(
 
 
 async def _require_assignable(session: AsyncSession, project_id: int, assignee_id: int) -> None:
-    if not await repo.is_member(session, project_id, assignee_id):
+    if not await repo.holds_membership(session, project_id, assignee_id):
         raise ValidationFailed.field(
             ("body", "assignee_id"),
             f"User {assignee_id} is not a member of project {project_id}",
