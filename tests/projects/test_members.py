@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from taskmanager.models.events import Event
 from taskmanager.models.projects import ProjectMember
+from taskmanager.models.tasks import Task
 from tests.conftest import TestUser, UserFactory, problem
 from tests.factories import (
     API,
@@ -19,6 +20,7 @@ from tests.factories import (
     api_add_member,
     api_create_project,
     api_create_task,
+    bulk_tasks,
     count_rows,
 )
 
@@ -373,3 +375,47 @@ async def test_a_member_removed_or_leaving_is_unassigned_from_its_tasks_there(
         422,
         "VALIDATION_ERROR",
     )
+
+
+@pytest.mark.slow
+async def test_a_member_with_more_tasks_than_a_statement_takes_parameters_is_removed(
+    app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    """33,000 assigned tasks, more than the 32,767 bound parameters asyncpg and SQLite take
+    in one statement: the removal unassigns them all (in batches) with one ``task.updated``
+    each, recorded in one ``executemany``; it used to fail (503) at any retry."""
+    count = 33_000
+    alice, bob = await make_user("alice"), await make_user("bob")
+    project = (await api_create_project(client, alice, "Busy"))["id"]
+    await api_add_member(client, alice, project, bob, "editor")
+    for start in range(0, count, 5_000):
+        rows = [
+            {"project_id": project, "title": f"T{n}", "assignee_id": bob.id, "created_by": alice.id}
+            for n in range(start, min(count, start + 5_000))
+        ]
+        await bulk_tasks(app, rows)
+    async with app.state.database.snapshot() as session:
+        mark = int(await session.scalar(select(func.max(Event.id))) or 0)
+
+    removed = await client.delete(
+        f"{API}/projects/{project}/members/{bob.id}", headers=alice.headers
+    )
+
+    assert removed.status_code == 204, removed.text
+    async with app.state.database.snapshot() as session:
+        still = await session.scalar(
+            select(func.count()).select_from(Task).where(Task.assignee_id == bob.id)
+        )
+        bumped = await session.scalar(
+            select(func.count())
+            .select_from(Task)
+            .where(Task.project_id == project, Task.version == 2)
+        )
+        events = (
+            await session.execute(
+                select(Event.type, func.count()).where(Event.id > mark).group_by(Event.type)
+            )
+        ).all()
+    assert still == 0
+    assert bumped == count
+    assert dict(events) == {"member.removed": 1, "task.updated": count}

@@ -12,7 +12,7 @@ from taskmanager.comments.schemas import CommentOut
 from taskmanager.kit.errors import Forbidden, PreconditionFailed
 from taskmanager.kit.etags import stale
 from taskmanager.kit.identity import Principal
-from taskmanager.kit.outbox import EventType, record
+from taskmanager.kit.outbox import EventType, event_step, record, record_steps
 from taskmanager.models.comments import Comment
 from taskmanager.projects.access import Access, task_access
 from taskmanager.projects.children import TaskChildren
@@ -121,12 +121,17 @@ async def delete_comment(
 async def forget_author(session: AsyncSession, user_id: int) -> None:
     """Before ``user_id``'s account is deleted: its comments keep their text but lose their
     author, each with a new version and a ``comment.updated`` naming ``author_id``."""
-    for comment, project_id in await repository.forget_author(session, user_id):
-        await record(
-            session,
-            type=EventType.COMMENT_UPDATED,
-            project_id=project_id,
-            actor_id=user_id,
-            data=CommentOut.model_validate(comment).model_dump(mode="json"),
-            changed=["author_id"],
-        )
+    changed = await repository.forget_author(session, user_id)
+    await record_steps(
+        session,
+        (
+            event_step(
+                type=EventType.COMMENT_UPDATED,
+                project_id=project_id,
+                actor_id=user_id,
+                data=CommentOut.model_validate(comment).model_dump(mode="json"),
+                changed=["author_id"],
+            )
+            for comment, project_id in changed
+        ),
+    )

@@ -92,6 +92,10 @@ class DriverStatement:
         self._build = statement if callable(statement) else (lambda _dialect: statement)
         self._compiled: dict[str, _Compiled] = {}
 
+    def statement(self, dialect_name: str) -> ClauseElement:
+        """The Core construct for this database, to run through a ``Session`` instead."""
+        return self._build(dialect_name)
+
     def compiled(self, dialect: Dialect) -> _Compiled:
         found = self._compiled.get(dialect.name)
         if found is None:

@@ -200,18 +200,10 @@ def _updated(
     if row is None:
         return None
     change = repo.task_change(row)
-    before, after = change.before, change.after
-    step = event_step(
-        type=EventType.TASK_UPDATED,
-        project_id=after.project_id,
-        actor_id=identity.user_id,
-        data=service.event_data(after),
-        changed=service.changed_fields(change),
-        also_members_of=before.project_id,
-    )
+    step = service.update_step(identity.user_id, change)
     if step is not None:
         yield step
-    return _Updated(after, step is not None)
+    return _Updated(change.after, step is not None)
 
 
 async def delete_task(

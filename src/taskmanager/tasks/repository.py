@@ -345,8 +345,8 @@ async def _change_where(
     session: AsyncSession, where: ColumnElement[bool], values: dict[str, Any], now: datetime
 ) -> list[TaskChange]:
     """Set ``values`` on every task matching ``where``, each with a new version: the rows
-    as they were and as they are. Two statements however many tasks: the rows as they were
-    (locked), then one ``UPDATE ... RETURNING``."""
+    as they were and as they are. The rows as they were (locked), then ``UPDATE ...
+    RETURNING`` by id, one statement per 5,000 tasks."""
     before = {
         row.id: row
         for row in map(
@@ -354,16 +354,24 @@ async def _change_where(
             await session.execute(select(*TASK_COLUMNS).where(where).with_for_update()),
         )
     }
-    if not before:
-        return []
-    stmt = (
-        update(TASKS)
-        .where(_t.id.in_(before))
-        .values(**values, version=_t.version + 1, updated_at=now)
-        .returning(*TASK_COLUMNS)
-    )
-    after = map(task_row, await session.execute(stmt))
-    return [TaskChange(before=before[row.id], after=row) for row in after]
+    ids = list(before)
+    changes: list[TaskChange] = []
+    # By id, the rows locked above (not ``where`` again: a row that came to match since is
+    # not in ``before``), in batches: each id is a bound parameter, and asyncpg and SQLite
+    # refuse a statement with more than 32,767 of them.
+    for start in range(0, len(ids), _IDS_PER_STATEMENT):
+        stmt = (
+            update(TASKS)
+            .where(_t.id.in_(ids[start : start + _IDS_PER_STATEMENT]))
+            .values(**values, version=_t.version + 1, updated_at=now)
+            .returning(*TASK_COLUMNS)
+        )
+        for row in map(task_row, await session.execute(stmt)):
+            changes.append(TaskChange(before=before[row.id], after=row))
+    return changes
+
+
+_IDS_PER_STATEMENT = 5_000
 
 
 def _version_matches(expected_versions: Sequence[int] | None) -> list[ColumnElement[bool]]:

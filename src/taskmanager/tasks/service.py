@@ -24,10 +24,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskmanager.kit.db import Database, utcnow
+from taskmanager.kit.driver import Step
 from taskmanager.kit.errors import Conflict, PreconditionFailed, ValidationFailed
 from taskmanager.kit.etags import strong_etag
 from taskmanager.kit.identity import Identity, Principal
-from taskmanager.kit.outbox import EventType, record
+from taskmanager.kit.outbox import EventType, event_step, record, record_steps
 from taskmanager.kit.pagination import (
     ListPage,
     PageRequest,
@@ -77,20 +78,26 @@ def event_data(row: TaskRow) -> dict[str, Any]:
 
 
 async def _record_update(session: AsyncSession, actor_id: int, change: TaskChange) -> None:
-    """task.updated in the task's (new) project; on a move the old project's members hear too.
+    """task.updated in the task's (new) project; on a move the old project's members hear
+    too (``update_step``)."""
+    await record_steps(session, [update_step(actor_id, change)])
 
-    ``changed`` names the fields whose value the update changed (API.md §7).
+
+def update_step(actor_id: int, change: TaskChange) -> Step | None:
+    """The task.updated of a change as a ``kit.driver`` step (None: no field changed), for
+    the driver path and for the ``Session`` (``record_steps``, one statement for many).
+
+    In the task's (new) project; on a move the old project's members hear too. ``changed``
+    names the fields whose value the update changed (API.md §7).
     """
     before, after = change.before, change.after
-    moved_from = before.project_id != after.project_id
-    await record(
-        session,
+    return event_step(
         type=EventType.TASK_UPDATED,
         project_id=after.project_id,
         actor_id=actor_id,
         data=event_data(after),
         changed=changed_fields(change),
-        also_members_of=[before.project_id] if moved_from else (),
+        also_members_of=before.project_id,
     )
 
 
@@ -108,8 +115,8 @@ async def forget_user(session: AsyncSession, user_id: int) -> None:
     """Before ``user_id``'s account is deleted (``users.service.delete_me``): the tasks it
     created or is assigned to lose it, each with a new version and a ``task.updated``
     naming ``created_by`` and/or ``assignee_id`` (API.md §7: every change is an event)."""
-    for change in await repo.forget_user(session, user_id, utcnow()):
-        await _record_update(session, user_id, change)
+    changes = await repo.forget_user(session, user_id, utcnow())
+    await record_steps(session, (update_step(user_id, change) for change in changes))
 
 
 @projects.on_member_departure
@@ -121,8 +128,8 @@ async def unassign_member(
     ``task.updated`` naming ``assignee_id`` from ``actor_id`` (API.md §5: an assignee is a
     member of the task's project; §7: every change is an event). Their tasks in other
     projects keep them."""
-    for change in await repo.unassign(session, project_id, user_id, utcnow()):
-        await _record_update(session, actor_id, change)
+    changes = await repo.unassign(session, project_id, user_id, utcnow())
+    await record_steps(session, (update_step(actor_id, change) for change in changes))
 
 
 async def _require_assignable(session: AsyncSession, project_id: int, assignee_id: int) -> None:
