@@ -272,8 +272,8 @@ def _limit_malloc_arenas() -> None:
 
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return  # not glibc
+    except (OSError, AttributeError, TypeError):
+        return  # no mallopt (macOS), or no C library by that name (Windows: TypeError)
     mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
 
 
