@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from taskmanager.models.projects import ProjectMember
 from taskmanager.models.tasks import Task
-from tests.conftest import TestDatabase, UserFactory, problem
+from tests.conftest import TEST_PASSWORD, TestDatabase, UserFactory, problem
 from tests.factories import API, TASKS, api_add_member, api_create_project, api_create_task
 
 
@@ -115,3 +115,131 @@ async def test_assignments_racing_a_removal_leave_no_task_assigned_to_a_non_memb
         assert {a.status_code for a in answers} <= {200, 204, 422}, [a.text for a in answers]
         assert answers[5].status_code == 204
     assert await _orphans(app) == []
+
+
+async def _held(database: TestDatabase, sql: str, *args: Any) -> tuple[Any, Any]:
+    """An outside connection holding the row locks of ``sql`` in an open transaction."""
+    outside = await asyncpg.connect(database.url.replace("postgresql+asyncpg", "postgresql"))
+    hold = outside.transaction()
+    await hold.start()
+    await outside.execute(sql, *args)
+    return outside, hold
+
+
+@pytest.mark.postgres_only
+async def test_an_assignment_during_an_account_deletion_is_refused_without_a_deadlock(
+    app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory, database: TestDatabase
+) -> None:
+    """The deletion (its projects and the user locked, its memberships deleted) is stopped
+    where it unassigns the user's tasks; a create assigning the user waits for it, then
+    finds no member. With the deletion's locks taken FOR UPDATE, the create's foreign-key
+    checks waited on them while the deletion waited on the create: a deadlock, a 503."""
+    alice, bob = await make_user("alice"), await make_user("bob")
+    project = (await api_create_project(client, alice, "Shared"))["id"]
+    await api_add_member(client, alice, project, bob, "editor")
+    bobs = await api_create_task(client, bob, project_id=project)
+    outside, hold = await _held(
+        database, "SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", bobs["id"]
+    )
+    try:
+        deletion = asyncio.create_task(
+            client.request(
+                "DELETE",
+                f"{API}/users/me",
+                json={"current_password": TEST_PASSWORD},
+                headers=bob.headers,
+            )
+        )
+        await asyncio.sleep(1.0)  # the password check, then stopped at the held task
+        assert not deletion.done()
+        creating = asyncio.create_task(
+            client.post(
+                TASKS,
+                json={"title": "For bob", "project_id": project, "assignee_id": bob.id},
+                headers=alice.headers,
+            )
+        )
+        await asyncio.sleep(0.5)
+        await hold.rollback()
+        deleted, created = await deletion, await creating
+    finally:
+        await outside.close()
+    assert deleted.status_code == 204, deleted.text
+    problem(created, 422, "VALIDATION_ERROR")
+    assert await _orphans(app) == []
+
+
+@pytest.mark.postgres_only
+async def test_a_removal_during_an_assignment_waits_for_it_without_a_deadlock(
+    app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory, database: TestDatabase
+) -> None:
+    """A create assigning bob holds his membership and is stopped in its foreign-key checks
+    (the users rows held from outside); bob's removal waits for it, then unassigns the new
+    task. The removal's project lock used to block those checks: a deadlock, a 503."""
+    alice, bob = await make_user("alice"), await make_user("bob")
+    project = (await api_create_project(client, alice, "Shared"))["id"]
+    await api_add_member(client, alice, project, bob, "editor")
+    outside, hold = await _held(
+        database, "SELECT 1 FROM users WHERE id = ANY($1::bigint[]) FOR UPDATE", [alice.id, bob.id]
+    )
+    try:
+        creating = asyncio.create_task(
+            client.post(
+                TASKS,
+                json={"title": "For bob", "project_id": project, "assignee_id": bob.id},
+                headers=alice.headers,
+            )
+        )
+        await asyncio.sleep(0.5)
+        removal = asyncio.create_task(
+            client.delete(f"{API}/projects/{project}/members/{bob.id}", headers=alice.headers)
+        )
+        await asyncio.sleep(0.5)
+        await hold.rollback()
+        created, removed = await creating, await removal
+    finally:
+        await outside.close()
+    assert created.status_code == 201, created.text
+    assert removed.status_code == 204, removed.text
+    task = (await client.get(f"{TASKS}/{created.json()['id']}", headers=alice.headers)).json()
+    assert task["assignee_id"] is None
+    assert task["version"] == 2
+    assert await _orphans(app) == []
+
+
+@pytest.mark.postgres_only
+async def test_only_a_new_assignment_locks_the_membership(
+    app: FastAPI, client: httpx.AsyncClient, make_user: UserFactory, database: TestDatabase
+) -> None:
+    """A row lock is written into the row (its ``xmax``): a PUT that resends the task's
+    assignee must not dirty the membership row, only a write that assigns someone anew."""
+    alice, bob = await make_user("alice"), await make_user("bob")
+    project = (await api_create_project(client, alice, "Shared"))["id"]
+    await api_add_member(client, alice, project, bob, "editor")
+    task = await api_create_task(client, alice, project_id=project)
+    url = f"{TASKS}/{task['id']}"
+    outside = await asyncpg.connect(database.url.replace("postgresql+asyncpg", "postgresql"))
+
+    async def xmax() -> str:
+        return str(
+            await outside.fetchval(
+                "SELECT xmax FROM project_members WHERE project_id = $1 AND user_id = $2",
+                project,
+                bob.id,
+            )
+        )
+
+    try:
+        before = await xmax()
+        assigned = await client.patch(url, json={"assignee_id": bob.id}, headers=alice.headers)
+        assert assigned.status_code == 200, assigned.text
+        locked = await xmax()
+        assert locked != before  # the new assignment held bob's membership
+        resent = await client.put(
+            url, json={"title": "Renamed", "assignee_id": bob.id}, headers=alice.headers
+        )
+        assert resent.status_code == 200, resent.text
+        assert resent.json()["version"] == assigned.json()["version"] + 1
+        assert await xmax() == locked  # resending the assignee wrote nothing there
+    finally:
+        await outside.close()

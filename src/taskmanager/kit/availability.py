@@ -144,6 +144,14 @@ def is_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def is_contention(exc: BaseException) -> bool:
+    """Whether ``exc`` says the statement lost to another transaction while the database
+    answered: a row lock held past ``lock_timeout`` (55P03), a deadlock or serialization
+    failure (class 40). A retry may succeed at once; nothing about the database is wrong."""
+    contended = _classes("asyncpg", ("LockNotAvailableError", "TransactionRollbackError"))
+    return any(isinstance(error, contended) for error in _causes(exc))
+
+
 def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` says the server is unreachable (not just one connection or a busy pool).
 

@@ -45,7 +45,7 @@ from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.selectable import ReturnsRows
 from sqlalchemy.util import greenlet_spawn
 
-from taskmanager.kit.availability import is_unavailable
+from taskmanager.kit.availability import is_contention, is_unavailable
 from taskmanager.kit.db import Database
 from taskmanager.kit.errors import ServiceUnavailable
 
@@ -263,6 +263,10 @@ async def driver_connection(
         # allow reuse, but is rare enough not to be worth telling apart).
         await _release(raw, sqlite, invalidate=exc)
         if isinstance(exc, Exception) and not isinstance(exc, ServiceUnavailable):
+            if is_contention(exc):
+                # Lost to another transaction (a lock wait, a deadlock): nothing was
+                # written, and the Session path may succeed now; it answers 503 if not.
+                raise DriverFailed(str(exc)) from exc
             _raise_unavailable(database, exc)
             if _is_driver_error(exc):
                 raise DriverFailed(str(exc)) from exc

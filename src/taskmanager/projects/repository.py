@@ -99,9 +99,17 @@ async def lock(session: AsyncSession, project_id: int) -> bool:
     Membership changes take this lock before they read any role, so two of them on one
     project run one after the other and each sees the other's result. (SQLite ignores
     FOR UPDATE; its writers are serialized by BEGIN IMMEDIATE already.)
+
+    ``FOR NO KEY UPDATE``, not ``FOR UPDATE``: it excludes the other membership changes
+    but not a task write's foreign-key check (``KEY SHARE`` on the project). A write that
+    assigns a member holds that membership first (``access.is_member_sql(hold=True)``),
+    then checks the project; with ``FOR UPDATE`` here it waited for the membership change,
+    which waited for its membership row: a deadlock (one of them answered 503).
     """
     found = (
-        await session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+        await session.execute(
+            select(Project.id).where(Project.id == project_id).with_for_update(key_share=True)
+        )
     ).scalar_one_or_none()
     return found is not None
 
@@ -245,11 +253,15 @@ class Membership:
 
 
 async def lock_memberships_of(session: AsyncSession, user_id: int) -> list[Membership]:
-    """The user's memberships with head counts, their projects locked (in id order) first,
-    so no membership change on them can interleave (see ``lock``)."""
+    """The user's memberships with head counts, their projects locked (in id order, and
+    ``FOR NO KEY UPDATE`` as in ``lock``) first, so no membership change on them can
+    interleave."""
     mine = select(ProjectMember.project_id).where(ProjectMember.user_id == user_id)
     await session.execute(
-        select(Project.id).where(Project.id.in_(mine)).order_by(Project.id).with_for_update()
+        select(Project.id)
+        .where(Project.id.in_(mine))
+        .order_by(Project.id)
+        .with_for_update(key_share=True)
     )
     others = ProjectMember.__table__.alias("others")
     members = (
@@ -280,3 +292,14 @@ async def delete_projects(session: AsyncSession, project_ids: Collection[int]) -
             .where(Project.id.in_(project_ids))
             .execution_options(synchronize_session=False)
         )
+
+
+async def delete_memberships_of(session: AsyncSession, user_id: int) -> None:
+    """Before an account is deleted: its memberships go now, not with the user row at the
+    end, so a task write assigning the user waits for this and then finds no member (422),
+    or commits first and is unassigned by ``tasks.forget_user`` after this."""
+    await session.execute(
+        delete(ProjectMember)
+        .where(ProjectMember.user_id == user_id)
+        .execution_options(synchronize_session=False)
+    )

@@ -338,8 +338,7 @@ async def remove_member(
 
 async def release_member(session: AsyncSession, user_id: int) -> None:
     """Before a user's account is deleted: delete the projects only they belong to (their
-    Inbox among them) and mark the shared ones changed; their memberships go with the user
-    row (FK cascade).
+    Inbox among them), mark the shared ones changed and delete their memberships.
 
     Raises Conflict while they are the last owner of a project that has other members:
     ownership must be handed over first (API.md §3).
@@ -362,8 +361,9 @@ async def release_member(session: AsyncSession, user_id: int) -> None:
     for membership in memberships:
         if membership.members > 1:
             await repository.touch(session, membership.project_id)
-            # The membership goes with the user row (FK cascade); the others hear of it.
+            # The others hear of it; the membership goes below.
             member = await _require_member(session, membership.project_id, user_id)
             await _record_member(
                 session, EventType.MEMBER_REMOVED, membership.project_id, user_id, member
             )
+    await repository.delete_memberships_of(session, user_id)

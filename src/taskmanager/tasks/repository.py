@@ -51,7 +51,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningDelete
-from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.sql.elements import BindParameter, UnaryExpression
 
 from taskmanager.kit.db import at_version
 from taskmanager.kit.identity import Identity, Scope
@@ -503,9 +503,12 @@ def update_statement(shape: UpdateShape) -> Update:
         where.append(may_bound(Permission.EDIT_TASKS, destination, admin=shape.admin))
         where.append(exists().where(_PROJECTS.c.id == destination))
     if shape.assignee:
-        where.append(
-            is_member_sql(destination, bindparam(_new("assignee_id"), BigInteger), hold=True)
-        )
+        assignee: BindParameter[int] = bindparam(_new("assignee_id"), BigInteger)
+        member = is_member_sql(destination, assignee, hold=True)
+        # The assignee it already has, in the same project, is a member (or a removal that
+        # waits on this row unassigns it after): no lock, so a PUT that resends the task's
+        # assignee writes nothing to the membership row.
+        where.append(member if shape.move else or_(_t.assignee_id == assignee, member))
     elif shape.move and "assignee_id" not in shape.fields:
         where.append(
             or_(

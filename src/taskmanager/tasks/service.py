@@ -293,7 +293,9 @@ async def _update_step_by_step(
         if moving:
             await project_access(session, principal, destination, Permission.EDIT_TASKS)
         assignee = fields.get("assignee_id", current.assignee_id)
-        if assignee is not None and ("assignee_id" in fields or moving):
+        # The assignee the task already has, in its project, is a member: not checked (nor
+        # its membership held), as on the driver path (repository.update_statement).
+        if assignee is not None and (assignee != current.assignee_id or moving):
             await _require_assignable(session, destination, assignee)
         values = column_values(fields)
         if moving:

@@ -23,9 +23,14 @@ async def get(session: AsyncSession, user_id: int) -> User | None:
 
 
 async def get_for_update(session: AsyncSession, user_id: int) -> User | None:
-    # FOR UPDATE is a no-op on SQLite, whose write transactions are serialized anyway.
+    # FOR UPDATE is a no-op on SQLite, whose write transactions are serialized anyway. NO KEY
+    # UPDATE: it excludes the account's other changes, not a task write's foreign-key check
+    # (KEY SHARE) naming the user, which would deadlock with an account deletion
+    # (projects.repository.lock).
     return (
-        await session.execute(select(User).where(User.id == user_id).with_for_update())
+        await session.execute(
+            select(User).where(User.id == user_id).with_for_update(key_share=True)
+        )
     ).scalar_one_or_none()
 
 
@@ -72,7 +77,7 @@ async def lock_active_admin_ids(session: AsyncSession) -> list[int]:
         select(User.id)
         .where(User.role == UserRole.ADMIN.value, User.is_active.is_(True))
         .order_by(User.id)
-        .with_for_update()
+        .with_for_update(key_share=True)
     )
     return list(rows.scalars().all())
 
