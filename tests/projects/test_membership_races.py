@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from taskmanager.models.projects import ProjectMember
 from taskmanager.models.tasks import Task
-from tests.conftest import TEST_PASSWORD, TestDatabase, UserFactory, problem
+from tests.conftest import TEST_PASSWORD, TestDatabase, TestUser, UserFactory, problem
 from tests.factories import API, TASKS, api_add_member, api_create_project, api_create_task
 
 
@@ -117,6 +117,16 @@ async def test_assignments_racing_a_removal_leave_no_task_assigned_to_a_non_memb
     assert await _orphans(app) == []
 
 
+async def _create_assigned(
+    client: httpx.AsyncClient, caller: TestUser, project_id: int, assignee: TestUser
+) -> httpx.Response:
+    return await client.post(
+        TASKS,
+        json={"title": "Assigned", "project_id": project_id, "assignee_id": assignee.id},
+        headers=caller.headers,
+    )
+
+
 async def _held(database: TestDatabase, sql: str, *args: Any) -> tuple[Any, Any]:
     """An outside connection holding the row locks of ``sql`` in an open transaction."""
     outside = await asyncpg.connect(database.url.replace("postgresql+asyncpg", "postgresql"))
@@ -152,13 +162,7 @@ async def test_an_assignment_during_an_account_deletion_is_refused_without_a_dea
         )
         await asyncio.sleep(1.0)  # the password check, then stopped at the held task
         assert not deletion.done()
-        creating = asyncio.create_task(
-            client.post(
-                TASKS,
-                json={"title": "For bob", "project_id": project, "assignee_id": bob.id},
-                headers=alice.headers,
-            )
-        )
+        creating = asyncio.create_task(_create_assigned(client, alice, project, bob))
         await asyncio.sleep(0.5)
         await hold.rollback()
         deleted, created = await deletion, await creating
@@ -183,13 +187,7 @@ async def test_a_removal_during_an_assignment_waits_for_it_without_a_deadlock(
         database, "SELECT 1 FROM users WHERE id = ANY($1::bigint[]) FOR UPDATE", [alice.id, bob.id]
     )
     try:
-        creating = asyncio.create_task(
-            client.post(
-                TASKS,
-                json={"title": "For bob", "project_id": project, "assignee_id": bob.id},
-                headers=alice.headers,
-            )
-        )
+        creating = asyncio.create_task(_create_assigned(client, alice, project, bob))
         await asyncio.sleep(0.5)
         removal = asyncio.create_task(
             client.delete(f"{API}/projects/{project}/members/{bob.id}", headers=alice.headers)
