@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from taskmanager.kit import errors
-from taskmanager.kit.availability import Breaker, is_unavailable, redis_errors
+from taskmanager.kit.availability import Breaker, is_contention, is_unavailable, redis_errors
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -205,6 +205,18 @@ def dependency_problem(scope: Scope, exc: BaseException) -> Response | None:
     """
     if not is_unavailable(exc):
         return None
+    if is_contention(exc):
+        # Lost to another transaction (a lock wait, a deadlock) while the database answered:
+        # no outage, so the breaker is left alone; its own line, with the error, because a
+        # contention that repeats is a lock-order bug to find, not an outage to wait out.
+        log.warning("database_contention", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+        return scope_problem(
+            scope,
+            errors.ServiceUnavailable(
+                "The database is busy with a conflicting change; try again shortly",
+                headers={"Retry-After": "1"},
+            ),
+        )
     breaker = _breaker_for(scope, exc)
     if breaker is None:
         log.warning("dependency_unavailable", error=f"{type(exc).__name__}: {str(exc)[:200]}")
