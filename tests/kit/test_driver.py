@@ -240,16 +240,18 @@ async def test_a_script_whose_statement_is_refused_is_driver_failed_and_commits_
 
 
 async def test_a_cancelled_script_is_all_or_nothing_and_frees_the_writer(db: Database) -> None:
-    first_done = threading.Event()
+    loop = asyncio.get_running_loop()
 
-    def slow() -> None:
-        first_done.set()
-        time.sleep(0.2)  # on SQLite, in the connection's thread: the cancel lands now
+    def cancel_between() -> None:
+        # Between the two statements, from whichever thread runs the script: the loop runs
+        # the cancel before anything else it has to do — on PostgreSQL before the second
+        # statement's answer can arrive (a timed cancel from the test raced the COMMIT on a
+        # loaded machine); on SQLite while the connection's thread still runs the script.
+        loop.call_soon_threadsafe(task.cancel)
+        if db.dialect == "sqlite":
+            time.sleep(0.2)
 
-    task = asyncio.create_task(run_transaction(db, _two_users(1, 2, between=slow)))
-    while not first_done.is_set():
-        await asyncio.sleep(0.001)
-    task.cancel()
+    task = asyncio.create_task(run_transaction(db, _two_users(1, 2, between=cancel_between)))
     with pytest.raises(asyncio.CancelledError):
         await task
     # SQLite: the thread finishes the transaction whole (a cancel cannot split it);

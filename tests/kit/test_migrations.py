@@ -190,3 +190,74 @@ async def test_0004_folds_the_text_of_existing_tasks(scratch_url: str) -> None:
     finally:
         await engine.dispose()
     assert [tuple(row) for row in folded] == [("\u00e9cole", "strasse"), ("plain", None)]
+
+
+async def test_0010_counts_the_tasks_already_there(scratch_url: str) -> None:
+    """Tasks written before 0010 are in its counters from the start, and the triggers it
+    creates keep them from then on."""
+    await migrate.upgrade_async(scratch_url, "0009_versions")
+    now = _stored(scratch_url, datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
+    engine = create_async_engine(scratch_url)
+    insert_task = text(
+        "INSERT INTO tasks (project_id, title, status, priority, tags, created_at, updated_at,"
+        " version, title_folded) VALUES (:project, 't', :status, 1, :tags, :now, :now, 1, 't')"
+    )
+    try:
+        async with engine.begin() as connection:
+            for name in ("a", "b"):
+                await connection.execute(
+                    text(
+                        "INSERT INTO projects (name, is_inbox, version, created_at, updated_at)"
+                        " VALUES (:name, false, 1, :now, :now)"
+                    ),
+                    {"name": name, "now": now},
+                )
+            for index in range(20):
+                status = ("pending", "completed")[index % 2]
+                tags = '["a", "b", "a"]' if index < 4 else '["b"]'
+                values = {"project": 1 + index % 2, "status": status, "now": now, "tags": tags}
+                await connection.execute(insert_task, values)
+        await migrate.upgrade_async(scratch_url)
+        async with engine.begin() as connection:
+            await connection.execute(
+                insert_task, {"project": 2, "status": "in_progress", "now": now, "tags": '["c"]'}
+            )
+            await connection.execute(
+                text("UPDATE tasks SET status = 'cancelled', tags = '[\"c\"]' WHERE id = 1")
+            )
+            await connection.execute(text("DELETE FROM tasks WHERE id = 2"))
+            counted = (
+                await connection.execute(
+                    text(
+                        "SELECT project_id, status, SUM(tasks) FROM task_counts"
+                        " GROUP BY project_id, status HAVING SUM(tasks) <> 0"
+                        " ORDER BY project_id, status"
+                    )
+                )
+            ).all()
+            tagged = (
+                await connection.execute(
+                    text(
+                        "SELECT project_id, tag, SUM(tasks) FROM task_tag_counts"
+                        " GROUP BY project_id, tag HAVING SUM(tasks) <> 0"
+                        " ORDER BY project_id, tag"
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    # Tasks 1-4 carried a, b (a twice), the others b; 1 became c, 2 went, a new c came.
+    assert [(p, t, int(n)) for p, t, n in tagged] == [
+        (1, "a", 1),
+        (1, "b", 9),
+        (1, "c", 1),
+        (2, "a", 1),
+        (2, "b", 9),
+        (2, "c", 1),
+    ]
+    assert [(p, s, int(n)) for p, s, n in counted] == [
+        (1, "cancelled", 1),
+        (1, "pending", 9),
+        (2, "completed", 9),
+        (2, "in_progress", 1),
+    ]

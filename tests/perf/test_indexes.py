@@ -8,9 +8,12 @@ while the statements it sends are captured, and the page statement (with its tot
 EXPLAINed with its own parameters: the plan must read ``tasks`` only through indexes,
 never with a sequential scan.
 
-Not covered, on purpose: a caller who sees most of the table, unfiltered. Its total counts
-most of the table, and a sequential read is the cheapest way to do that; that count is
-made once per list (the cursor carries it) and is the cost README's Performance describes.
+The unfiltered, ``status`` and one-``tag`` lists take their total from ``task_counts`` and
+``task_tag_counts`` (the triggers' counters), not from ``tasks``. Not covered, on purpose: a
+caller who sees most of the table with another filter (``priority``, say) that matches most
+rows. Its total counts most
+of the table, and a sequential read may be the cheapest way to do that; that count is made
+once per list (the cursor carries it) and is the cost README's Performance describes.
 """
 
 from __future__ import annotations
@@ -47,14 +50,18 @@ FROM generate_series(1, $3) AS i,
                           ELSE 'Task number ' || i END AS title) AS t
 """
 
-# Each list, and an index its plan must use (besides never scanning tasks sequentially).
-LISTS: dict[str, tuple[dict[str, str], str]] = {
-    "unfiltered": ({}, "ix_tasks_created"),
-    "status": ({"status": "in_progress"}, "ix_tasks_project_status"),
-    "priority": ({"priority": "5"}, "ix_tasks_project_priority"),
-    "tag": ({"tag": "urgent"}, "ix_tasks_tags"),
-    "q": ({"q": "Invoice"}, "ix_tasks_title_trgm"),
-    "q and status": ({"q": "invoice", "status": "pending"}, "ix_tasks_title_trgm"),
+# Each list, and the indexes its plan must use (besides never scanning tasks sequentially).
+# A list filtered by nothing but project and status, or project and one tag, takes its total
+# from the counters (``pk_task_counts``, ``pk_task_tag_counts``), so its plan is free to
+# read the page through any index.
+LISTS: dict[str, tuple[dict[str, str], set[str]]] = {
+    "unfiltered": ({}, {"ix_tasks_created", "pk_task_counts"}),
+    "status": ({"status": "in_progress"}, {"pk_task_counts"}),
+    "priority": ({"priority": "5"}, {"ix_tasks_project_priority"}),
+    "tag": ({"tag": "urgent"}, {"pk_task_tag_counts"}),
+    "tag and status": ({"tag": "urgent", "status": "pending"}, {"ix_tasks_tags"}),
+    "q": ({"q": "Invoice"}, {"ix_tasks_title_trgm"}),
+    "q and status": ({"q": "invoice", "status": "pending"}, {"ix_tasks_title_trgm"}),
 }
 
 
@@ -94,7 +101,7 @@ async def test_every_list_filter_reads_tasks_through_an_index(
             captured.append((args[2], args[3]))
 
         engine = app.state.database.write_engine.sync_engine
-        for name, (params, index) in LISTS.items():
+        for name, (params, indexes) in LISTS.items():
             captured.clear()
             event.listen(engine, "before_cursor_execute", capture)
             try:
@@ -111,6 +118,6 @@ async def test_every_list_filter_reads_tasks_through_an_index(
             assert on_tasks, (name, plan)
             assert all(node["Node Type"] != "Seq Scan" for node in on_tasks), (name, plan)
             used = {node.get("Index Name") for node in nodes}
-            assert index in used, (name, used)
+            assert indexes <= used, (name, used)
     finally:
         await connection.close()

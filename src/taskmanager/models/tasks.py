@@ -5,7 +5,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, SmallInteger, String, Text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+)
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -122,3 +131,47 @@ class Task(Base):
     description_folded: Mapped[str | None] = mapped_column(
         Text, default=_folded_default("description")
     )
+
+
+# How many counter rows each (project, status) is spread over (migration 0010's triggers use
+# the same number: ``id % 8``).
+COUNT_SHARDS = 8
+
+
+class TaskCount(Base):
+    """How many tasks a project holds in each status: what a list's ``total`` reads instead of
+    counting the tasks, when the list filters by nothing but project and status.
+
+    Kept by database triggers on ``tasks`` (migration ``0010_task_counts``), in the same
+    transaction as the write, so every writer — the driver path, the ``Session`` path, a bulk
+    change, a project's cascade, a restore — keeps it exact without knowing it exists. Each
+    (project, status) is spread over ``COUNT_SHARDS`` rows by task id (a sharded counter),
+    so concurrent creates in one project do not all queue for one row's lock on PostgreSQL;
+    a total is the sum of the rows. A row may hold 0 once its tasks are gone.
+    """
+
+    __tablename__ = "task_counts"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    tasks: Mapped[int] = mapped_column(BigInteger)
+
+
+class TaskTagCount(Base):
+    """How many tasks of a project carry each tag: the total of a list filtered by one tag.
+
+    Kept like ``TaskCount`` (the same migration's triggers, the same shards by task id); a
+    task counts once per distinct tag it carries.
+    """
+
+    __tablename__ = "task_tag_counts"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(Text, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    tasks: Mapped[int] = mapped_column(BigInteger)

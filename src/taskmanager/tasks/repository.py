@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from sqlalchemy import (
     CTE,
@@ -60,7 +60,7 @@ from taskmanager.kit.pagination import Seek
 from taskmanager.models.attachments import Attachment
 from taskmanager.models.base import JSONList, UTCDateTime, stamp_if_changed
 from taskmanager.models.projects import Project
-from taskmanager.models.tasks import Task, TaskStatus, search_fold
+from taskmanager.models.tasks import Task, TaskCount, TaskStatus, TaskTagCount, search_fold
 from taskmanager.projects.access import (
     CALLER_ID,
     caller_params,
@@ -76,6 +76,8 @@ TASKS = cast(Table, Task.__table__)
 _t = TASKS.c
 _PROJECTS = cast(Table, Project.__table__)
 _ATTACHMENTS = cast(Table, Attachment.__table__)
+_COUNTS = cast(Table, TaskCount.__table__).c
+_TAG_COUNTS = cast(Table, TaskTagCount.__table__).c
 
 
 @dataclass(frozen=True, slots=True)
@@ -776,13 +778,59 @@ def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
+def counters_for(query: TaskListQuery) -> Literal["status", "tag"] | None:
+    """Which counters can give the list's total instead of a count, if any.
+
+    ``status`` (``task_counts``) when the list filters by nothing but project and status — the
+    unfiltered list, a project's board, a status column; ``tag`` (``task_tag_counts``) when
+    by nothing but project and one tag. Any other filter, or a combination, counts its rows.
+    """
+    if (
+        query.priority
+        or query.assignee_id is not None
+        or query.due_before is not None
+        or query.due_after is not None
+        or query.q is not None
+    ):
+        return None
+    if not query.tag:
+        return "status"
+    if len(query.tag) == 1 and not query.status:
+        return "tag"
+    return None
+
+
+def total_statement(
+    query: TaskListQuery, *, viewer_id: int, is_admin: bool, dialect: str
+) -> Select[int]:
+    """The list's total: the sum of its counter rows (``models.tasks.TaskCount`` and
+    ``TaskTagCount``) when their key covers its filters (``counters_for``) — a few rows per
+    visible project, however many tasks they hold — else ``count(*)`` of the matching
+    tasks. Both exact, in the statement's snapshot (the triggers write the counters in the
+    task's own transaction).
+    """
+    kind = counters_for(query)
+    if kind is None:
+        conditions = _conditions(query, viewer_id=viewer_id, is_admin=is_admin, dialect=dialect)
+        return select(func.count()).select_from(TASKS).where(*conditions)
+    counters = _COUNTS if kind == "status" else _TAG_COUNTS
+    where: list[ColumnElement[bool]] = []
+    if not is_admin:
+        where.append(counters.project_id.in_(visible_project_ids(viewer_id)))
+    if query.project_id is not None:
+        where.append(counters.project_id == query.project_id)
+    if kind == "tag":
+        where.append(_TAG_COUNTS.tag == query.tag[0])
+    elif query.status:
+        where.append(_COUNTS.status.in_([status.value for status in query.status]))
+    # SUM of BIGINT is NUMERIC on PostgreSQL: cast back to an integer.
+    return select(func.coalesce(func.sum(counters.tasks), 0).cast(BigInteger)).where(*where)
+
+
 async def count_tasks(
     session: AsyncSession, query: TaskListQuery, *, viewer_id: int, is_admin: bool
 ) -> int:
-    conditions = _conditions(
-        query, viewer_id=viewer_id, is_admin=is_admin, dialect=_dialect(session)
-    )
-    stmt = select(func.count()).select_from(TASKS).where(*conditions)
+    stmt = total_statement(query, viewer_id=viewer_id, is_admin=is_admin, dialect=_dialect(session))
     return int((await session.execute(stmt)).scalar_one())
 
 
@@ -819,8 +867,9 @@ async def list_page(
     """One page of rows, and with ``count`` the list's total, in one statement.
 
     The total is an uncorrelated scalar subquery in the page's select list: each database
-    computes it once per statement (PostgreSQL as an InitPlan, from the same indexes as the
-    page), and it rides on every row. None when not asked for, or when the page is empty
+    computes it once per statement (PostgreSQL as an InitPlan), and it rides on every row;
+    ``total_statement`` says where it comes from (the counter rows, or a count from the
+    same indexes as the page). None when not asked for, or when the page is empty
     (there is no row to carry it).
     """
     dialect = _dialect(session)
@@ -835,9 +884,10 @@ async def list_page(
     )
     if not count:
         return [task_row(row) for row in await session.execute(stmt)], None
-    conditions = _conditions(query, viewer_id=viewer_id, is_admin=is_admin, dialect=dialect)
-    # correlate(None): the count reads its own tasks, not the page's row.
-    total = select(func.count()).select_from(TASKS).where(*conditions).correlate(None)
+    # correlate(None): the total reads its own rows, not the page's row.
+    total = total_statement(
+        query, viewer_id=viewer_id, is_admin=is_admin, dialect=dialect
+    ).correlate(None)
     rows = (await session.execute(stmt.add_columns(total.scalar_subquery()))).all()
     if not rows:
         return [], None
