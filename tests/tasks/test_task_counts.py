@@ -10,7 +10,9 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import asyncpg
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
@@ -305,4 +307,40 @@ async def test_concurrent_moves_between_statuses_neither_deadlock_nor_drift(
                     select(Task.id, Task.status).where(Task.project_id == project)
                 )
             ).all()
+    await assert_counters_exact(app)
+
+
+@pytest.mark.postgres_only
+async def test_a_bulk_insert_or_cascade_writes_each_counter_row_once(
+    app: FastAPI, make_user: UserFactory, database: TestDatabase
+) -> None:
+    """PostgreSQL counts inserts and deletes per statement: 2,000 tasks inserted by one
+    statement, then deleted by their project's cascade, write each counter row once — per
+    task, every update of a hot row in one transaction walked the versions the earlier ones
+    left (time in the square of the tasks). Read from the transaction's own statistics."""
+    owner = await make_user("owner")
+    project = await create_project(app, owner, "bulk")
+    connection = await asyncpg.connect(database.url.replace("postgresql+asyncpg", "postgresql"))
+    written = (
+        "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_xact_user_tables"
+        " WHERE relname IN ('task_counts', 'task_tag_counts')"
+    )
+    try:
+        async with connection.transaction():
+            await connection.execute(
+                "INSERT INTO tasks (project_id, title, title_folded, status, priority, tags,"
+                " created_at, updated_at, version) SELECT $1, 't', 't',"
+                " (ARRAY['pending', 'completed'])[1 + g % 2], 1, '[\"a\", \"b\"]', now(), now(), 1"
+                " FROM generate_series(1, 2000) AS g",
+                project,
+            )
+            # Consecutive ids alternate statuses, so each status fills 4 of the 8 shards (8
+            # status rows) and each of the two tags all 8 (16 tag rows): one write each.
+            assert await connection.fetchval(written) == 8 + 16
+            await connection.execute("DELETE FROM projects WHERE id = $1", project)
+            # Decrements (only of rows still there) and the counter rows' own cascade.
+            assert await connection.fetchval(written) <= 24 + 2 * 24
+            assert await connection.fetchval("SELECT count(*) FROM task_counts") == 0
+    finally:
+        await connection.close()
     await assert_counters_exact(app)
