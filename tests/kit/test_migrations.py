@@ -261,3 +261,49 @@ async def test_0010_counts_the_tasks_already_there(scratch_url: str) -> None:
         (2, "completed", 9),
         (2, "in_progress", 1),
     ]
+
+
+async def test_0010_counts_only_tags_a_filter_can_match(scratch_url: str) -> None:
+    """Rows written outside the API with tags that are not an array of strings (JSON null, a
+    scalar, numbers, nested values) neither stop the migration nor a later write: only the
+    string elements the ``tag`` filter can match are counted, once per task — on SQLite, a
+    scalar string too (its ``json_each`` filter matches one)."""
+    await migrate.upgrade_async(scratch_url, "0009_versions")
+    now = _stored(scratch_url, datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
+    engine = create_async_engine(scratch_url)
+    odd = ["null", '"x"', '[1, "1", ["n"], {"k": 1}, "1"]', '["ok"]']
+    counted_tags = text(
+        "SELECT tag, SUM(tasks) FROM task_tag_counts GROUP BY tag HAVING SUM(tasks) <> 0"
+        " ORDER BY tag"
+    )
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO projects (name, is_inbox, version, created_at, updated_at)"
+                    " VALUES ('p', false, 1, :now, :now)"
+                ),
+                {"now": now},
+            )
+            for tags in odd:
+                await connection.execute(
+                    text(
+                        "INSERT INTO tasks (project_id, title, status, priority, tags, created_at,"
+                        " updated_at, version, title_folded)"
+                        " VALUES (1, 't', 'pending', 1, :tags, :now, :now, 1, 't')"
+                    ),
+                    {"tags": tags, "now": now},
+                )
+        await migrate.upgrade_async(scratch_url)
+        async with engine.begin() as connection:
+            after_upgrade = [(t, int(n)) for t, n in (await connection.execute(counted_tags))]
+            await connection.execute(text("UPDATE tasks SET tags = '[2, \"ok\"]' WHERE id < 4"))
+            after_update = [(t, int(n)) for t, n in (await connection.execute(counted_tags))]
+            await connection.execute(text("DELETE FROM tasks"))
+            after_delete = [(t, int(n)) for t, n in (await connection.execute(counted_tags))]
+    finally:
+        await engine.dispose()
+    scalar = [("x", 1)] if scratch_url.startswith("sqlite") else []
+    assert after_upgrade == sorted([("1", 1), ("ok", 1), *scalar])
+    assert after_update == [("ok", 4)]
+    assert after_delete == []

@@ -344,3 +344,65 @@ async def test_a_bulk_insert_or_cascade_writes_each_counter_row_once(
     finally:
         await connection.close()
     await assert_counters_exact(app)
+
+
+@pytest.mark.postgres_only
+async def test_a_task_change_and_its_projects_deletion_do_not_deadlock(
+    app: FastAPI, make_user: UserFactory, database: TestDatabase
+) -> None:
+    """A write holding a task (as a PATCH's ``FOR UPDATE`` does) while its project is being
+    deleted (whose cascade waits for that task) adds a counter row for a new tag and status:
+    with a foreign key on the counters, its check waited for the project row and PostgreSQL
+    broke the cycle by aborting one side (a 503). The write commits, then the deletion, and
+    the counters hold nothing of the project."""
+    owner = await make_user("owner")
+    project = await create_project(app, owner, "going")
+    await bulk_tasks(app, [{"project_id": project, "title": f"t{i}"} for i in range(3)])
+    plain = database.url.replace("postgresql+asyncpg", "postgresql")
+    writer, deleter = await asyncpg.connect(plain), await asyncpg.connect(plain)
+    try:
+        task_id = await writer.fetchval("SELECT min(id) FROM tasks WHERE project_id = $1", project)
+        async with writer.transaction():
+            await writer.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", task_id)
+            deleting = asyncio.create_task(
+                deleter.execute("DELETE FROM projects WHERE id = $1", project)
+            )
+            # The deletion is under way when it waits for the task's row lock.
+            for _ in range(500):
+                waiting = await writer.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE 'DELETE FROM projects%'"
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.01)
+            assert waiting == 1
+            await writer.execute(
+                "UPDATE tasks SET tags = '[\"new\"]', status = 'completed' WHERE id = $1", task_id
+            )
+        assert await deleting == "DELETE 1"
+        for table in ("task_counts", "task_tag_counts"):
+            left = await writer.fetchval(
+                f"SELECT count(*) FROM {table} WHERE project_id = $1", project
+            )
+            assert left == 0, table
+    finally:
+        await writer.close()
+        await deleter.close()
+    await assert_counters_exact(app)
+
+
+@pytest.mark.postgres_only
+async def test_truncating_the_tasks_empties_the_counters(
+    app: FastAPI, make_user: UserFactory, database: TestDatabase
+) -> None:
+    owner = await make_user("owner")
+    await bulk_tasks(app, [{"project_id": owner.inbox_id, "title": "t", "tags": ["a"]}])
+    connection = await asyncpg.connect(database.url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await connection.execute("TRUNCATE tasks CASCADE")
+    finally:
+        await connection.close()
+    await assert_counters_exact(app)
+    async with app.state.database.snapshot() as session:
+        assert (await session.execute(select(func.count()).select_from(TaskTagCount))).scalar() == 0

@@ -144,7 +144,9 @@ class TaskCount(Base):
 
     Kept by database triggers on ``tasks`` (migration ``0010_task_counts``), in the same
     transaction as the write, so every writer — the driver path, the ``Session`` path, a bulk
-    change, a project's cascade, a restore — keeps it exact without knowing it exists. Each
+    change, a project's cascade, a restore — keeps it exact without knowing it exists. A
+    trigger on ``projects`` deletes a deleted project's rows: no foreign key, whose check on
+    each new counter row would deadlock a task's change with its project's deletion. Each
     (project, status) is spread over ``COUNT_SHARDS`` rows by task id (a sharded counter),
     so concurrent creates in one project do not all queue for one row's lock on PostgreSQL;
     a total is the sum of the rows. A row may hold 0 once its tasks are gone.
@@ -152,9 +154,7 @@ class TaskCount(Base):
 
     __tablename__ = "task_counts"
 
-    project_id: Mapped[int] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
-    )
+    project_id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     status: Mapped[str] = mapped_column(String(16), primary_key=True)
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     tasks: Mapped[int] = mapped_column(BigInteger)
@@ -169,9 +169,7 @@ class TaskTagCount(Base):
 
     __tablename__ = "task_tag_counts"
 
-    project_id: Mapped[int] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
-    )
+    project_id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     tag: Mapped[str] = mapped_column(Text, primary_key=True)
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     tasks: Mapped[int] = mapped_column(BigInteger)

@@ -67,11 +67,30 @@ def _row_status(row: str, change: int) -> str:
     return f"SELECT {row}.project_id AS project_id, {row}.status AS status, {row}.id % 8 AS shard, {change} AS change"
 
 
-def _row_tags(row: str, change: int, elements: str, alias: str = "tag") -> str:
+def _tags_of(row: str, sqlite: bool) -> tuple[str, str]:
+    """The FROM item of a row's tags (column ``value``) and the condition on it: the string
+    elements of its ``tags`` array — the elements the ``tag`` filter can match (``tags @>
+    '["x"]'`` on PostgreSQL, ``json_each`` on SQLite); anything else a row written outside the
+    API may hold (a number, a scalar, invalid JSON) is no tag, and no reason to refuse a write.
+    """
+    tags = f"{row}.tags"
+    if sqlite:
+        valid = f"CASE WHEN json_valid({tags}) THEN {tags} ELSE '[]' END"
+        return f"json_each({valid})", "tag.type = 'text'"
+    array = f"CASE jsonb_typeof({tags}) WHEN 'array' THEN {tags} ELSE '[]'::jsonb END"
+    elements = (
+        f"(SELECT element #>> '{{}}' AS value FROM jsonb_array_elements({array}) AS element"
+        " WHERE jsonb_typeof(element) = 'string')"
+    )
+    return elements, "true"
+
+
+def _row_tags(row: str, change: int, sqlite: bool) -> str:
     # DISTINCT: a task counts once per tag (rows written outside the API may repeat one).
+    elements, condition = _tags_of(row, sqlite)
     return (
         f"SELECT DISTINCT {row}.project_id AS project_id, tag.value AS tag,"
-        f" {row}.id % 8 AS shard, {change} AS change FROM {elements}({row}.tags) AS {alias}"
+        f" {row}.id % 8 AS shard, {change} AS change FROM {elements} AS tag WHERE {condition}"
     )
 
 
@@ -86,8 +105,7 @@ _CHANGED = (
 
 # PostgreSQL: inserts and deletes per statement (``changed_rows`` is the transition table:
 # NEW TABLE of an insert, OLD TABLE of a delete), changes per row.
-_PG_ELEMENTS = "jsonb_array_elements_text"
-_POSTGRES_FUNCTIONS = (
+_POSTGRES_FUNCTIONS: tuple[str, ...] = (
     f"""
 CREATE FUNCTION task_counts_apply_rows() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -106,7 +124,7 @@ BEGIN
             "tag",
             "SELECT DISTINCT task.id, task.project_id, tag.value AS tag, task.id % 8 AS shard,"
             " step AS change"
-            f" FROM changed_rows AS task, {_PG_ELEMENTS}(task.tags) AS tag(value)",
+            f" FROM changed_rows AS task, LATERAL {_tags_of('task', sqlite=False)[0]} AS tag",
         )
     };
     RETURN NULL;
@@ -125,8 +143,8 @@ BEGIN
             "task_tag_counts",
             "tag",
             _both(
-                _row_tags("OLD", -1, _PG_ELEMENTS, "tag(value)"),
-                _row_tags("NEW", 1, _PG_ELEMENTS, "tag(value)"),
+                _row_tags("OLD", -1, sqlite=False),
+                _row_tags("NEW", 1, sqlite=False),
             ),
         )
     };
@@ -136,7 +154,38 @@ END
 $$""",
 )
 
+# A deleted project's counter rows go with it. Not a foreign key: its check would lock the
+# project row (FOR KEY SHARE) whenever a task's change inserts a counter row, and a task
+# write holding its task row while a project deletion holding the project row waits for that
+# task (its cascade) would deadlock — a change of status or tags never touched the project.
+_FORGET_PROJECT = (
+    "DELETE FROM task_counts WHERE project_id = OLD.id;"
+    " DELETE FROM task_tag_counts WHERE project_id = OLD.id"
+)
+_POSTGRES_FUNCTIONS += (
+    f"""
+CREATE FUNCTION task_counts_forget_project() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    {_FORGET_PROJECT};
+    RETURN NULL;
+END
+$$""",
+    """
+CREATE FUNCTION task_counts_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM task_counts;
+    DELETE FROM task_tag_counts;
+    RETURN NULL;
+END
+$$""",
+)
+
 _POSTGRES_TRIGGERS = (
+    "CREATE TRIGGER projects_counts_delete AFTER DELETE ON projects"
+    " FOR EACH ROW EXECUTE FUNCTION task_counts_forget_project()",
+    # TRUNCATE fires no DELETE trigger.
+    "CREATE TRIGGER tasks_counts_truncate AFTER TRUNCATE ON tasks"
+    " FOR EACH STATEMENT EXECUTE FUNCTION task_counts_truncated()",
     "CREATE TRIGGER tasks_counts_insert AFTER INSERT ON tasks REFERENCING NEW TABLE AS"
     " changed_rows FOR EACH STATEMENT EXECUTE FUNCTION task_counts_apply_rows()",
     "CREATE TRIGGER tasks_counts_delete AFTER DELETE ON tasks REFERENCING OLD TABLE AS"
@@ -144,8 +193,6 @@ _POSTGRES_TRIGGERS = (
     "CREATE TRIGGER tasks_counts_update AFTER UPDATE OF project_id, status, tags ON tasks"
     f" FOR EACH ROW WHEN ({_CHANGED}) EXECUTE FUNCTION task_counts_apply_change()",
 )
-
-_SQ_ELEMENTS = "json_each"
 
 
 def _sqlite_trigger(event: str, changes: tuple[str, str], when: str = "") -> str:
@@ -159,13 +206,14 @@ def _sqlite_trigger(event: str, changes: tuple[str, str], when: str = "") -> str
 
 
 _SQLITE_TRIGGERS = (
-    _sqlite_trigger("INSERT", (_row_status("NEW", 1), _row_tags("NEW", 1, _SQ_ELEMENTS))),
-    _sqlite_trigger("DELETE", (_row_status("OLD", -1), _row_tags("OLD", -1, _SQ_ELEMENTS))),
+    f"CREATE TRIGGER projects_counts_delete AFTER DELETE ON projects BEGIN {_FORGET_PROJECT}; END",
+    _sqlite_trigger("INSERT", (_row_status("NEW", 1), _row_tags("NEW", 1, sqlite=True))),
+    _sqlite_trigger("DELETE", (_row_status("OLD", -1), _row_tags("OLD", -1, sqlite=True))),
     _sqlite_trigger(
         "UPDATE OF project_id, status, tags",
         (
             _both(_row_status("OLD", -1), _row_status("NEW", 1)),
-            _both(_row_tags("OLD", -1, _SQ_ELEMENTS), _row_tags("NEW", 1, _SQ_ELEMENTS)),
+            _both(_row_tags("OLD", -1, sqlite=True), _row_tags("NEW", 1, sqlite=True)),
         ),
         when=f"WHEN {_CHANGED.replace('IS DISTINCT FROM', 'IS NOT')}",
     ),
@@ -173,22 +221,23 @@ _SQLITE_TRIGGERS = (
 
 
 # A task counts once per distinct tag (rows written outside the API may repeat one).
-_POSTGRES_TAG_BACKFILL = """
-INSERT INTO task_tag_counts (project_id, tag, shard, tasks)
-SELECT tasks.project_id, tag, tasks.id % 8, count(DISTINCT tasks.id)
-  FROM tasks, jsonb_array_elements_text(tasks.tags) AS tag
- GROUP BY 1, 2, 3
-"""
-_SQLITE_TAG_BACKFILL = """
+_POSTGRES_TAG_BACKFILL = f"""
 INSERT INTO task_tag_counts (project_id, tag, shard, tasks)
 SELECT tasks.project_id, tag.value, tasks.id % 8, count(DISTINCT tasks.id)
-  FROM tasks, json_each(tasks.tags) AS tag
+  FROM tasks, LATERAL {_tags_of("tasks", sqlite=False)[0]} AS tag
+ GROUP BY 1, 2, 3
+"""
+_SQLITE_TAG_BACKFILL = f"""
+INSERT INTO task_tag_counts (project_id, tag, shard, tasks)
+SELECT tasks.project_id, tag.value, tasks.id % 8, count(DISTINCT tasks.id)
+  FROM tasks, {_tags_of("tasks", sqlite=True)[0]} AS tag
+ WHERE {_tags_of("tasks", sqlite=True)[1]}
  GROUP BY 1, 2, 3
 """
 
 
 def _create_counters(table: str, key: sa.Column[object]) -> None:
-    """A counter table: (project, ``key``, shard) → tasks, gone with its project."""
+    """A counter table: (project, ``key``, shard) → tasks (no foreign key: ``_FORGET_PROJECT``)."""
     op.create_table(
         table,
         sa.Column(
@@ -197,12 +246,6 @@ def _create_counters(table: str, key: sa.Column[object]) -> None:
         key,
         sa.Column("shard", sa.SmallInteger(), nullable=False),
         sa.Column("tasks", sa.BigInteger(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["project_id"],
-            ["projects.id"],
-            name=op.f(f"fk_{table}_project_id_projects"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("project_id", key.name, "shard", name=op.f(f"pk_{table}")),
     )
 
@@ -220,11 +263,19 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    on = "" if _sqlite() else " ON tasks"
     for event in ("insert", "delete", "update"):
-        op.execute(f"DROP TRIGGER tasks_counts_{event}" + ("" if _sqlite() else " ON tasks"))
+        op.execute(f"DROP TRIGGER tasks_counts_{event}{on}")
+    op.execute("DROP TRIGGER projects_counts_delete" + ("" if _sqlite() else " ON projects"))
     if not _sqlite():
-        op.execute("DROP FUNCTION task_counts_apply_rows()")
-        op.execute("DROP FUNCTION task_counts_apply_change()")
+        op.execute("DROP TRIGGER tasks_counts_truncate ON tasks")
+        for function in (
+            "task_counts_apply_rows",
+            "task_counts_apply_change",
+            "task_counts_forget_project",
+            "task_counts_truncated",
+        ):
+            op.execute(f"DROP FUNCTION {function}()")
     op.drop_table("task_tag_counts")
     op.drop_table("task_counts")
 
