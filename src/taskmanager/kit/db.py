@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import ColumnElement, event, text
+from sqlalchemy import ColumnElement, Table, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -37,8 +37,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.pool import PoolResetState, StaticPool
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util.concurrency import await_
 
 from taskmanager.kit.availability import Breaker
@@ -276,6 +278,22 @@ class Database:
                     await engine.dispose()
             except TimeoutError:
                 await engine.dispose(close=False)
+
+
+@compiles(Table, "sqlite")
+def _sqlite_table(table: Table, compiler: SQLCompiler, **kw: Any) -> str:
+    """A table in a SQLite statement, followed by its ``with_hint(table, text, "sqlite")``.
+
+    SQLAlchemy renders table hints only for dialects it knows a hint syntax of, and not
+    SQLite's ``INDEXED BY index`` (https://sqlite.org/lang_indexedby.html): with this, a
+    statement can pin a SQLite plan as ``stmt.with_hint(TABLE, "INDEXED BY ix", "sqlite")``
+    (a dropped or renamed index then fails the statement instead of slowing it).
+    """
+    rendered: str = compiler.visit_table(table, **kw)
+    hints = kw.get("fromhints")
+    if rendered and hints and table in hints:
+        rendered += f" {hints[table]}"
+    return rendered
 
 
 def at_version(

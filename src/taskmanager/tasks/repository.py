@@ -848,9 +848,47 @@ def page_statement(
     if seek is not None:
         conditions.append(_seek_condition(query.sort_by, query.order, seek))
     stmt = select(*TASK_COLUMNS).where(*conditions).order_by(*_order_by(query.sort_by, query.order))
+    if dialect == "sqlite" and (index := _sqlite_page_index(query, is_admin=is_admin)):
+        stmt = stmt.with_hint(TASKS, f"INDEXED BY {index}", "sqlite")  # kit.db renders it
     if skip:
         stmt = stmt.offset(skip)
     return stmt.limit(limit)
+
+
+# Indexes that give a project's tasks in each sort order (``Task.__table_args__``).
+_SQLITE_ORDERED = {
+    SortBy.CREATED_AT: "ix_tasks_project_created",
+    SortBy.UPDATED_AT: "ix_tasks_project_updated",
+    SortBy.PRIORITY: "ix_tasks_project_priority",
+    SortBy.TITLE: "ix_tasks_project_title",
+}
+
+
+def _sqlite_page_index(query: TaskListQuery, *, is_admin: bool) -> str | None:
+    """The index a SQLite page must read, where its planner would sort every row instead.
+
+    SQLite keeps no statistics unless ``ANALYZE`` runs, and without them it took any index on
+    ``project_id`` for a list filtered by nothing but the caller's projects (or by ``tag`` or
+    ``q``, which no index serves) — ``ix_tasks_project_status``, whose rows are not in the
+    page's order — so it read and sorted all of the caller's tasks: 0.18 s for an unfiltered
+    first page at 1 M tasks, over a second with ``tag``. Read in the sort order's index, each
+    project's scan stops once the page is full (SQLite ends an ``IN`` value's scan at the
+    ``LIMIT``): about a millisecond, at 10 k tasks as at 1 M. A list with a filter an index
+    serves (status, priority, assignee, due dates) is left to the planner, which takes that
+    index; so is a due-date order (its ``NULLS LAST`` is sorted anyway) and an admin's list
+    across every project.
+    """
+    if (
+        query.status
+        or query.priority
+        or query.assignee_id is not None
+        or query.due_before is not None
+        or query.due_after is not None
+        or query.sort_by not in _SQLITE_ORDERED
+        or (is_admin and query.project_id is None)
+    ):
+        return None
+    return _SQLITE_ORDERED[query.sort_by]
 
 
 async def list_page(
