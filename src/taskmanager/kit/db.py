@@ -289,7 +289,7 @@ def _sqlite_table(table: Table, compiler: SQLCompiler, **kw: Any) -> str:
     statement can pin a SQLite plan as ``stmt.with_hint(TABLE, "INDEXED BY ix", "sqlite")``
     (a dropped or renamed index then fails the statement instead of slowing it).
     """
-    rendered: str = compiler.visit_table(table, **kw)
+    rendered: str = compiler.visit_table(table, **kw)  # type: ignore[no-untyped-call]
     hints = kw.get("fromhints")
     if rendered and hints and table in hints:
         rendered += f" {hints[table]}"
